@@ -1,0 +1,177 @@
+"""Checkpoints that survive a kill at any moment and resume bit-for-bit.
+
+A checkpoint is one `torch.save` file of tensors, primitives, dicts and lists only, so it loads with
+`weights_only=True`. It is written to a temporary file in the same directory and moved into place
+with `os.replace`, so a reader sees either the previous complete checkpoint or the new complete
+one. `latest.pt` is always the newest; numbered step checkpoints are kept for `keep` steps.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nasplat.errors import TrainingError
+
+LATEST = "latest.pt"
+_STEP_RE = re.compile(r"^step-(\d+)\.pt$")
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to `path` via a temporary file in the same directory and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write text to `path` via a temporary file and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ------------------------------------------------------------------------------------------------
+# RNG state
+# ------------------------------------------------------------------------------------------------
+
+
+def _generator_state(gen: np.random.Generator) -> dict[str, Any]:
+    state = gen.bit_generator.state
+    # PCG64 state holds 128-bit ints; store them as decimal strings so weights_only loads them.
+    return {"bit_generator": state["bit_generator"], "state": _ints_to_str(state["state"]),
+            "has_uint32": int(state.get("has_uint32", 0)), "uinteger": int(state.get("uinteger", 0))}
+
+
+def _ints_to_str(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _ints_to_str(v) for k, v in obj.items()}
+    if isinstance(obj, int):
+        return str(obj)
+    return obj
+
+
+def _str_to_ints(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _str_to_ints(v) for k, v in obj.items()}
+    if isinstance(obj, str):
+        return int(obj)
+    return obj
+
+
+def _set_generator_state(gen: np.random.Generator, saved: dict[str, Any]) -> None:
+    gen.bit_generator.state = {
+        "bit_generator": saved["bit_generator"],
+        "state": _str_to_ints(saved["state"]),
+        "has_uint32": saved["has_uint32"],
+        "uinteger": saved["uinteger"],
+    }
+
+
+def capture_rng_state(generators: dict[str, np.random.Generator] | None = None) -> dict[str, Any]:
+    """Every RNG state a training step may touch: torch (CPU and CUDA), python `random`, and the
+    named numpy Generators, as weights_only-loadable values."""
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+        "numpy": {name: _generator_state(g) for name, g in (generators or {}).items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], generators: dict[str, np.random.Generator] | None = None) -> None:
+    """Restore what `capture_rng_state` captured, into the global RNGs and the given Generators.
+
+    Raises TrainingError if a named Generator has no saved state.
+    """
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, gen in (generators or {}).items():
+        if name not in state["numpy"]:
+            raise TrainingError(f"checkpoint has no state for RNG {name!r}", key="rng.numpy")
+        _set_generator_state(gen, state["numpy"][name])
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoint files
+# ------------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(directory: Path, payload: dict[str, Any], *, step: int, keep: int, numbered: bool) -> Path:
+    """Write `payload` as the latest checkpoint (and, if `numbered`, as `step-<step>.pt`).
+
+    Only the `keep` newest numbered checkpoints are kept. Returns the latest checkpoint's path.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    latest = directory / LATEST
+    atomic_torch_save(payload, latest)
+    if numbered:
+        atomic_torch_save(payload, directory / f"step-{step:08d}.pt")
+        steps = sorted(
+            (int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_RE.match(p.name))
+        )
+        for _, old in steps[:-keep]:
+            old.unlink(missing_ok=True)
+    return latest
+
+
+def find_latest(directory: Path) -> Path | None:
+    """The newest complete checkpoint in `directory`, or None."""
+    latest = directory / LATEST
+    return latest if latest.is_file() else None
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True. Raises TrainingError naming the file if unreadable."""
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as e:
+        raise TrainingError("checkpoint not found", source=str(path)) from e
+    except Exception as e:  # a truncated or foreign file
+        raise TrainingError(f"cannot load checkpoint ({type(e).__name__}: {e})", source=str(path)) from e
+    if not isinstance(payload, dict):
+        raise TrainingError("not a nasplat checkpoint (not a dict)", source=str(path))
+    return payload
+
+
+__all__ = [
+    "LATEST",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "capture_rng_state",
+    "find_latest",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]

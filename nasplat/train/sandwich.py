@@ -1,0 +1,79 @@
+"""The sandwich rule's arch sampler: which subnets a training step trains.
+
+Every step trains the max subnet (teacher), the min subnet and N random subnets, accumulating their
+gradients before one optimizer step. The random members are a pure function of (seed, step), so
+every distributed rank trains the same subnets without communicating, and a resumed run draws
+exactly the archs an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nasplat.errors import TrainingError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nasplat.space import SearchSpace
+    from nasplat.space.arch import Arch
+
+
+@dataclass(frozen=True)
+class SandwichMember:
+    """One subnet of a sandwich step. `role` is "max", "min" or "random<i>"."""
+
+    role: str
+    arch: Arch
+
+    @property
+    def is_teacher(self) -> bool:
+        return self.role == "max"
+
+
+class SandwichSampler:
+    """Draws the subnets of each step: max, min, then `num_random` random subnets.
+
+    The max subnet comes first so its detached predictions can supervise the others (in-place
+    distillation). State is (seed, num_random); `members(step)` is deterministic.
+    """
+
+    def __init__(
+        self, space: SearchSpace, seed: int, num_random: int = 2, *, train_max: bool = True, train_min: bool = True
+    ) -> None:
+        self.space = space
+        self.seed = int(seed)
+        self.num_random = int(num_random)
+        self.train_max = train_max
+        self.train_min = train_min
+        self._max = space.max_arch()
+        self._min = space.min_arch()
+
+    def members(self, step: int) -> list[SandwichMember]:
+        """The subnets trained at global step `step`, teacher first."""
+        rng = np.random.default_rng([self.seed, int(step), 0x5A4D])
+        out: list[SandwichMember] = []
+        if self.train_max:
+            out.append(SandwichMember("max", self._max))
+        if self.train_min:
+            out.append(SandwichMember("min", self._min))
+        out.extend(SandwichMember(f"random{i}", self.space.sample(rng)) for i in range(self.num_random))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "num_random": self.num_random, "space": self.space.fingerprint()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from a checkpoint. Raises TrainingError if it was saved for another space."""
+        if state.get("space") != self.space.fingerprint():
+            raise TrainingError(
+                f"checkpoint was trained on space fingerprint {state.get('space')!r}, this experiment's space is"
+                f" {self.space.fingerprint()!r}",
+                key="sampler.space",
+            )
+        self.seed = int(state["seed"])
+        self.num_random = int(state["num_random"])
+
+
+__all__ = ["SandwichMember", "SandwichSampler"]
