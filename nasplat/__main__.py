@@ -1,0 +1,3 @@
+from nasplat.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The `nasplat` command line (typer). `main.py` assembles the command groups."""
