@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+
+from nasplat.errors import ConfigError
+from nasplat.train.config import load_experiment, load_trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "trainers").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_trainer_recipe_loads(path):
+    recipe = load_trainer(path)
+    assert recipe.name == path.stem
+    assert recipe.sandwich.num_random >= 0
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_experiment_loads_with_absolute_paths(path):
+    exp = load_experiment(path)
+    assert exp.name == path.stem
+    assert exp.output_dir.is_absolute() and exp.data.root.is_absolute()
+    assert exp.space_path.is_file() and exp.trainer_path.is_file()
+    exp.space.validate(exp.space.max_arch())
+
+
+def test_paper_recipe_is_the_papers():
+    recipe = load_trainer(ROOT / "trainers" / "supernet.yaml")
+    assert (recipe.optimizer.name, recipe.optimizer.lr) == ("adam", 1e-3)
+    assert (recipe.schedule.epochs, recipe.schedule.milestones, recipe.schedule.gamma) == (210, (170, 200), 0.1)
+    assert recipe.batch_size == 16 and recipe.heatmap_sigma == 3
+    assert (recipe.augmentation.scale, recipe.augmentation.rotation, recipe.augmentation.flip) == (0.5, 40, True)
+    assert recipe.sandwich.num_random == 2 and recipe.distillation.enabled
+    assert recipe.bn_recalibration.images == 2000
+
+
+def _write_experiment(tmp_path: Path, **overrides: str) -> Path:
+    fields = {
+        "name": "t",
+        "space": str(ROOT / "search_spaces" / "cpu_small.yaml"),
+        "trainer": str(ROOT / "trainers" / "cpu_small.yaml"),
+        "data": "{root: data, synthetic: {train: 4, val: 2, seed: 0}}",
+        "output_dir": "out",
+    }
+    fields.update(overrides)
+    path = tmp_path / "exp.yaml"
+    path.write_text("".join(f"{k}: {v}\n" for k, v in fields.items()))
+    return path
+
+
+def test_relative_paths_resolve_against_the_experiment_file(tmp_path):
+    exp = load_experiment(_write_experiment(tmp_path))
+    assert exp.output_dir == tmp_path / "out"
+    assert exp.data.root == tmp_path / "data"
+    assert exp.storage_url == f"sqlite:///{tmp_path / 'out' / 'study.db'}"
+    assert exp.tracking_uri == f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+
+
+def test_a_missing_trainer_file_names_the_key(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_experiment(_write_experiment(tmp_path, trainer="nope.yaml"))
+    msg = str(info.value)
+    assert "exp.yaml" in msg and "trainer" in msg and "nope.yaml" in msg
+
+
+def test_a_bad_value_names_file_key_value_and_allowed(tmp_path):
+    path = _write_experiment(tmp_path, search="{sampler: grid}")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    msg = str(info.value)
+    assert str(path) in msg and "search.sampler" in msg and "'grid'" in msg and "nsga2" in msg
+
+
+def test_an_unknown_key_lists_the_allowed_keys(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\nsandwich: {num_randoms: 3}\n")
+    with pytest.raises(ConfigError) as info:
+        load_trainer(path)
+    assert "sandwich.num_randoms" in str(info.value) and "num_random" in str(info.value)
+
+
+def test_invalid_yaml_is_a_config_error(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="r.yaml"):
+        load_trainer(path)
