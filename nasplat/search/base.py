@@ -1,0 +1,173 @@
+"""The ask/tell searcher contract and the registry of searchers.
+
+Contract (every implementation, tested in `tests/search/test_contract.py`):
+
+- `ask()` returns an `Arch` of the space whose analytic GFLOPs are within the budget and that this
+  searcher never returned before. Duplicates and over-budget proposals are resolved inside `ask`
+  without evaluation: they are re-proposed (after telling a model-based searcher what it proposed),
+  at most `max_tries` times per call, then `BudgetError`. Duplicates never count toward a budget.
+- `tell(arch, evaluation)` reports the result of an arch returned by `ask`; `None` means its
+  evaluation failed for good. Results may be told in any order, several asks may be outstanding.
+- Determinism: the same seed and the same sequence of ask/tell calls give the same archs. That is
+  what makes a searcher restorable from a study store: replaying the recorded asks and tells in
+  their recorded order rebuilds its state exactly.
+- A budget below the smallest arch's GFLOPs raises `BudgetError` in the constructor.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, ClassVar, TypeVar
+
+import numpy as np
+
+from nasplat.errors import BudgetError, NasplatError
+from nasplat.search.evaluation import Evaluation
+from nasplat.space import Arch, SearchSpace
+
+DEFAULT_MAX_TRIES = 2000
+
+
+@dataclass(frozen=True)
+class EvolutionSettings:
+    """mmrazor's evolution defaults: population 50, top 10, 25 mutations + 25 crossovers."""
+
+    population: int = 50
+    top_k: int = 10
+    mutations: int = 25
+    crossovers: int = 25
+    mutation_prob: float = 0.1
+
+
+class Searcher(ABC):
+    """Base of every searcher: feasibility, deduplication and bounded re-proposal live here;
+    subclasses implement `_propose` and `_observe` (and may use the hooks)."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        cost: Callable[[Arch], float],
+        budget_gflops: float | None,
+        seed: int,
+        max_tries: int = DEFAULT_MAX_TRIES,
+    ) -> None:
+        """Raises BudgetError when no arch of the space fits `budget_gflops`."""
+        self.space = space
+        self.cost = cost
+        self.budget = budget_gflops
+        self.seed = seed
+        self.max_tries = max_tries
+        self.rng = np.random.default_rng(seed)
+        self._proposed: dict[str, Arch] = {}
+        self._results: dict[str, Evaluation | None] = {}
+        if budget_gflops is not None:
+            floor = cost(space.min_arch())
+            if budget_gflops < floor:
+                raise BudgetError(
+                    f"budget {budget_gflops} GFLOPs is below the smallest arch of space "
+                    f"{space.name!r} ({floor:.4f} GFLOPs)",
+                    key="search.budget_gflops",
+                )
+
+    # --- public contract -------------------------------------------------------------------
+    def feasible(self, arch: Arch) -> bool:
+        """True when `arch` is within the GFLOPs budget (always when there is none)."""
+        return self.budget is None or self.cost(arch) <= self.budget
+
+    def ask(self) -> Arch:
+        """A new, feasible arch. Raises BudgetError after `max_tries` proposals without one."""
+        for _ in range(self.max_tries):
+            arch = self._propose()
+            key = arch.key()
+            if key in self._proposed:
+                self._on_duplicate(arch, self._results.get(key))
+                continue
+            if not self.feasible(arch):
+                self._on_infeasible(arch, self.cost(arch))
+                continue
+            self._proposed[key] = arch
+            self._on_accept(arch)
+            return arch
+        raise BudgetError(
+            f"{self.name} searcher found no new arch within {self.budget} GFLOPs after "
+            f"{self.max_tries} proposals ({len(self._proposed)} already proposed); raise the budget "
+            f"or lower n_trials",
+            key="search.budget_gflops",
+        )
+
+    def tell(self, arch: Arch, evaluation: Evaluation | None) -> None:
+        """Report the result of an arch returned by `ask` (None: failed).
+
+        Raises NasplatError for an arch that was not asked or was already told."""
+        key = arch.key()
+        if key not in self._proposed:
+            raise NasplatError(f"{self.name} searcher was told an arch it never proposed")
+        if key in self._results:
+            raise NasplatError(f"{self.name} searcher was told the same arch twice")
+        self._results[key] = evaluation
+        self._observe(arch, evaluation)
+
+    @property
+    def n_proposed(self) -> int:
+        return len(self._proposed)
+
+    def results(self) -> list[tuple[Arch, Evaluation]]:
+        """Successful results told so far, in telling order."""
+        return [(self._proposed[k], e) for k, e in self._results.items() if e is not None]
+
+    # --- for subclasses ----------------------------------------------------------------------
+    @abstractmethod
+    def _propose(self) -> Arch:
+        """A candidate (may be a duplicate or over budget; `ask` filters)."""
+
+    @abstractmethod
+    def _observe(self, arch: Arch, evaluation: Evaluation | None) -> None:
+        """Learn from a told result."""
+
+    def _on_duplicate(self, arch: Arch, known: Evaluation | None) -> None:
+        """The last proposal repeats an earlier one (`known`: its result if told). No-op."""
+
+    def _on_infeasible(self, arch: Arch, gflops: float) -> None:
+        """The last proposal is over budget. No-op."""
+
+    def _on_accept(self, arch: Arch) -> None:
+        """The last proposal is returned by `ask`. No-op."""
+
+
+S = TypeVar("S", bound=type[Searcher])
+SEARCHERS: dict[str, type[Searcher]] = {}
+
+
+def register_searcher(name: str) -> Callable[[S], S]:
+    """Class decorator adding a searcher to `SEARCHERS` under `name`."""
+
+    def deco(cls: S) -> S:
+        cls.name = name
+        SEARCHERS[name] = cls
+        return cls
+
+    return deco
+
+
+def build_searcher(
+    name: str,
+    space: SearchSpace,
+    cost: Callable[[Arch], float],
+    budget_gflops: float | None,
+    seed: int,
+    evolution: EvolutionSettings | None = None,
+    max_tries: int = DEFAULT_MAX_TRIES,
+) -> Searcher:
+    """The registered searcher `name`. Raises ConfigError for an unknown name, BudgetError for a
+    budget below the space's smallest arch."""
+    from nasplat.errors import ConfigError
+
+    cls = SEARCHERS.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(sorted(SEARCHERS))}", key="search.sampler")
+    if name == "evolution":
+        return cls(space, cost, budget_gflops, seed, max_tries=max_tries, settings=evolution or EvolutionSettings())  # type: ignore[call-arg]
+    return cls(space, cost, budget_gflops, seed, max_tries=max_tries)
