@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from nasplat.errors import ConfigError
-from nasplat.search.cost import gflops_parts
+from nasplat.search.cost import gflops_parts, params_fn
 from nasplat.search.evaluation import Evaluation
 from nasplat.space import Arch, SearchSpace
 
@@ -102,6 +102,7 @@ class AnalyticObjective(Objective):
         self.space = space
         self.work = work
         self._gflops = gflops_parts(space)
+        self._params = params_fn(space)
 
     def _capacity(self, flat: dict[str, Any], net: str) -> float:
         """Weighted mean position of each choice of `net` in its range (0 smallest .. 1 largest)."""
@@ -148,8 +149,7 @@ class AnalyticObjective(Objective):
         if self.work:
             _burn(self.work)
         gflops = dict(self._gflops(arch))
-        params = int(sum(v for k, v in arch.to_flat().items() if k.endswith("channels")) * 1000)
-        return Evaluation(metrics=self.metrics(arch), gflops=gflops, params=params)
+        return Evaluation(metrics=self.metrics(arch), gflops=gflops, params=self._params(arch))
 
 
 class WholeBodyObjective(Objective):

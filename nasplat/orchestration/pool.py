@@ -1,0 +1,207 @@
+"""Evaluator pools: where objectives run.
+
+`RayEvaluatorPool` keeps one Ray actor per evaluator slot (one per GPU, or per CPU slot); each
+actor builds its objective once (the real one loads the supernet and caches crops) and then
+evaluates archs one at a time. `LocalEvaluatorPool` evaluates in the driver process, one at a time
+(tests, debugging, and machines without Ray).
+
+The driver submits work only to idle slots and collects results one by one
+(`next_result`, a `ray.wait` on every running evaluation), so every slot is kept busy.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from nasplat.errors import NasplatError
+from nasplat.search.evaluation import Evaluation
+from nasplat.search.objectives import Objective, ObjectiveFactory
+from nasplat.space import Arch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    """The outcome of one evaluation: `evaluation`, or `error` (and `lost` when the evaluator
+    itself died). `worker` is the slot it ran on."""
+
+    token: int
+    worker: int
+    evaluation: Evaluation | None
+    error: str | None = None
+    lost: bool = False
+
+
+class EvaluatorPool(ABC):
+    """Slots that evaluate archs. `submit` only when `idle() > 0`."""
+
+    size: int
+
+    @abstractmethod
+    def idle(self) -> int:
+        """Number of slots without work."""
+
+    @abstractmethod
+    def submit(self, token: int, arch: Arch, avoid: int | None = None) -> int:
+        """Start evaluating `arch` on an idle slot (not `avoid` if another is idle); returns the slot."""
+
+    @abstractmethod
+    def next_result(self) -> PoolResult:
+        """Block until one running evaluation finishes. Raises NasplatError when none is running."""
+
+    def close(self) -> None:
+        """Release the evaluators."""
+
+
+class LocalEvaluatorPool(EvaluatorPool):
+    """One in-process slot; the objective is built on first use."""
+
+    size = 1
+
+    def __init__(self, factory: ObjectiveFactory) -> None:
+        self._factory = factory
+        self._objective: Objective | None = None
+        self._queue: deque[tuple[int, Arch]] = deque()
+
+    def idle(self) -> int:
+        return self.size - len(self._queue)
+
+    def submit(self, token: int, arch: Arch, avoid: int | None = None) -> int:
+        self._queue.append((token, arch))
+        return 0
+
+    def next_result(self) -> PoolResult:
+        if not self._queue:
+            raise NasplatError("no evaluation is running")
+        token, arch = self._queue.popleft()
+        try:
+            if self._objective is None:
+                self._objective = self._factory()
+            return PoolResult(token, 0, self._objective.evaluate(arch))
+        except Exception as e:  # noqa: BLE001 - any objective failure is a failed attempt
+            return PoolResult(token, 0, None, error=f"{type(e).__name__}: {e}")
+
+
+class _EvaluatorActor:
+    """Ray actor body: builds the objective once, evaluates archs given as JSON."""
+
+    def __init__(self, factory: ObjectiveFactory, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self._objective = factory()
+
+    def evaluate(self, arch_json: str) -> dict[str, Any]:
+        return self._objective.evaluate(Arch.from_json(arch_json)).to_dict()
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None = None) -> None:
+    """Start embedded local Ray (`address` None) or join a cluster; no-op if already initialised.
+    Raises NasplatError (naming `cluster.address`) when the cluster cannot be reached."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        if address is None:
+            ray.init(
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise NasplatError(f"cannot connect to Ray at {address!r}: {e}", key="cluster.address") from e
+
+
+class RayEvaluatorPool(EvaluatorPool):
+    """`size` Ray actors, each with `cpus` CPUs (its torch thread count) and `gpus` GPUs.
+
+    A slot whose actor dies is given a fresh actor, at most `max_restarts` times in all, after
+    which the pool raises NasplatError."""
+
+    def __init__(self, factory: ObjectiveFactory, size: int, cpus: int = 1, gpus: float = 0.0, max_restarts: int = 8) -> None:
+        import ray
+
+        self.size = size
+        self._ray = ray
+        self._cls = ray.remote(_EvaluatorActor)
+        self._factory = factory
+        self._cpus = cpus
+        self._gpus = gpus
+        self._restarts_left = max_restarts
+        self._actors = [self._new_actor() for _ in range(size)]
+        self._busy: dict[int, int] = {}  # slot -> token
+        self._running: dict[Any, tuple[int, int]] = {}  # ObjectRef -> (token, slot)
+
+    def _new_actor(self) -> Any:
+        return self._cls.options(num_cpus=self._cpus, num_gpus=self._gpus, max_restarts=0).remote(
+            self._factory, self._cpus
+        )
+
+    def actor_pids(self) -> list[int]:
+        """Process ids of the actors (for tests that kill one)."""
+        return [int(p) for p in self._ray.get([a.pid.remote() for a in self._actors])]
+
+    def idle(self) -> int:
+        return self.size - len(self._busy)
+
+    def submit(self, token: int, arch: Arch, avoid: int | None = None) -> int:
+        free = [s for s in range(self.size) if s not in self._busy]
+        if not free:
+            raise NasplatError("no idle evaluator")
+        slot = next((s for s in free if s != avoid), free[0])
+        ref = self._actors[slot].evaluate.remote(arch.to_json())
+        self._busy[slot] = token
+        self._running[ref] = (token, slot)
+        return slot
+
+    def next_result(self) -> PoolResult:
+        ray = self._ray
+        if not self._running:
+            raise NasplatError("no evaluation is running")
+        ready, _ = ray.wait(list(self._running), num_returns=1)
+        ref = ready[0]
+        token, slot = self._running.pop(ref)
+        del self._busy[slot]
+        try:
+            data = ray.get(ref)
+            return PoolResult(token, slot, Evaluation.from_dict(data))
+        except ray.exceptions.RayActorError as e:
+            self._replace(slot)
+            return PoolResult(token, slot, None, error=f"evaluator lost: {type(e).__name__}", lost=True)
+        except ray.exceptions.RayTaskError as e:
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            return PoolResult(token, slot, None, error=f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
+
+    def _replace(self, slot: int) -> None:
+        if self._restarts_left <= 0:
+            raise NasplatError("evaluators keep dying; no restarts left (see the Ray logs)")
+        self._restarts_left -= 1
+        try:
+            self._ray.kill(self._actors[slot])
+        except Exception:  # noqa: BLE001 - the actor is already gone
+            pass
+        log.warning("evaluator %d lost; starting a new one", slot)
+        self._actors[slot] = self._new_actor()
+
+    def close(self) -> None:
+        for actor in self._actors:
+            try:
+                self._ray.kill(actor)
+            except Exception:  # noqa: BLE001
+                pass
+        self._actors = []

@@ -1,0 +1,29 @@
+"""The study store: Optuna RDB storage (SQLite by default, PostgreSQL the same), experiment state,
+resume after a killed driver, and URL redaction."""
+
+from nasplat.store.redact import redact_text, redact_url
+from nasplat.store.study import (
+    NEW_STUDY_FLAG,
+    ExperimentState,
+    ExperimentStateStore,
+    StoredTrial,
+    StudyIdentity,
+    StudyStore,
+    load_current_study,
+    open_storage,
+    open_study,
+)
+
+__all__ = [
+    "NEW_STUDY_FLAG",
+    "ExperimentState",
+    "ExperimentStateStore",
+    "StoredTrial",
+    "StudyIdentity",
+    "StudyStore",
+    "load_current_study",
+    "open_storage",
+    "open_study",
+    "redact_text",
+    "redact_url",
+]

@@ -1,0 +1,361 @@
+"""The study store: an Optuna RDB study per search plus the experiment's state, in one database.
+
+Every trial the driver starts is an Optuna trial of a two-objective study (whole-body AP up,
+total GFLOPs down). Its user attributes carry what resume needs:
+
+- `arch`: the arch JSON; `key`: `arch.key()`;
+- `ask_seq`: how many results the searcher had been told when it proposed this arch (absent for a
+  re-queued arch, which the searcher did not propose again);
+- `requeued_from`: the trial a killed driver left running, whose arch this trial re-evaluates;
+- `tell_seq`: the position of this result in the order results were told to the searcher;
+- `evaluation`: the full `Evaluation` dict; `outcome`: "failed" (retries exhausted, told to the
+  searcher as a failure) or "killed" (left RUNNING by a dead driver, marked FAIL on recovery).
+
+Replaying asks and tells in that recorded order rebuilds any searcher exactly (see
+`nasplat.search.base`). The driver is the only writer.
+
+The experiment state (phase, supernet checkpoint, config hash, space fingerprint and the name of
+the current study) is a row of the table `nasplat_experiment` in the same database.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from optuna.trial import TrialState, create_trial
+
+from nasplat.errors import StoreError
+from nasplat.search.evaluation import Evaluation
+from nasplat.space import Arch
+from nasplat.store.redact import redact_text, redact_url
+
+DIRECTIONS = ("maximize", "minimize")  # whole-body AP, total GFLOPs
+NEW_STUDY_FLAG = "--new-study"
+
+
+@dataclass(frozen=True)
+class StudyIdentity:
+    """What must match for a stored study to be continued (n_trials may grow)."""
+
+    space_fingerprint: str
+    objective: str
+    sampler: str
+    seed: int
+    budget_gflops: float | None
+    sampler_settings: str = ""  # e.g. the evolution settings as JSON
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> StudyIdentity:
+        return cls(**json.loads(text))
+
+
+_FLAG_NAMES = {
+    "space_fingerprint": "space fingerprint",
+    "objective": "objective",
+    "sampler": "sampler",
+    "seed": "search seed",
+    "budget_gflops": "budget_gflops",
+    "sampler_settings": "sampler settings",
+}
+
+
+@dataclass(frozen=True)
+class StoredTrial:
+    """One trial as recorded in the store."""
+
+    number: int
+    state: str  # COMPLETE | FAIL | RUNNING | WAITING | PRUNED
+    arch: Arch
+    evaluation: Evaluation | None
+    ask_seq: int | None
+    tell_seq: int | None
+    requeued_from: int | None
+    outcome: str | None
+    error: str | None
+
+    @property
+    def key(self) -> str:
+        return self.arch.key()
+
+
+@dataclass(frozen=True)
+class ExperimentState:
+    """A row of `nasplat_experiment`."""
+
+    name: str
+    phase: str | None = None  # e.g. "training", "trained", "searching", "searched"
+    checkpoint: str | None = None  # supernet checkpoint path
+    config_hash: str | None = None
+    space_fingerprint: str | None = None
+    study_name: str | None = None
+    updated_at: str | None = None
+
+
+_metadata = sa.MetaData()
+_experiment_table = sa.Table(
+    "nasplat_experiment",
+    _metadata,
+    sa.Column("name", sa.String(512), primary_key=True),
+    sa.Column("phase", sa.String(64)),
+    sa.Column("checkpoint", sa.Text),
+    sa.Column("config_hash", sa.String(128)),
+    sa.Column("space_fingerprint", sa.String(128)),
+    sa.Column("study_name", sa.String(512)),
+    sa.Column("updated_at", sa.String(64)),
+)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _store_error(url: str, what: str, e: BaseException) -> StoreError:
+    text = redact_text(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
+    return StoreError(f"{what}: {text}", source=redact_url(url))
+
+
+class ExperimentStateStore:
+    """Read and update experiment state rows; creates the table on first use.
+
+    Raises StoreError (URL redacted) when the database cannot be reached."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            _ensure_sqlite_dir(url)
+            self._engine = sa.create_engine(url)
+            _metadata.create_all(self._engine)
+        except Exception as e:  # noqa: BLE001 - any driver error becomes one redacted StoreError
+            raise _store_error(url, "cannot open the study database", e) from None
+
+    def get(self, name: str) -> ExperimentState | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(_experiment_table).where(_experiment_table.c.name == name)).mappings().first()
+        return ExperimentState(**dict(row)) if row else None
+
+    def update(self, name: str, **fields: str | None) -> ExperimentState:
+        """Set the given fields of experiment `name` (creating its row). Raises StoreError for an
+        unknown field."""
+        allowed = {c.name for c in _experiment_table.columns} - {"name", "updated_at"}
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise StoreError(f"unknown experiment state field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+        values = dict(fields, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        with self._engine.begin() as conn:
+            exists = conn.execute(sa.select(_experiment_table.c.name).where(_experiment_table.c.name == name)).first()
+            if exists:
+                conn.execute(_experiment_table.update().where(_experiment_table.c.name == name).values(**values))
+            else:
+                conn.execute(_experiment_table.insert().values(name=name, **values))
+        state = self.get(name)
+        assert state is not None
+        return state
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+
+class StudyStore:
+    """The Optuna study of one search. Use `open_study` to get one."""
+
+    def __init__(self, url: str, experiment: str, study: optuna.Study, identity: StudyIdentity) -> None:
+        self.url = url
+        self.experiment = experiment
+        self.study = study
+        self.identity = identity
+        self._storage = study._storage
+        self._ids: dict[int, int] = {t.number: t._trial_id for t in study.get_trials(deepcopy=False)}
+
+    @property
+    def study_name(self) -> str:
+        return self.study.study_name
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.url)
+
+    # --- attributes of the study ------------------------------------------------------------
+    def set_attr(self, key: str, value: Any) -> None:
+        self.study.set_user_attr(key, value)
+
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.study.user_attrs)
+
+    # --- trials ----------------------------------------------------------------------------
+    def start_trial(self, arch: Arch, *, ask_seq: int | None, requeued_from: int | None = None) -> int:
+        """Record a RUNNING trial for `arch`; returns its number."""
+        attrs: dict[str, Any] = {"arch": arch.to_json(), "key": arch.key()}
+        if ask_seq is not None:
+            attrs["ask_seq"] = ask_seq
+        if requeued_from is not None:
+            attrs["requeued_from"] = requeued_from
+        template = create_trial(state=TrialState.RUNNING, user_attrs=attrs)
+        trial_id = self._storage.create_new_trial(self.study._study_id, template_trial=template)
+        number = self._storage.get_trial_number_from_id(trial_id)
+        self._ids[number] = trial_id
+        return number
+
+    def complete_trial(self, number: int, evaluation: Evaluation, tell_seq: int) -> None:
+        """Store the evaluation and mark the trial COMPLETE with values (AP, GFLOPs)."""
+        trial_id = self._ids[number]
+        self._storage.set_trial_user_attr(trial_id, "result", {"tell_seq": tell_seq, "evaluation": evaluation.to_dict()})
+        self._storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [evaluation.ap, evaluation.total_gflops])
+
+    def fail_trial(self, number: int, error: str, tell_seq: int) -> None:
+        """Mark the trial FAIL for good (retries exhausted); the searcher was told."""
+        trial_id = self._ids[number]
+        self._storage.set_trial_user_attr(
+            trial_id, "result", {"tell_seq": tell_seq, "outcome": "failed", "error": error[:2000]}
+        )
+        self._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+    def trials(self) -> list[StoredTrial]:
+        """All trials in number order."""
+        return [self._to_stored(t) for t in self.study.get_trials(deepcopy=False)]
+
+    @staticmethod
+    def _to_stored(t: optuna.trial.FrozenTrial) -> StoredTrial:
+        attrs = t.user_attrs
+        result = attrs.get("result") or {}
+        killed = attrs.get("outcome") == "killed"
+        terminal = t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and result.get("outcome") == "failed")
+        evaluation = None
+        if t.state == TrialState.COMPLETE and "evaluation" in result:
+            evaluation = Evaluation.from_dict(result["evaluation"])
+        return StoredTrial(
+            number=t.number,
+            state=t.state.name,
+            arch=Arch.from_json(attrs["arch"]),
+            evaluation=evaluation,
+            ask_seq=attrs.get("ask_seq"),
+            tell_seq=result.get("tell_seq") if terminal and not killed else None,
+            requeued_from=attrs.get("requeued_from"),
+            outcome="killed" if killed else (result.get("outcome") if terminal else None),
+            error=result.get("error"),
+        )
+
+    def recover(self) -> list[StoredTrial]:
+        """Mark trials a dead driver left RUNNING (or WAITING) as FAIL with outcome "killed", and
+        return the trials whose archs must be evaluated again: one per arch that has no COMPLETE
+        or finally failed trial, in trial order."""
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+            self._storage.set_trial_user_attr(t._trial_id, "outcome", "killed")
+            self._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        stored = self.trials()
+        done = {s.key for s in stored if s.tell_seq is not None}
+        requeue: dict[str, StoredTrial] = {}
+        for s in stored:
+            if s.outcome == "killed" and s.key not in done and s.key not in requeue:
+                requeue[s.key] = s
+        return list(requeue.values())
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.study.get_trials(deepcopy=False):
+            out[t.state.name] = out.get(t.state.name, 0) + 1
+        return out
+
+
+def _study_names(storage: optuna.storages.BaseStorage) -> set[str]:
+    return {s.study_name for s in storage.get_all_studies()}
+
+
+def _check_identity(stored: StudyIdentity, current: StudyIdentity, study_name: str, url: str) -> None:
+    for field, label in _FLAG_NAMES.items():
+        old, new = getattr(stored, field), getattr(current, field)
+        if old != new:
+            raise StoreError(
+                f"study {study_name!r} was created with {label} {old!r}, this run has {new!r}; "
+                f"pass {NEW_STUDY_FLAG} to start a new study (the old one is kept)",
+                source=redact_url(url),
+                key=field,
+            )
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage at `url`. Raises StoreError with the URL's password redacted."""
+    try:
+        _ensure_sqlite_dir(url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.storages.RDBStorage(url, skip_compatibility_check=False)
+    except Exception as e:  # noqa: BLE001 - any driver error becomes one redacted StoreError
+        raise _store_error(url, "cannot open the study database", e) from None
+
+
+def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study: bool = False) -> StudyStore:
+    """Open (or create) the current study of `experiment` at `url`.
+
+    The first study of an experiment is named after it; `new_study` starts `<name>#2`, `#3`, ...
+    and makes it current, keeping older ones. Raises StoreError when the database cannot be
+    reached, or when the current study's identity (space fingerprint, objective, sampler, seed,
+    budget) differs from `identity`; the message names `--new-study`.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    states = ExperimentStateStore(url)
+    storage = open_storage(url)
+    try:
+        row = states.get(experiment)
+        current = row.study_name if row and row.study_name else None
+        names = _study_names(storage)
+        if current is None and experiment in names:
+            current = experiment
+        if current is not None and current in names and not new_study:
+            study = optuna.load_study(study_name=current, storage=storage)
+            raw = study.user_attrs.get("identity")
+            if raw is None:
+                raise StoreError(
+                    f"study {current!r} was not created by nasplat; pass {NEW_STUDY_FLAG} to start a new study",
+                    source=redact_url(url),
+                )
+            _check_identity(StudyIdentity.from_json(raw), identity, current, url)
+        else:
+            name = experiment
+            k = 1
+            while name in names:
+                k += 1
+                name = f"{experiment}#{k}"
+            study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
+            study.set_user_attr("identity", identity.to_json())
+            current = name
+        states.update(experiment, study_name=current, space_fingerprint=identity.space_fingerprint)
+    except StoreError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise _store_error(url, "cannot open the study", e) from None
+    finally:
+        states.dispose()
+    return StudyStore(url, experiment, study, identity)
+
+
+def load_current_study(url: str, experiment: str) -> StudyStore | None:
+    """The current study of `experiment` for reading (no identity check), or None if there is none."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    states = ExperimentStateStore(url)
+    try:
+        row = states.get(experiment)
+    finally:
+        states.dispose()
+    storage = open_storage(url)
+    names = _study_names(storage)
+    current = row.study_name if row and row.study_name else (experiment if experiment in names else None)
+    if current is None or current not in names:
+        return None
+    study = optuna.load_study(study_name=current, storage=storage)
+    raw = study.user_attrs.get("identity")
+    identity = StudyIdentity.from_json(raw) if raw else StudyIdentity("", "", "", 0, None)
+    return StudyStore(url, experiment, study, identity)
+
+
