@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nasplat.space import load_space
+from nasplat.space.arch import NETS
 from nasplat.space.dsl import describe
 
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
@@ -22,10 +23,11 @@ def show(
 ) -> None:
     """List the dimensions and their choices, the space's size and the GFLOPs of its extremes."""
     space = load_space(space_file)
-    from nasplat.flops import space_gflops  # imports torch-free code only
+    from nasplat.flops import analytic_gflops
 
-    lo = space_gflops(space, space.min_arch())
-    hi = space_gflops(space, space.max_arch())
+    bpm = tuple(space.blocks_per_module(n) for n in NETS)
+    lo = analytic_gflops(space.min_arch(), bpm)
+    hi = analytic_gflops(space.max_arch(), bpm)
     dims = [{"name": d.name, "choices": list(d.choices)} | ({"depends_on": d.depends_on} if d.depends_on else {}) for d in space.dimensions]
     if as_json:
         typer.echo(
