@@ -85,7 +85,9 @@ class TrialLogger(Protocol):
 
     def log_trial(self, trial: StoredTrial) -> None: ...
 
-    def finish(self, trials: list[StoredTrial], budget_gflops: float | None, finished: bool) -> None: ...
+    def flush(self) -> None: ...
+
+    def finish(self, trials: list[StoredTrial], budget_gflops: float | None, finished: bool) -> object: ...
 
 
 def identity_of(space: SearchSpace, settings: SearchSettings) -> StudyIdentity:
@@ -287,6 +289,8 @@ def drive(
         finally:
             if own_pool and pool is not None:
                 pool.close()
+            if tracker is not None:
+                tracker.flush()
     trials = store.trials()
     finished = n_complete >= settings.n_trials
     if finished:

@@ -1,0 +1,89 @@
+"""Pareto-front figures: GFLOPs vs whole-body AP, every trial behind the front."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class FrontPoint:
+    trial: int
+    gflops: float
+    ap: float
+    pareto: bool
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def pareto_png(points: Sequence[FrontPoint], budget: float | None, path: Path, title: str) -> Path:
+    """Scatter of all trials with the Pareto front as a step line (matplotlib, Agg)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    rest = [p for p in points if not p.pareto]
+    front = sorted((p for p in points if p.pareto), key=lambda p: p.gflops)
+    ax.scatter([p.gflops for p in rest], [p.ap for p in rest], s=12, c="0.65", label="trials")
+    ax.step([p.gflops for p in front], [p.ap for p in front], where="post", c="tab:red", lw=1.5)
+    ax.scatter([p.gflops for p in front], [p.ap for p in front], s=24, c="tab:red", label="Pareto front")
+    if budget is not None:
+        ax.axvline(budget, ls="--", c="tab:blue", lw=1, label=f"budget {budget:g} GFLOPs")
+    ax.set_xlabel("GFLOPs")
+    ax.set_ylabel("whole-body AP")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    _atomic_write(path, buf.getvalue())
+    return path
+
+
+def pareto_html(points: Sequence[FrontPoint], budget: float | None, path: Path, title: str) -> Path:
+    """Interactive plotly figure (plotly.js from the CDN); hover shows the trial number."""
+    import plotly.graph_objects as go
+
+    rest = [p for p in points if not p.pareto]
+    front = sorted((p for p in points if p.pareto), key=lambda p: p.gflops)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[p.gflops for p in rest],
+            y=[p.ap for p in rest],
+            mode="markers",
+            name="trials",
+            marker={"color": "#aaaaaa", "size": 6},
+            text=[f"trial {p.trial}" for p in rest],
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[p.gflops for p in front],
+            y=[p.ap for p in front],
+            mode="lines+markers",
+            line={"shape": "hv", "color": "#d62728"},
+            name="Pareto front",
+            text=[f"trial {p.trial}" for p in front],
+        )
+    )
+    if budget is not None:
+        fig.add_vline(x=budget, line_dash="dash", line_color="#1f77b4", annotation_text=f"budget {budget:g}")
+    fig.update_layout(title=title, xaxis_title="GFLOPs", yaxis_title="whole-body AP", template="plotly_white")
+    _atomic_write(path, fig.to_html(include_plotlyjs="cdn", full_html=True).encode())
+    return path
