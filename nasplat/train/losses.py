@@ -29,20 +29,23 @@ def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor 
     return err.mean()
 
 
-def resample_body_heatmaps(teacher: torch.Tensor, scale: float, size: tuple[int, int]) -> torch.Tensor:
+def resample_body_heatmaps(teacher: torch.Tensor, scale: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
     """Teacher body heatmaps at the student's grid.
 
     teacher: [B, K, Ht, Wt] for a body input of the max resolution; the student's input is that
-    crop resized by `scale` (student / teacher). Student pixel (i, j) is body-input point (4j, 4i)
-    in student pixels, i.e. teacher heatmap index (i / scale, j / scale). Returns [B, K, *size].
+    crop resized by `scale` = (sx, sy) (student / teacher, align_corners=False). Student pixel
+    (i, j) is student-input point (4j, 4i), i.e. max-input point ((4j + .5) / sx - .5, ...), i.e.
+    teacher heatmap index a quarter of that. Returns [B, K, *size].
     """
     b, k, ht, wt = teacher.shape
     h, w = size
-    ys = torch.arange(h, dtype=teacher.dtype, device=teacher.device) / scale  # teacher row index
-    xs = torch.arange(w, dtype=teacher.dtype, device=teacher.device) / scale
-    gy = 2 * ys / max(ht - 1, 1) - 1  # align_corners=True normalisation
-    gx = 2 * xs / max(wt - 1, 1) - 1
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)  # [h, w, 2] as (x, y)
+    sx, sy = scale
+    stride = 4.0
+    xs = ((torch.arange(w, dtype=teacher.dtype, device=teacher.device) * stride + 0.5) / sx - 0.5) / stride
+    ys = ((torch.arange(h, dtype=teacher.dtype, device=teacher.device) * stride + 0.5) / sy - 0.5) / stride
+    gx = 2 * xs / max(wt - 1, 1) - 1  # align_corners=True: index 0 -> -1, index Wt-1 -> +1
+    gy = 2 * ys / max(ht - 1, 1) - 1
+    grid = torch.stack((gx[None, :].expand(h, w), gy[:, None].expand(h, w)), dim=-1)  # [h, w, (x, y)]
     grid = grid.unsqueeze(0).expand(b, h, w, 2)
     return F.grid_sample(teacher, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 

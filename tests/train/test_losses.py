@@ -23,7 +23,7 @@ def test_weighted_mse_ignores_zero_weight_channels():
 def test_body_resampling_keeps_the_peak_at_the_same_image_point():
     # teacher input 128x96 -> heatmap 32x24; a keypoint at image (48, 64) peaks at index (16, 12).
     teacher = _gauss(32, 24, cx=12, cy=16, sigma=2)[None, None]
-    student = resample_body_heatmaps(teacher, scale=0.75, size=(24, 18))  # 96x72 input
+    student = resample_body_heatmaps(teacher, scale=(0.75, 0.75), size=(24, 18))  # 96x72 input
     idx = int(student[0, 0].argmax())
     i, j = divmod(idx, 18)
     assert (i, j) == (12, 9)  # image point (36, 48) in the student crop = (48, 64) * 0.75
