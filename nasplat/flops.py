@@ -217,11 +217,13 @@ def _count_nothing(inputs: Any, outputs: Any) -> Counter[str]:
 
 def _count(module: Any, example: Any) -> int:
     import torch
-    from fvcore.nn import FlopCountAnalysis
 
     with warnings.catch_warnings():
-        # torch.jit tracing is deprecated in recent torch and warns; the trace itself still works
+        # fvcore scripts and traces with torch.jit, deprecated in recent torch: it warns at import
+        # and during the trace, but the trace itself still works
         warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+
         with torch.no_grad():
             analysis = FlopCountAnalysis(module, example)
             for op in (

@@ -1,0 +1,56 @@
+"""GFLOPs: the paper's ZoomNet numbers, and analytic == fvcore on archs of every shipped space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nasplat.flops import GFlops, analytic_gflops, fvcore_gflops
+from nasplat.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = sorted(p.stem for p in (ROOT / "search_spaces").glob("*.yaml"))
+
+
+def _bpm(space) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+    return tuple(space.blocks_per_module(n) for n in ("body", "face", "hand"))  # type: ignore[return-value]
+
+
+def test_zoomnet_reproduces_table_10() -> None:
+    space = load_space(ROOT / "search_spaces" / "zoomnet.yaml")
+    g = analytic_gflops(space.max_arch(), _bpm(space))
+    # paper Table 10: BodyNet 16.02, FaceHead 4.19, HandHead 4.14, overall 28.49
+    for got, paper in ((g.body, 16.02), (g.face, 4.19), (g.hand, 4.14), (g.total, 28.49)):
+        assert got == pytest.approx(paper, rel=0.01)
+    assert g.total == pytest.approx(g.body + g.face + 2 * g.hand)
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_analytic_matches_fvcore(name: str) -> None:
+    space = load_space(ROOT / "search_spaces" / f"{name}.yaml")
+    rng = np.random.default_rng(0)
+    # full-size nets are costly to trace on 2 cores: the big space gets its min and one sample
+    n_random = 3 if name == "cpu_small" else 1
+    archs = [space.min_arch()] + [space.sample(rng) for _ in range(n_random)]
+    if name != "zoomnas":
+        archs.append(space.max_arch())
+    for arch in dict.fromkeys(archs):  # the one-choice space yields the same arch each time
+        a = analytic_gflops(arch, _bpm(space))
+        f = fvcore_gflops(arch, _bpm(space))
+        for part in ("body", "face", "hand", "total"):
+            assert getattr(a, part) == pytest.approx(getattr(f, part), rel=0.01), (name, part, arch.key())
+
+
+def test_grouped_convs_cost_less() -> None:
+    space = load_space(ROOT / "search_spaces" / "cpu_small.yaml")
+    arch = space.max_arch()
+    import dataclasses
+
+    grouped = dataclasses.replace(
+        arch, body=dataclasses.replace(arch.body, net=dataclasses.replace(arch.body.net, branch_groups=(2, 2, 2, 2)))
+    )
+    dense, cheap = analytic_gflops(arch, _bpm(space)), analytic_gflops(grouped, _bpm(space))
+    assert cheap.body < dense.body and cheap.face == dense.face
+    assert isinstance(cheap, GFlops) and set(cheap.as_dict()) == {"body", "face", "hand", "total"}
