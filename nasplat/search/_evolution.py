@@ -8,6 +8,9 @@ from nasplat.search.evaluation import Evaluation
 from nasplat.space import Arch, SearchSpace
 
 
+_STALL = 50  # consecutive rejected children before falling back to a random proposal
+
+
 @register_searcher("evolution")
 class EvolutionSearcher(Searcher):
     """Evolutionary search as in mmrazor's EvolutionSearchLoop / SPOS.
@@ -17,7 +20,9 @@ class EvolutionSearcher(Searcher):
     the `top_k` archs by whole-body AP among all results told when the generation starts (elitist,
     so the top-k never gets worse). Mutation resamples each choice with `mutation_prob`
     (`space.mutate`); crossover takes each choice from either parent (`space.crossover`). Until a
-    result is known (all evaluations still running) proposals are random.
+    result is known (all evaluations still running) proposals are random, and so is any proposal
+    after `_STALL` consecutive duplicates or over-budget children (a converged top-k whose
+    neighbourhood is exhausted), so the search keeps exploring instead of failing.
     """
 
     def __init__(
@@ -39,6 +44,7 @@ class EvolutionSearcher(Searcher):
         super().__init__(space, cost, budget_gflops, seed, max_tries)
         self.settings = settings
         self._accepted = 0
+        self._rejected_in_row = 0
         self._parents: list[Arch] = []
 
     def _generation_slot(self) -> int:
@@ -46,7 +52,7 @@ class EvolutionSearcher(Searcher):
 
     def _propose(self) -> Arch:
         s = self.settings
-        if self._accepted < s.population:
+        if self._accepted < s.population or self._rejected_in_row >= _STALL:
             return self.space.sample(self.rng)
         if self._generation_slot() == 0 or not self._parents:
             ranked = sorted(self.results(), key=lambda r: -r[1].ap)
@@ -61,6 +67,13 @@ class EvolutionSearcher(Searcher):
 
     def _on_accept(self, arch: Arch) -> None:
         self._accepted += 1
+        self._rejected_in_row = 0
+
+    def _on_duplicate(self, arch: Arch, known: Evaluation | None) -> None:
+        self._rejected_in_row += 1
+
+    def _on_infeasible(self, arch: Arch, gflops: float) -> None:
+        self._rejected_in_row += 1
 
     def _observe(self, arch: Arch, evaluation: Evaluation | None) -> None:
         return None

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nasplat.errors import BudgetError, NasplatError
+from nasplat.orchestration.driver import SearchSettings, drive
+from nasplat.search import SEARCHERS, AnalyticFactory, AnalyticObjective, EvolutionSettings, Objective
+from nasplat.space import Arch, load_space
+from nasplat.store import load_current_study
+
+ROOT = Path(__file__).resolve().parents[2]
+SPACE = ROOT / "search_spaces" / "cpu_small.yaml"
+
+
+def _settings(tmp_path: Path, sampler: str, n: int, name: str = "db") -> SearchSettings:
+    return SearchSettings(
+        experiment="exp",
+        sampler=sampler,
+        n_trials=n,
+        budget_gflops=0.1,
+        seed=2,
+        objective="analytic",
+        storage_url=f"sqlite:///{tmp_path}/{name}.db",
+        executor="local",
+        evolution=EvolutionSettings(population=6, top_k=2, mutations=3, crossovers=3),
+    )
+
+
+def _completed_keys(result) -> list[str]:  # noqa: ANN001
+    done = [t for t in result.trials if t.state == "COMPLETE"]
+    return [t.key for t in sorted(done, key=lambda t: t.tell_seq)]
+
+
+@pytest.mark.parametrize("sampler", sorted(SEARCHERS))
+def test_resume_continues_the_same_sequence(tmp_path: Path, sampler: str) -> None:
+    space = load_space(SPACE)
+    factory = AnalyticFactory(str(SPACE))
+    whole = drive(space, _settings(tmp_path, sampler, 16, "whole"), factory)
+    first = drive(space, _settings(tmp_path, sampler, 7, "split"), factory)
+    second = drive(space, _settings(tmp_path, sampler, 16, "split"), factory)
+    assert first.n_complete == 7 and second.n_complete == 16
+    assert _completed_keys(second) == _completed_keys(whole)
+    assert len(set(_completed_keys(second))) == 16
+    budget = 0.1
+    assert all(t.evaluation.total_gflops <= budget for t in second.trials if t.evaluation)
+
+
+class _Flaky(Objective):
+    """Fails the first attempt of every arch whose key hashes odd, and always fails one arch."""
+
+    def __init__(self) -> None:
+        self.inner = AnalyticObjective(load_space(SPACE))
+        self.attempts: dict[str, int] = {}
+        self.doomed: str | None = None
+
+    def evaluate(self, arch: Arch):  # noqa: ANN201
+        key = arch.key()
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        if self.doomed is None:
+            self.doomed = key
+        if key == self.doomed or (self.attempts[key] == 1 and hash(key) % 2):
+            raise RuntimeError("evaluator hiccup")
+        return self.inner.evaluate(arch)
+
+
+def test_failed_evaluations_are_retried_then_marked_failed(tmp_path: Path) -> None:
+    space = load_space(SPACE)
+    flaky = _Flaky()
+    settings = replace(_settings(tmp_path, "random", 8), max_retries=2)
+    result = drive(space, settings, lambda: flaky)
+    assert result.n_complete == 8
+    assert result.n_failed == 1
+    failed = [t for t in result.trials if t.outcome == "failed"]
+    assert failed[0].key == flaky.doomed and flaky.attempts[flaky.doomed] == 3
+    assert "evaluator hiccup" in (failed[0].error or "")
+
+
+def test_too_many_failures_stop_the_search(tmp_path: Path) -> None:
+    class Broken(Objective):
+        def evaluate(self, arch: Arch):  # noqa: ANN201
+            raise RuntimeError("no supernet")
+
+    settings = replace(_settings(tmp_path, "random", 5), max_retries=0, max_failures=2)
+    with pytest.raises(NasplatError, match="3 trials failed for good"):
+        drive(load_space(SPACE), settings, Broken)
+
+
+def test_budget_below_min_is_rejected_before_anything_is_stored(tmp_path: Path) -> None:
+    settings = replace(_settings(tmp_path, "nsga2", 5), budget_gflops=1e-4)
+    with pytest.raises(BudgetError):
+        drive(load_space(SPACE), settings, AnalyticFactory(str(SPACE)))
+    assert not (tmp_path / "db.db").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
+    """Kill the driver with SIGKILL several times; the re-run finishes with exactly the budget of
+    completed trials, each arch once, the completed ones unchanged, in the uninterrupted order."""
+    n_trials, work = 40, 60
+    url = f"sqlite:///{tmp_path}/kill.db"
+    child = [sys.executable, str(Path(__file__).parent / "_kill_child.py"), str(SPACE), url, "evolution", str(n_trials), str(work)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    rng = np.random.default_rng(0)
+    snapshots: list[dict[int, tuple[str, tuple[float, ...]]]] = []
+    for _ in range(5):
+        proc = subprocess.Popen(child, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(float(rng.uniform(2.5, 5.0)))  # imports take ~2 s; then trials run
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        store = load_current_study(url, "kill")
+        if store is None:
+            continue
+        snapshots.append(
+            {t.number: (t.key, tuple(t.evaluation.to_dict()["metrics"]["wholebody"].values())) for t in store.trials() if t.evaluation}
+        )
+    final = subprocess.run(child, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    store = load_current_study(url, "kill")
+    trials = store.trials()
+    done = [t for t in trials if t.state == "COMPLETE"]
+    assert len(done) == n_trials
+    assert len({t.key for t in done}) == n_trials
+    now = {t.number: (t.key, tuple(t.evaluation.to_dict()["metrics"]["wholebody"].values())) for t in done}
+    assert sum(len(s) for s in snapshots) > 0, "no trial completed before any kill: the kills came too early"
+    for snap in snapshots:
+        assert all(now[n] == v for n, v in snap.items())
+    assert all(t.state in ("COMPLETE", "FAIL") for t in trials)
+    # same order of completed archs as one uninterrupted run
+    ref_url = f"sqlite:///{tmp_path}/ref.db"
+    ref_child = child.copy()
+    ref_child[3] = ref_url
+    subprocess.run(ref_child, env=env, capture_output=True, text=True, timeout=300, check=True)
+    ref = load_current_study(ref_url, "kill").trials()
+    order = lambda ts: [t.key for t in sorted((t for t in ts if t.state == "COMPLETE"), key=lambda t: t.tell_seq)]  # noqa: E731
+    assert order(trials) == order(ref)
