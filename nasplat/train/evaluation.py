@@ -1,0 +1,229 @@
+"""Evaluate subnets of a trained supernet on the validation set (what the search calls).
+
+`SubnetEvaluator(experiment, device)` loads the supernet once, decodes and crops the BN
+calibration images (training persons, no augmentation) and the validation persons (GT boxes or
+the experiment's detections) once, at the space's largest body resolution. `evaluate(arch)` then
+sets the arch, recalibrates BN (the crops resized to the arch's resolution), predicts, decodes
+body/foot from BodyNet and face/hands from the heads inside the boxes they cropped, maps the points
+back to image pixels, and scores them with the official whole-body protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nasplat.errors import TrainingError
+from nasplat.space.arch import Arch
+from nasplat.train.bn import batchnorm_modules, recalibrate_bn
+from nasplat.train.checkpoint import find_latest, load_checkpoint
+from nasplat.train.config import Experiment
+from nasplat.train.step import from_scaled, resize_batch, scale_boxes
+
+log = logging.getLogger(__name__)
+
+_META = ("center", "scale", "rotation", "image_id", "score")
+
+
+@dataclass(frozen=True)
+class CropCache:
+    """Person crops at the max body resolution and what maps them back to the image."""
+
+    images: torch.Tensor  # [N, 3, H, W]
+    center: torch.Tensor  # [N, 2]
+    scale: torch.Tensor  # [N, 2]
+    rotation: torch.Tensor  # [N]
+    image_id: torch.Tensor  # [N]
+    score: torch.Tensor  # [N] person box score (1 for GT boxes)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def _cache(dataset: Any, indices: list[int]) -> CropCache:
+    from nasplat.data.topdown import collate
+
+    items = [dataset[i] for i in indices]
+    batch = collate(items)
+    return CropCache(batch["image"], *(batch[k] for k in _META))
+
+
+def load_supernet(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Rebuild the supernet stored in a training checkpoint. Raises TrainingError."""
+    from nasplat.models import SupernetConfig, ZoomNetSupernet
+    from nasplat.train.loop import module_to
+
+    payload = load_checkpoint(checkpoint, map_location=device)
+    try:
+        config = SupernetConfig.from_dict(json.loads(payload["supernet_config"]))
+        net = ZoomNetSupernet(config)
+        net.load_state_dict(payload["model"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise TrainingError(f"not a nasplat supernet checkpoint ({e})", source=str(checkpoint)) from e
+    return module_to(net, device), payload
+
+
+def latest_checkpoint(experiment: Experiment) -> Path:
+    """The newest supernet checkpoint of an experiment. Raises TrainingError when there is none."""
+    path = find_latest(experiment.checkpoint_dir)
+    if path is None:
+        raise TrainingError(
+            f"no supernet checkpoint in {experiment.checkpoint_dir}; run `nasplat train {experiment.path}` first",
+            source=str(experiment.path), key="output_dir",
+        )
+    return path
+
+
+class SubnetEvaluator:
+    """Evaluates subnets of one trained supernet; crops are decoded once and reused.
+
+    experiment: the loaded experiment; device: torch device string; checkpoint: a specific
+    supernet checkpoint (default: the experiment's latest); net: an in-memory supernet instead
+    (training uses this; its BN statistics are restored after every evaluation);
+    max_images: cap on validation persons (default: the recipe's `eval.max_images`).
+
+    Raises TrainingError (no checkpoint) and DataError (no data).
+    """
+
+    def __init__(
+        self,
+        experiment: Experiment,
+        device: str = "cpu",
+        *,
+        checkpoint: Path | None = None,
+        net: Any | None = None,
+        max_images: int | None = None,
+    ) -> None:
+        from nasplat.data.coco import load_split, val_instances
+        from nasplat.data.topdown import TopDownDataset
+        from nasplat.metrics.wholebody import WholeBodyEvaluator
+        from nasplat.train.loop import train_dataset
+
+        self.experiment = experiment
+        self.device = torch.device(device)
+        self.recipe = experiment.trainer
+        if net is None:
+            self.checkpoint = checkpoint or latest_checkpoint(experiment)
+            self.net, _ = load_supernet(self.checkpoint, self.device)
+        else:
+            self.checkpoint = checkpoint
+            self.net = net
+        space = experiment.space
+        self.blocks_per_module = tuple(space.blocks_per_module(n) for n in ("body", "face", "hand"))
+        self.input_size = space.max_arch().body.input_size
+
+        train = train_dataset(experiment, augment=False)
+        k = min(self.recipe.bn_recalibration.images, len(train))
+        order = np.random.default_rng([experiment.seed, 0xCA1]).permutation(len(train))[:k]
+        self.calibration = _cache(train, sorted(order.tolist()))
+
+        val_ann = load_split(experiment.data.root, "val")
+        instances = val_instances(val_ann, experiment.data.detections)
+        cap = max_images if max_images is not None else self.recipe.eval.max_images
+        if cap is not None:
+            instances = instances[:cap]
+        val = TopDownDataset(instances, val_ann, self.input_size, sigma=self.recipe.heatmap_sigma, augment=None)
+        self.val = _cache(val, list(range(len(val))))
+        self.evaluator = WholeBodyEvaluator(val_ann)
+
+    # --------------------------------------------------------------------------------------------
+
+    def _batches(self, images: torch.Tensor, size: tuple[int, int], batch_size: int):  # noqa: ANN202
+        for start in range(0, images.shape[0], batch_size):
+            yield resize_batch(images[start : start + batch_size].to(self.device), size)
+
+    def recalibrate(self, arch: Arch) -> int:
+        """Set `arch` and recompute BN statistics over the calibration crops. Returns batches used."""
+        self.net.set_arch(arch)
+        batches = self._batches(self.calibration.images, arch.body.input_size, self.recipe.bn_recalibration.batch_size)
+        return recalibrate_bn(self.net, batches, lambda m, x: m(x))
+
+    @torch.no_grad()
+    def predict(self, arch: Arch, *, flip_test: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints [N, 133, 3] (x, y image pixels, score) and instance scores [N] of the val
+        persons for the active BN statistics (call `recalibrate` first)."""
+        from nasplat.data.decode import body_heatmap_to_input, decode_heatmaps, flip_back, head_heatmap_to_input
+        from nasplat.data.keypoints import BODY_CHANNEL_FLIP_INDEX
+        from nasplat.data.transforms import crop_to_image
+        from nasplat.models import decode_part_boxes
+
+        flip = self.recipe.eval.flip_test if flip_test is None else flip_test
+        net = self.net
+        net.set_arch(arch)
+        was_training = net.training
+        net.eval()
+        size = arch.body.input_size
+        sx, sy = size[1] / self.input_size[1], size[0] / self.input_size[0]
+        out_kp, out_sc = [], []
+        bs = self.recipe.eval.batch_size
+        try:
+            for start, x in zip(range(0, len(self.val), bs), self._batches(self.val.images, size, bs)):
+                sl = slice(start, start + x.shape[0])
+                body, features = net.forward_body(x)  # [B, 38, h, w]
+                if flip:
+                    body_f, _ = net.forward_body(x.flip(-1))
+                    body = (body + flip_back(body_f, BODY_CHANNEL_FLIP_INDEX, shift=True)) / 2
+                heads = net.forward_heads(features, decode_part_boxes(body), size)
+                b = x.shape[0]
+                body_xy, body_s = decode_heatmaps(body[:, :23])  # [B, 23, 2] heatmap px, [B, 23]
+                body_xy = body_heatmap_to_input(body_xy)
+                face_xy, face_s = decode_heatmaps(heads.face_heatmaps)  # [B, 68, 2]
+                face_xy = head_heatmap_to_input(face_xy, heads.boxes[:, 0], heads.face_heatmaps.shape[-1])
+                hand_xy, hand_s = decode_heatmaps(heads.hand_heatmaps.flatten(0, 1))  # [2B, 21, 2]
+                hand_xy = head_heatmap_to_input(
+                    hand_xy, heads.boxes[:, 1:3].flatten(0, 1), heads.hand_heatmaps.shape[-1]
+                ).reshape(b, 42, 2)
+                xy = torch.cat((body_xy, face_xy, hand_xy), dim=1)  # [B, 133, 2] arch-input px
+                xy = from_scaled(xy, sx, sy)  # max-crop px
+                xy = crop_to_image(
+                    xy.float().cpu(), self.val.center[sl], self.val.scale[sl], self.val.rotation[sl], self.input_size
+                )
+                s = torch.cat((body_s, face_s, hand_s.reshape(b, 42)), dim=1).float().cpu()  # [B, 133]
+                out_kp.append(torch.cat((xy, s[..., None]), dim=-1))
+                # mmpose's bbox_keypoint score: box score x mean of the keypoint scores above 0.2
+                confident = s > 0.2
+                mean = (s * confident).sum(1) / confident.sum(1).clamp_min(1)
+                out_sc.append(self.val.score[sl] * mean)
+        finally:
+            net.train(was_training)
+        return torch.cat(out_kp).numpy(), torch.cat(out_sc).numpy()
+
+    def evaluate(self, arch: Arch, *, recalibrate: bool = True, flip_test: bool | None = None) -> dict[str, Any]:
+        """Recalibrate BN for `arch` (unless told not to), evaluate it on the val set.
+
+        Returns {"metrics": {part: {"AP", "AR"}}, "gflops": {"body", "face", "hand", "total"},
+        "params": int}. The supernet's own BN statistics are restored afterwards.
+        Raises ArchError when `arch` is not in the space.
+        """
+        from nasplat.flops import analytic_gflops, analytic_params
+        from nasplat.metrics.wholebody import make_results
+
+        self.experiment.space.validate(arch)
+        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+                 for m in batchnorm_modules(self.net)]
+        try:
+            if recalibrate:
+                self.recalibrate(arch)
+            keypoints, scores = self.predict(arch, flip_test=flip_test)
+        finally:
+            with torch.no_grad():
+                for m, (mean, var, n) in zip(batchnorm_modules(self.net), saved):
+                    m.running_mean.copy_(mean)
+                    m.running_var.copy_(var)
+                    m.num_batches_tracked.copy_(n)
+        results = make_results(self.val.image_id.numpy(), keypoints, scores)
+        metrics = self.evaluator.evaluate(results)
+        return {
+            "metrics": metrics,
+            "gflops": analytic_gflops(arch, self.blocks_per_module).as_dict(),
+            "params": int(analytic_params(arch, self.blocks_per_module)),
+        }
+
+
+__all__ = ["CropCache", "SubnetEvaluator", "latest_checkpoint", "load_supernet"]
