@@ -54,3 +54,28 @@ def test_grouped_convs_cost_less() -> None:
     dense, cheap = analytic_gflops(arch, _bpm(space)), analytic_gflops(grouped, _bpm(space))
     assert cheap.body < dense.body and cheap.face == dense.face
     assert isinstance(cheap, GFlops) and set(cheap.as_dict()) == {"body", "face", "hand", "total"}
+
+
+def test_cli_json_prints_exactly_the_four_numbers(tmp_path: Path) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from nasplat.cli.flops import register
+
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `flops` a named sub-command
+    space_file = ROOT / "search_spaces" / "cpu_small.yaml"
+    space = load_space(space_file)
+    arch_file = tmp_path / "arch.json"
+    arch = space.sample(np.random.default_rng(4))
+    arch_file.write_text(arch.to_json())
+    result = CliRunner().invoke(app, ["flops", str(space_file), "--arch", str(arch_file), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data == analytic_gflops(arch, _bpm(space)).as_dict()
+    table = CliRunner().invoke(app, ["flops", str(space_file), "--arch", "min"])
+    assert table.exit_code == 0 and "HandHead" in table.output
+    assert f"{analytic_gflops(space.min_arch(), _bpm(space)).total:.3f}" in table.output

@@ -1,0 +1,46 @@
+"""`nasplat flops SPACE.yaml [--arch max|min|ARCH.json] [--json] [--fvcore]`: GFLOPs of one arch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from nasplat.flops import GFlops, analytic_gflops, fvcore_gflops
+from nasplat.space import load_space
+from nasplat.space.arch import NETS
+
+
+def flops(
+    space_file: Path = typer.Argument(..., help="A search-space YAML file."),
+    arch: str = typer.Option("max", "--arch", help="max, min, an arch JSON file or JSON text."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"body", "face", "hand", "total"} (analytic).'),
+    use_fvcore: bool = typer.Option(False, "--fvcore", help="Also count with fvcore on the static subnet (slow)."),
+) -> None:
+    """GFLOPs (conv multiply-adds / 2**30) of an arch of SPACE: body, face, one hand, and the total
+    (body + face + 2 x hand)."""
+    space = load_space(space_file)
+    chosen = space.load_arch(arch)
+    bpm = tuple(space.blocks_per_module(n) for n in NETS)
+    counted = analytic_gflops(chosen, bpm)  # type: ignore[arg-type]
+    if as_json:
+        typer.echo(json.dumps(counted.as_dict()))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    columns: list[tuple[str, GFlops]] = [("analytic", counted)]
+    if use_fvcore:
+        columns.append(("fvcore", fvcore_gflops(chosen, bpm)))  # type: ignore[arg-type]
+    table = Table(title=f"GFLOPs of {arch} in {space.name} ({space_file})")
+    table.add_column("module")
+    for name, _ in columns:
+        table.add_column(name, justify="right")
+    for part, label in (("body", "BodyNet"), ("face", "FaceHead"), ("hand", "HandHead (x2)"), ("total", "total")):
+        table.add_row(label, *(f"{getattr(g, part):.3f}" for _, g in columns))
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("flops")(flops)
