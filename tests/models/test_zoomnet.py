@@ -166,3 +166,20 @@ def test_seeded_build_is_reproducible() -> None:
     a = create_model("zoomnet", SPACE, seed=5)
     b = create_model("zoomnet", SPACE, seed=5)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_config_round_trips_through_json_and_rebuilds_the_same_net(supernet: ZoomNetSupernet) -> None:
+    import json
+
+    from nasplat.models import SupernetConfig
+
+    config = SupernetConfig.from_dict(json.loads(json.dumps(supernet.config.to_dict())))
+    assert config == supernet.config
+    rebuilt = ZoomNetSupernet(config)
+    rebuilt.load_state_dict(supernet.state_dict(), strict=True)
+    arch = SPACE.sample(np.random.default_rng(5))
+    rebuilt.set_arch(arch)
+    supernet.set_arch(arch)
+    x = torch.randn(1, 3, *arch.body.input_size)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x).hand_heatmaps, supernet(x).hand_heatmaps)
