@@ -86,7 +86,8 @@ class SubnetEvaluator:
     experiment: the loaded experiment; device: torch device string; checkpoint: a specific
     supernet checkpoint (default: the experiment's latest); net: an in-memory supernet instead
     (training uses this; its BN statistics are restored after every evaluation);
-    max_images: cap on validation persons (default: the recipe's `eval.max_images`).
+    max_images: cap on validation persons (default: the recipe's `eval.max_images`);
+    load_val: False to prepare BN calibration only (export), `evaluate` then raises.
 
     Raises TrainingError (no checkpoint) and DataError (no data).
     """
@@ -99,6 +100,7 @@ class SubnetEvaluator:
         checkpoint: Path | None = None,
         net: Any | None = None,
         max_images: int | None = None,
+        load_val: bool = True,
     ) -> None:
         from nasplat.data.coco import load_split, val_instances
         from nasplat.data.topdown import TopDownDataset
@@ -123,6 +125,10 @@ class SubnetEvaluator:
         order = np.random.default_rng([experiment.seed, 0xCA1]).permutation(len(train))[:k]
         self.calibration = _cache(train, sorted(order.tolist()))
 
+        self.val: CropCache | None = None
+        self.evaluator: Any = None
+        if not load_val:
+            return
         val_ann = load_split(experiment.data.root, "val")
         instances = val_instances(val_ann, experiment.data.detections)
         cap = max_images if max_images is not None else self.recipe.eval.max_images
@@ -153,6 +159,8 @@ class SubnetEvaluator:
         from nasplat.data.transforms import crop_to_image
         from nasplat.models import decode_part_boxes
 
+        if self.val is None:
+            raise TrainingError("this evaluator was built without the validation set (load_val=False)")
         flip = self.recipe.eval.flip_test if flip_test is None else flip_test
         net = self.net
         net.set_arch(arch)
@@ -217,6 +225,7 @@ class SubnetEvaluator:
                     m.running_mean.copy_(mean)
                     m.running_var.copy_(var)
                     m.num_batches_tracked.copy_(n)
+        assert self.val is not None  # predict raised otherwise
         results = make_results(self.val.image_id.numpy(), keypoints, scores)
         metrics = self.evaluator.evaluate(results)
         return {

@@ -1,0 +1,102 @@
+"""`nasplat train` and `nasplat subnet eval|export`: train the supernet, evaluate and export subnets."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+subnet_app = typer.Typer(help="Evaluate or export one subnet of a trained supernet.", no_args_is_help=True)
+
+
+def _arch(experiment: Any, spec: str) -> Any:
+    """`max`, `min`, or an arch JSON file, validated against the experiment's space (ArchError)."""
+    return experiment.space.load_arch(spec)
+
+
+def train(
+    experiment_file: Path = typer.Argument(..., help="An experiment YAML file."),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Skip the per-epoch val AP of the max/min subnets."),
+) -> None:
+    """Train the experiment's supernet, or resume it from its latest checkpoint."""
+    from nasplat.train import train_supernet
+    from nasplat.train.config import load_experiment
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    experiment = load_experiment(experiment_file)
+    recipe = experiment.trainer
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("step {task.fields[step]}  loss {task.fields[loss]:.4f}  {task.fields[sps]:.1f} samples/s"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("train", total=None, epoch=0, epochs=recipe.schedule.epochs, step=0, loss=0.0, sps=0.0)
+
+        def progress(event: dict[str, Any]) -> None:
+            if event["event"] == "step":
+                bar.update(task, completed=event["batch"], total=event["steps_per_epoch"], epoch=event["epoch"] + 1,
+                           step=event["step"], loss=event["losses"]["total"], sps=event["samples_per_s"])
+            else:
+                bar.update(task, epoch=event["epoch"], step=event["step"])
+
+        path = train_supernet(experiment, progress=progress, mlflow=not no_mlflow, evaluate=not no_eval)
+    console.print(f"supernet checkpoint: {path}")
+
+
+@subnet_app.command("eval")
+def subnet_eval(
+    experiment_file: Path = typer.Argument(..., help="An experiment YAML file with a trained supernet."),
+    arch: str = typer.Option("max", "--arch", help="max, min, or an arch JSON file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    no_recalibrate: bool = typer.Option(False, "--no-recalibrate", help="Use the supernet's BN statistics as they are."),
+    device: str = typer.Option("cpu", "--device", help="torch device."),
+) -> None:
+    """BN-recalibrate and evaluate one subnet on the validation set (per-part AP/AR)."""
+    from nasplat.train.config import load_experiment
+    from nasplat.train.evaluation import SubnetEvaluator
+
+    experiment = load_experiment(experiment_file)
+    chosen = _arch(experiment, arch)
+    result = SubnetEvaluator(experiment, device).evaluate(chosen, recalibrate=not no_recalibrate)
+    if as_json:
+        typer.echo(json.dumps({"arch": chosen.to_flat(), "gflops": result["gflops"], "metrics": result["metrics"],
+                               "params": result["params"]}))
+        return
+    console = Console()
+    g = result["gflops"]
+    console.print(f"arch {arch}: {g['total']:.4f} GFLOPs (body {g['body']:.4f}, face {g['face']:.4f}, "
+                  f"hand {g['hand']:.4f}), {result['params']:,} params")
+    for part, v in result["metrics"].items():
+        console.print(f"  {part:10s} AP {v['AP']:.3f}  AR {v['AR']:.3f}")
+
+
+@subnet_app.command("export")
+def subnet_export(
+    experiment_file: Path = typer.Argument(..., help="An experiment YAML file with a trained supernet."),
+    arch: str = typer.Option("max", "--arch", help="max, min, or an arch JSON file."),
+    out: Path = typer.Option(..., "--out", help="Directory to write model.pt, arch.json, meta.json."),
+    device: str = typer.Option("cpu", "--device", help="torch device."),
+) -> None:
+    """Write the static subnet (BN-recalibrated weights), its arch JSON and GFLOPs to a directory."""
+    from nasplat.train.config import load_experiment
+    from nasplat.train.export import export_subnet
+
+    experiment = load_experiment(experiment_file)
+    meta = export_subnet(experiment, _arch(experiment, arch), out, device=device)
+    typer.echo(f"exported to {out} ({meta['gflops']['total']:.4f} GFLOPs, {meta['params']:,} params)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.add_typer(subnet_app, name="subnet")
