@@ -115,6 +115,7 @@ def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None = N
     try:
         if address is None:
             ray.init(
+                address="local",  # a new embedded cluster, never one another process started
                 num_cpus=num_cpus,
                 num_gpus=num_gpus,
                 include_dashboard=False,
