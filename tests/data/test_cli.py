@@ -1,0 +1,53 @@
+"""`nasplat data synth|check` and `nasplat eval` through the typer app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+from typer.testing import CliRunner
+
+from nasplat.cli.data import register as register_data
+from nasplat.cli.eval import register as register_eval
+from nasplat.data import annotation_path
+from nasplat.data.keypoints import PART_FIELDS, PARTS
+from nasplat.errors import DataError
+from nasplat.metrics import make_results, write_results
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    register_data(app)
+    register_eval(app)
+    return app
+
+
+def test_synth_then_check_then_eval(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "ds"
+    r = runner.invoke(_app(), ["data", "synth", "--out", str(out), "--train", "3", "--val", "2", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(_app(), ["data", "check", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    counts = json.loads(r.output)
+    assert counts["train"]["images"] == 3 and counts["val"]["images"] == 2
+
+    gt = annotation_path(out, "val")
+    anns = [a for a in json.loads(gt.read_text())["annotations"] if not a["iscrowd"]]
+    kps = np.stack([np.concatenate([np.asarray(a[PART_FIELDS[p]], float) for p in PARTS]).reshape(133, 3) for a in anns])
+    pred = tmp_path / "pred.json"
+    write_results(pred, make_results([a["image_id"] for a in anns], kps, np.ones(len(anns))))
+    r = runner.invoke(_app(), ["eval", "--gt", str(gt), "--pred", str(pred), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    assert set(report) == {"body", "foot", "face", "hand", "wholebody"}
+    assert report["body"]["AP"] == 1.0
+    assert all(0.0 <= m[k] <= 1.0 for m in report.values() for k in ("AP", "AR"))
+
+
+def test_check_of_a_broken_dataset_raises_data_error(tmp_path: Path) -> None:
+    r = CliRunner().invoke(_app(), ["data", "check", str(tmp_path)])
+    assert isinstance(r.exception, DataError)
+    assert "coco_wholebody_train_v1.0.json" in str(r.exception)
