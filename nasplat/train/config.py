@@ -148,6 +148,9 @@ class TrainerRecipe:
     eval: EvalConfig = EvalConfig()
     grad_clip: float | None = Field(None, gt=0)
     loader_workers: int = Field(0, ge=0)  # DataLoader worker processes per training worker
+    # torch intra-op threads per training worker (None: torch's default). On a shared or
+    # oversubscribed CPU, OpenMP's spinning threads can slow a step down tenfold: use 1 there.
+    torch_threads: int | None = Field(None, ge=1)
     log_every_steps: int = Field(10, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)  # cap for quick runs / benchmarks
 

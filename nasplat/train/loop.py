@@ -240,6 +240,8 @@ def run_training(experiment: Experiment, ctx: WorkerContext | None = None) -> Pa
     ckpt_dir = experiment.checkpoint_dir
     is_main = ctx.rank == 0
 
+    if recipe.torch_threads is not None:
+        torch.set_num_threads(recipe.torch_threads)
     torch.manual_seed(experiment.seed)
     net = module_to(build_supernet(experiment.space, seed=experiment.seed), device)
     broadcast_module(net)
@@ -260,6 +262,7 @@ def run_training(experiment: Experiment, ctx: WorkerContext | None = None) -> Pa
         )
 
     epoch, batch_in_epoch, step, samples = 0, 0, 0, 0
+    resumed_from_step: int | None = None
     resume = ctx.resume_from or find_latest(ckpt_dir)
     if resume is not None:
         payload = load_checkpoint(resume, map_location=device)
@@ -270,6 +273,7 @@ def run_training(experiment: Experiment, ctx: WorkerContext | None = None) -> Pa
         restore_rng_state(payload["rng"])
         epoch, batch_in_epoch = int(payload["epoch"]), int(payload["batch_in_epoch"])
         step, samples = int(payload["step"]), int(payload["samples"])
+        resumed_from_step = step
         log.info("resumed from %s at epoch %d, step %d", resume, epoch, step)
     latest: Path | None = resume
 
@@ -335,7 +339,8 @@ def run_training(experiment: Experiment, ctx: WorkerContext | None = None) -> Pa
         if latest is None:  # nothing left to train: the checkpoint we resumed from is final
             latest = find_latest(ckpt_dir)
         atomic_write_text(
-            json.dumps({"checkpoint": str(latest), "epochs": epoch, "steps": step, "samples": samples}, indent=2),
+            json.dumps({"checkpoint": str(latest), "epochs": epoch, "steps": step, "samples": samples,
+                        "resumed_from_step": resumed_from_step}, indent=2),
             ckpt_dir / "final.json",
         )
         return latest
