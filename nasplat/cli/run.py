@@ -1,0 +1,89 @@
+"""`nasplat run`: the whole ZoomNAS job in one resumable command.
+
+Train (or resume) the supernet, run (or resume) the FLOPs-constrained search, and export the best
+subnet under the budget as a standalone model. Each phase picks up where a crash or Ctrl-C left it:
+training from its latest checkpoint, the search from its study store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from nasplat.cli.progress import search_bar, training_bar
+
+
+def local_experiment(experiment: Any) -> Any:
+    """The experiment with its cluster address dropped: the embedded default (local Ray)."""
+    return dataclasses.replace(experiment, cluster=dataclasses.replace(experiment.cluster, address=None))
+
+
+def run(
+    experiment_file: Path = typer.Argument(..., help="An experiment YAML file."),
+    cluster: bool = typer.Option(False, "--cluster", help="Run on the Ray cluster at cluster.address."),
+    new_study: bool = typer.Option(False, "--new-study", help="Start a new search study instead of resuming."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (wholebody | analytic)."),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log training to MLflow."),
+) -> None:
+    """Train the supernet, search subnets under the FLOPs budget, export the best one."""
+    from nasplat.errors import ConfigError
+    from nasplat.orchestration.run import run_search
+    from nasplat.store import ExperimentStateStore
+    from nasplat.train import train_supernet
+    from nasplat.train.config import load_experiment
+    from nasplat.train.export import export_subnet
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    experiment = load_experiment(experiment_file)
+    if cluster and not experiment.cluster.address:
+        raise ConfigError(
+            "--cluster needs cluster.address (auto, or ray://host:10001)", source=str(experiment_file), key="cluster.address"
+        )
+    if not cluster:
+        experiment = local_experiment(experiment)
+    console = Console(stderr=True)
+    states = ExperimentStateStore(experiment.storage_url)
+    try:
+        console.print(f"[bold]1/3[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
+        states.update(experiment.name, phase="training")
+        with training_bar(console, experiment.trainer.schedule.epochs) as update:
+            checkpoint = train_supernet(experiment, progress=update, mlflow=not no_mlflow)
+        states.update(experiment.name, phase="trained", checkpoint=str(checkpoint))
+        console.print(f"supernet checkpoint: {checkpoint}")
+
+        console.print(
+            f"[bold]2/3[/] search: {experiment.search.sampler}, {experiment.search.n_trials} trials, "
+            f"budget {experiment.search.budget_gflops} GFLOPs"
+        )
+        with search_bar(console, experiment.search.n_trials) as update:
+            result = run_search(experiment, objective=objective, new_study=new_study, progress=update, cluster=cluster)
+        console.print(
+            f"study {result.study_name}: {result.n_complete} completed, {result.n_failed} failed, "
+            f"{len(result.pareto)} on the Pareto front"
+        )
+        best = result.best
+        if best is None:
+            console.print("no subnet was evaluated successfully; nothing to export")
+            raise typer.Exit(code=1)
+
+        out = experiment.output_dir / "exports" / "best"
+        console.print(f"[bold]3/3[/] export: trial {best.number}, AP {best.evaluation.ap:.4f}, "
+                      f"{best.evaluation.total_gflops:.4f} GFLOPs")
+        meta = export_subnet(experiment, best.arch, out, checkpoint=checkpoint)
+        states.update(experiment.name, phase="exported")
+    finally:
+        states.dispose()
+    g = meta["gflops"]
+    console.print(
+        f"best subnet exported to {out}: {g['total']:.4f} GFLOPs (body {g['body']:.4f}, face {g['face']:.4f}, "
+        f"hand {g['hand']:.4f}), {meta['params']:,} params; browse the Pareto front with `nasplat ui {experiment_file}`"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
