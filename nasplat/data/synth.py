@@ -171,8 +171,8 @@ def _make_person(rng: np.random.Generator, cfg: SynthConfig, height: float, cx: 
     side = np.array([-up[1], up[0]])  # toward image right (the subject's left)
     pelvis = np.array([cx, foot_y - 0.46 * h])
     neck = pelvis + 0.33 * h * up
-    k[5], k[6] = neck + 0.12 * h * side, neck - 0.12 * h * side
-    k[11], k[12] = pelvis + 0.08 * h * side, pelvis - 0.08 * h * side
+    k[5], k[6] = neck + 0.13 * h * side, neck - 0.13 * h * side
+    k[11], k[12] = pelvis + 0.09 * h * side, pelvis - 0.09 * h * side
     # head and face
     tilt = lean + float(np.clip(rng.normal(0, 6), -12, 12))
     face_scale = cfg.face_width * h * float(rng.uniform(0.95, 1.05))
@@ -268,7 +268,7 @@ def _limb(img: np.ndarray, mask: np.ndarray, a: np.ndarray, b: np.ndarray, colou
 
 def _draw_person(img: np.ndarray, mask: np.ndarray, p: _Person) -> None:
     k, h = p.kpts, p.height
-    limb_t = 0.05 * h
+    limb_t = 0.075 * h  # bulky enough that the mask area is a person-like share of the box
     # torso
     torso = np.array([k[5], k[6], k[12], k[11]])
     _poly(img, torso, p.shirt)
@@ -287,7 +287,7 @@ def _draw_person(img: np.ndarray, mask: np.ndarray, p: _Person) -> None:
         _limb(img, mask, k[sh], k[el], _LIMB_COLOURS["upper_arm"], limb_t, s)
         _limb(img, mask, k[el], k[wr], _LIMB_COLOURS["forearm"], limb_t * 0.85, s)
     for j, colour in _JOINT_COLOURS.items():
-        _blob(img, k[j], 0.02 * h if j < 17 else 0.012 * h, colour)
+        _blob(img, k[j], 0.028 * h if j < 17 else 0.014 * h, colour)
     # hands
     for hand_i, base in enumerate((91, 112)):
         _draw_hand(img, mask, k[base:base + 21], p, detailed=p.hands_ok[hand_i])

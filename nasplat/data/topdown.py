@@ -12,6 +12,7 @@ worker; call `set_epoch` before each epoch to draw new ones.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Sequence
 
 import cv2
@@ -63,7 +64,14 @@ class TopDownDataset(Dataset):
         if input_size[0] % 4 or input_size[1] % 4:
             raise DataError(f"input size {input_size} must be a multiple of 4", key="input_size")
         self.instances = tuple(instances)
-        self.images = images
+        # only what items need, so the dataset pickles cheaply into worker processes
+        self._paths = {i: str(info.path) for i, info in images.images.items()}
+        self._widths = {i: info.width for i, info in images.images.items()}
+        self._source = str(images.ann_file)
+        missing = {inst.image_id for inst in self.instances} - set(self._paths)
+        if missing:
+            raise DataError(f"instances name image ids not in the annotation file: {sorted(missing)[:5]}",
+                            source=self._source)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.sigma = float(sigma)
         self.augment = augment if augment is not None else AugmentParams.none()
@@ -78,17 +86,17 @@ class TopDownDataset(Dataset):
         return len(self.instances)
 
     def _read_image(self, image_id: int) -> np.ndarray:
-        info = self.images.images[image_id]
-        image = cv2.imread(str(info.path), cv2.IMREAD_COLOR)
+        path = self._paths[image_id]
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
-            raise DataError(f"cannot read image {info.path} (image id {image_id})", source=str(self.images.ann_file))
+            raise DataError(f"cannot read image {path} (image id {image_id})", source=self._source)
         return image
 
     def crop_params(self, index: int) -> CropParams:
         """The crop item `index` uses in the current epoch."""
         inst = self.instances[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        width = self.images.images[inst.image_id].width
+        width = self._widths[inst.image_id]
         return sample_crop(inst.bbox, self.input_size, self.augment, rng, width)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -173,6 +181,9 @@ def make_loader(
     """A DataLoader over `dataset` with `collate`, seeded shuffling and seeded workers."""
     generator = torch.Generator()
     generator.manual_seed(int(seed))
+    # Workers start from a clean forkserver process: forking a parent whose OpenCV/OpenMP thread
+    # pools are already running can deadlock the child on its first cv2/torch call.
+    context = multiprocessing.get_context("forkserver") if num_workers > 0 else None
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -183,4 +194,5 @@ def make_loader(
         generator=generator,
         drop_last=drop_last,
         persistent_workers=False,
+        multiprocessing_context=context,
     )

@@ -164,6 +164,7 @@ def test_augmentation_is_deterministic_per_seed_epoch_and_index(synth_root: Path
     assert 0.5 * base - 1e-6 <= min(scales) < max(scales) <= 1.5 * base + 1e-6
 
 
+@pytest.mark.timeout(120)  # forked workers used to deadlock after the parent ran cv2 threads
 def test_loader_batches_with_two_workers(synth_root: Path) -> None:
     ann = load_split(synth_root, "train")
     ds = TopDownDataset(train_instances(ann), ann, INPUT, augment=AugmentParams(), seed=0)
