@@ -147,6 +147,10 @@ class TrainerRecipe:
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
     grad_clip: float | None = Field(None, gt=0)
+    # Re-initialise the final 1x1 heatmap convs N(0, std), bias 0, before training starts (HRNet
+    # practice, 0.001). Large initial outputs keep MSE heatmap training on its all-zero plateau for
+    # hundreds of steps. None keeps the model's own initialisation.
+    final_init_std: float | None = Field(0.001, gt=0)
     loader_workers: int = Field(0, ge=0)  # DataLoader worker processes per training worker
     # torch intra-op threads per training worker (None: torch's default). On a shared or
     # oversubscribed CPU, OpenMP's spinning threads can slow a step down tenfold: use 1 there.

@@ -187,6 +187,20 @@ def module_to(net: torch.nn.Module, device: torch.device | str) -> torch.nn.Modu
     return net
 
 
+def init_final_layers(net: torch.nn.Module, std: float, seed: int) -> None:
+    """Normal(0, std) weights and zero bias for the heatmap convs (`body.final`, `face.final`,
+    `hand.final`), drawn from a generator seeded by `seed` (the global RNG is not touched)."""
+    gen = torch.Generator().manual_seed(int(seed) + 0xF1)
+    with torch.no_grad():
+        for name in ("body", "face", "hand"):
+            final = getattr(getattr(net, name), "final")
+            for p in final.parameters():
+                if p.dim() > 1:
+                    p.copy_(torch.randn(p.shape, generator=gen) * std)
+                else:
+                    p.zero_()
+
+
 def _payload(net: Any, optimizer: torch.optim.Optimizer, sampler: SandwichSampler, *, epoch: int, batch_in_epoch: int,
              step: int, samples: int, experiment: Experiment, world_size: int) -> dict[str, Any]:
     return {
@@ -243,7 +257,10 @@ def run_training(experiment: Experiment, ctx: WorkerContext | None = None) -> Pa
     if recipe.torch_threads is not None:
         torch.set_num_threads(recipe.torch_threads)
     torch.manual_seed(experiment.seed)
-    net = module_to(build_supernet(experiment.space, seed=experiment.seed), device)
+    supernet = build_supernet(experiment.space, seed=experiment.seed)
+    if recipe.final_init_std is not None:
+        init_final_layers(supernet, recipe.final_init_std, experiment.seed)
+    net = module_to(supernet, device)
     broadcast_module(net)
     optimizer = make_optimizer(net.parameters(), recipe)
     sampler = SandwichSampler(

@@ -87,3 +87,31 @@ def tiny_experiment(tiny_data: Path):  # noqa: ANN201 - a factory
         return write_tiny_experiment(directory, tiny_data, **kw)  # type: ignore[arg-type]
 
     return write
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path):  # noqa: ANN201
+    """A tiny experiment whose supernet has been trained (3 epochs x 3 steps)."""
+    import torch
+
+    from nasplat.train import train_supernet
+    from nasplat.train.config import load_experiment
+
+    threads = torch.get_num_threads()
+    path = write_tiny_experiment(tmp_path_factory.mktemp("trained"), tiny_data)
+    experiment = load_experiment(path)
+    train_supernet(experiment, mlflow=False, evaluate=False)
+    torch.set_num_threads(threads)
+    return experiment
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # noqa: ANN202
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
+    spinning threads slow them down by an order of magnitude."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
