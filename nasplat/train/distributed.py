@@ -56,10 +56,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
     progress = None
-    if rank == 0 and config.get("mlflow", True):
+    if rank == 0:
         from nasplat.train.logger import TrainLogger
 
-        progress = TrainLogger(experiment)
+        progress = TrainLogger(experiment, mlflow=bool(config.get("mlflow", True)))
     try:
         run_training(
             experiment,
