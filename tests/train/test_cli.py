@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+
+def test_subnet_eval_json_and_export(tmp_path, trained_tiny):
+    from nasplat.cli.main import app
+    from nasplat.train.export import load_exported
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["subnet", "eval", str(trained_tiny.path), "--arch", "min", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["arch"] == trained_tiny.space.min_arch().to_flat()
+    assert set(out["gflops"]) == {"body", "face", "hand", "total"}
+    assert set(out["metrics"]["wholebody"]) == {"AP", "AR"}
+
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(trained_tiny.space.max_arch().to_json())
+    res = runner.invoke(app, ["subnet", "export", str(trained_tiny.path), "--arch", str(arch_file),
+                              "--out", str(tmp_path / "exp")])
+    assert res.exit_code == 0, res.output
+    assert load_exported(tmp_path / "exp").arch == trained_tiny.space.max_arch()
+
+
+def test_a_bad_arch_is_one_error_line_and_exit_2(trained_tiny, tmp_path):
+    from nasplat.cli.main import app
+
+    res = CliRunner().invoke(app, ["subnet", "eval", str(trained_tiny.path), "--arch", str(tmp_path / "nope.json")])
+    assert res.exit_code == 2
+    assert "nope.json" in res.output and "Traceback" not in res.output
+
+
+def test_train_on_a_missing_experiment_file_is_exit_2(tmp_path):
+    from nasplat.cli.main import app
+
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "missing.yaml")])
+    assert res.exit_code == 2 and "missing.yaml" in res.output
