@@ -124,7 +124,7 @@ class CheckpointConfig:
 class EvalConfig:
     flip_test: bool = True
     every_epochs: int = Field(1, ge=0)  # val AP of max and min subnets; 0: never during training
-    max_images: int | None = Field(None, ge=1)  # cap the val set during training (None: all)
+    max_images: int | None = Field(None, ge=1)  # val persons for the per-epoch AP (None: all)
     batch_size: int = Field(32, ge=1)
 
 

@@ -86,7 +86,7 @@ class SubnetEvaluator:
     experiment: the loaded experiment; device: torch device string; checkpoint: a specific
     supernet checkpoint (default: the experiment's latest); net: an in-memory supernet instead
     (training uses this; its BN statistics are restored after every evaluation);
-    max_images: cap on validation persons (default: the recipe's `eval.max_images`);
+    max_images: cap on validation persons (default: all; training passes `eval.max_images`);
     load_val: False to prepare BN calibration only (export), `evaluate` then raises.
 
     Raises TrainingError (no checkpoint) and DataError (no data).
@@ -131,9 +131,8 @@ class SubnetEvaluator:
             return
         val_ann = load_split(experiment.data.root, "val")
         instances = val_instances(val_ann, experiment.data.detections)
-        cap = max_images if max_images is not None else self.recipe.eval.max_images
-        if cap is not None:
-            instances = instances[:cap]
+        if max_images is not None:
+            instances = instances[:max_images]
         val = TopDownDataset(instances, val_ann, self.input_size, sigma=self.recipe.heatmap_sigma, augment=None)
         self.val = _cache(val, list(range(len(val))))
         self.evaluator = WholeBodyEvaluator(val_ann)

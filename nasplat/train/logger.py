@@ -91,7 +91,8 @@ class TrainLogger:
         from nasplat.train.evaluation import SubnetEvaluator
 
         if self._evaluator is None:
-            self._evaluator = SubnetEvaluator(self.experiment, device=str(next(net.parameters()).device), net=net)
+            self._evaluator = SubnetEvaluator(self.experiment, device=str(next(net.parameters()).device), net=net,
+                                              max_images=self.recipe.eval.max_images)
         out: dict[str, float] = {}
         space = self.experiment.space
         for role, arch in (("max", space.max_arch()), ("min", space.min_arch())):
