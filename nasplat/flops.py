@@ -173,7 +173,17 @@ def fvcore_gflops(
     if isinstance(model_or_arch, Arch):
         if blocks_per_module is None:
             raise ArchError("fvcore_gflops(arch) needs blocks_per_module")
-        model = build_static(model_or_arch, blocks_per_module)
+        # the weights do not matter for counting: build on the meta device (no init work), then
+        # give the layers defined storage: zero weights (no inf/NaN or denormals in the trace),
+        # unit BN variances
+        with torch.device("meta"):
+            model = build_static(model_or_arch, blocks_per_module)
+        model = model.to_empty(device="cpu")
+        with torch.no_grad():
+            for param in model.parameters():
+                param.zero_()
+            for buffer in model.buffers():
+                buffer.fill_(1 if buffer.is_floating_point() else 0)
     elif isinstance(model_or_arch, ZoomNetSupernet):
         model = model_or_arch.extract()
     elif isinstance(model_or_arch, ZoomNet):
