@@ -191,16 +191,17 @@ def fvcore_gflops(
     else:
         raise TypeError(f"expected an Arch, ZoomNet or ZoomNetSupernet, got {type(model_or_arch).__name__}")
     arch = model.arch
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         h, w = arch.body.input_size
-        body = _count(_heatmaps_only(model.body), torch.zeros(1, 3, h, w))
+        body = _count(_heatmaps_only(model.body), torch.zeros(1, 3, h, w, device=device))
         heads = []
         for name in ("face", "hand"):
             head = arch.head(name)
             cin = arch.body.feature_channels(head.feature_stage)
-            heads.append(_count(getattr(model, name), torch.zeros(1, cin, head.resolution, head.resolution)))
+            heads.append(_count(getattr(model, name), torch.zeros(1, cin, head.resolution, head.resolution, device=device)))
     finally:
         model.train(was_training)
     return GFlops.of(body / GIGA, heads[0] / GIGA, heads[1] / GIGA)

@@ -79,3 +79,18 @@ def test_cli_json_prints_exactly_the_four_numbers(tmp_path: Path) -> None:
     table = CliRunner().invoke(app, ["flops", str(space_file), "--arch", "min"])
     assert table.exit_code == 0 and "HandHead" in table.output
     assert f"{analytic_gflops(space.min_arch(), _bpm(space)).total:.3f}" in table.output
+
+
+def test_fvcore_counts_a_supernet_or_static_net_like_its_arch() -> None:
+    from nasplat.models import build_supernet
+
+    space = load_space(ROOT / "search_spaces" / "cpu_small.yaml")
+    net = build_supernet(space, seed=0)
+    arch = space.sample(np.random.default_rng(9))
+    net.set_arch(arch)
+    expected = analytic_gflops(arch, _bpm(space))
+    for model in (net, net.extract()):
+        got = fvcore_gflops(model)
+        for part in ("body", "face", "hand", "total"):
+            assert getattr(got, part) == pytest.approx(getattr(expected, part), rel=1e-6)
+    assert net.arch == arch
