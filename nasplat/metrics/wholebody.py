@@ -18,7 +18,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,9 +183,16 @@ class WholeBodyEvaluator:
         return _coco({"images": self._images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]})
 
     def evaluate(
-        self, results: Sequence[Mapping[str, Any]] | str | Path, *, source: str | None = None
+        self,
+        results: Sequence[Mapping[str, Any]] | str | Path,
+        *,
+        source: str | None = None,
+        image_ids: Collection[int] | None = None,
     ) -> dict[str, dict[str, float]]:
         """Evaluate results (a list in the official format, or a path to one).
+
+        `image_ids` restricts the evaluation to those images (the GT persons of every other image
+        are left out, as when predictions cover only part of the set); None: all GT images.
 
         Returns {"body": {"AP", "AR"}, "foot", "face", "hand", "wholebody"} with values in
         [0, 1]; a part with no labeled GT at all scores 0.
@@ -197,7 +204,8 @@ class WholeBodyEvaluator:
             source = str(results)
             results = load_results(results)
         checked = _check_results(results, self._image_ids, source)
-        stats = {part: self._evaluate_part(checked, part) for part in EVAL_PARTS}
+        ids = self._subset(image_ids)
+        stats = {part: self._evaluate_part(checked, part, ids) for part in EVAL_PARTS}
         left, right = stats.pop("lefthand"), stats.pop("righthand")
         stats["hand"] = {"AP": (left["AP"] + right["AP"]) / 2, "AR": (left["AR"] + right["AR"]) / 2}
         return {part: stats[part] for part in REPORT_PARTS}
@@ -207,7 +215,16 @@ class WholeBodyEvaluator:
         checked = _check_results(results, self._image_ids, None)
         return {part: self._evaluate_part(checked, part) for part in EVAL_PARTS}
 
-    def _evaluate_part(self, results: list[dict[str, Any]], part: str) -> dict[str, float]:
+    def _subset(self, image_ids: Collection[int] | None) -> list[int] | None:
+        if image_ids is None:
+            return None
+        ids = sorted({int(i) for i in image_ids})
+        unknown = [i for i in ids if i not in self._image_ids]
+        if unknown:
+            raise DataError(f"image_ids {unknown[:5]} are not in the ground truth", key="image_ids")
+        return ids
+
+    def _evaluate_part(self, results: list[dict[str, Any]], part: str, image_ids: list[int] | None = None) -> dict[str, float]:
         gt = self._gt_cocos[part]
         dt = self._dt_coco(results, part)
         sigmas = SIGMAS if part == "wholebody" else SIGMAS[PART_SLICES[part]]
@@ -215,6 +232,8 @@ class WholeBodyEvaluator:
             ev = COCOeval(gt, dt, "keypoints")
             ev.params.kpt_oks_sigmas = np.array(sigmas)
             ev.params.useSegm = None
+            if image_ids is not None:
+                ev.params.imgIds = image_ids
             ev.evaluate()
             ev.accumulate()
             ev.summarize()

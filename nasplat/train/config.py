@@ -69,6 +69,10 @@ class SandwichConfig:
     num_random: int = Field(2, ge=0)  # N random subnets besides max and min per batch
     train_max: bool = True
     train_min: bool = True
+    # The first N epochs train the max subnet alone (Once-for-All trains the full network before
+    # shrinking): a teacher worth distilling from, and shared weights the small subnets refine
+    # rather than pull apart from scratch. 0: the sandwich from the first step (BigNAS).
+    warmup_epochs: int = Field(0, ge=0)
 
 
 @pdataclass(config=_STRICT, frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,20 @@ def _cache(dataset: Any, indices: list[int]) -> CropCache:
     return CropCache(batch["image"], *(batch[k] for k in _META))
 
 
+def _whole_images(instances: list[Any], max_persons: int) -> list[Any]:
+    """The instances of the first images (in order of first appearance) whose persons add up to
+    at most `max_persons` (at least the first image's)."""
+    per_image = Counter(int(i.image_id) for i in instances)
+    images: set[int] = set()
+    total = 0
+    for image_id, count in per_image.items():  # insertion order: first appearance
+        if images and total + count > max_persons:
+            break
+        images.add(image_id)
+        total += count
+    return [i for i in instances if int(i.image_id) in images]
+
+
 def load_supernet(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
     """Rebuild the supernet stored in a training checkpoint. Raises TrainingError."""
     from nasplat.models import SupernetConfig, ZoomNetSupernet
@@ -86,7 +101,8 @@ class SubnetEvaluator:
     experiment: the loaded experiment; device: torch device string; checkpoint: a specific
     supernet checkpoint (default: the experiment's latest); net: an in-memory supernet instead
     (training uses this; its BN statistics are restored after every evaluation);
-    max_images: cap on validation persons (default: all; training passes `eval.max_images`);
+    max_images: cap on validation persons, kept and scored as whole images (default: all;
+    training passes `eval.max_images`);
     load_val: False to prepare BN calibration only (export), `evaluate` then raises.
 
     Raises TrainingError (no checkpoint) and DataError (no data).
@@ -131,8 +147,12 @@ class SubnetEvaluator:
             return
         val_ann = load_split(experiment.data.root, "val")
         instances = val_instances(val_ann, experiment.data.detections)
+        # A cap keeps whole images, and the evaluation then covers only those images: a GT person
+        # of an image we never predicted on would count as a miss and deflate AP and AR.
+        self.val_image_ids: list[int] | None = None
         if max_images is not None:
-            instances = instances[:max_images]
+            instances = _whole_images(instances, max_images)
+            self.val_image_ids = sorted({int(i.image_id) for i in instances})
         val = TopDownDataset(instances, val_ann, self.input_size, sigma=self.recipe.heatmap_sigma, augment=None)
         self.val = _cache(val, list(range(len(val))))
         self.evaluator = WholeBodyEvaluator(val_ann)
@@ -226,7 +246,7 @@ class SubnetEvaluator:
                     m.num_batches_tracked.copy_(n)
         assert self.val is not None  # predict raised otherwise
         results = make_results(self.val.image_id.numpy(), keypoints, scores)
-        metrics = self.evaluator.evaluate(results)
+        metrics = self.evaluator.evaluate(results, image_ids=self.val_image_ids)
         return {
             "metrics": metrics,
             "gflops": analytic_gflops(arch, self.blocks_per_module).as_dict(),

@@ -266,6 +266,7 @@ def run_training(experiment: Experiment, ctx: WorkerContext | None = None) -> Pa
     sampler = SandwichSampler(
         experiment.space, experiment.seed, recipe.sandwich.num_random,
         train_max=recipe.sandwich.train_max, train_min=recipe.sandwich.train_min,
+        warmup_epochs=recipe.sandwich.warmup_epochs,
     )
     dataset = train_dataset(experiment)
     probe = ShardedEpochSampler(len(dataset), recipe.batch_size, seed=experiment.seed, epoch=0, rank=ctx.rank,
@@ -324,7 +325,7 @@ def run_training(experiment: Experiment, ctx: WorkerContext | None = None) -> Pa
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            logs = sandwich_step(net, batch, sampler.members(step), recipe, epoch=epoch)
+            logs = sandwich_step(net, batch, sampler.members(step, epoch), recipe, epoch=epoch)
             allreduce_gradients(net.parameters())
             if recipe.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.grad_clip)

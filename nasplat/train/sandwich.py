@@ -1,7 +1,7 @@
 """The sandwich rule's arch sampler: which subnets a training step trains.
 
 Every step trains the max subnet (teacher), the min subnet and N random subnets, accumulating their
-gradients before one optimizer step. The random members are a pure function of (seed, step), so
+gradients before one optimizer step, after an optional warmup in which the max subnet trains alone. The random members are a pure function of (seed, step), so
 every distributed rank trains the same subnets without communicating, and a resumed run draws
 exactly the archs an uninterrupted run would have drawn.
 """
@@ -40,22 +40,37 @@ class SandwichSampler:
     """
 
     def __init__(
-        self, space: SearchSpace, seed: int, num_random: int = 2, *, train_max: bool = True, train_min: bool = True
+        self,
+        space: SearchSpace,
+        seed: int,
+        num_random: int = 2,
+        *,
+        train_max: bool = True,
+        train_min: bool = True,
+        warmup_epochs: int = 0,
     ) -> None:
         self.space = space
         self.seed = int(seed)
         self.num_random = int(num_random)
         self.train_max = train_max
         self.train_min = train_min
+        self.warmup_epochs = int(warmup_epochs)
         self._max = space.max_arch()
         self._min = space.min_arch()
 
-    def members(self, step: int) -> list[SandwichMember]:
-        """The subnets trained at global step `step`, teacher first."""
+    def members(self, step: int, epoch: int | None = None) -> list[SandwichMember]:
+        """The subnets trained at global step `step` of epoch `epoch`, teacher first.
+
+        During the first `warmup_epochs` epochs only the max subnet trains (when `train_max`), so
+        the shared weights and the distillation teacher are useful before the small subnets pull
+        on them; `epoch=None` means after the warmup.
+        """
         rng = np.random.default_rng([self.seed, int(step), 0x5A4D])
         out: list[SandwichMember] = []
         if self.train_max:
             out.append(SandwichMember("max", self._max))
+            if epoch is not None and epoch < self.warmup_epochs:
+                return out
         if self.train_min:
             out.append(SandwichMember("min", self._min))
         out.extend(SandwichMember(f"random{i}", self.space.sample(rng)) for i in range(self.num_random))

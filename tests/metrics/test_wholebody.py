@@ -123,6 +123,23 @@ def test_perfect_predictions_score_one(synth_val: Path, tmp_path: Path) -> None:
         assert m["AR"] == pytest.approx(1.0), part
 
 
+def test_image_ids_scores_a_subset_as_if_the_gt_held_only_those_images(synth_val: Path, tmp_path: Path) -> None:
+    data = json.loads(synth_val.read_text())
+    subset = sorted(img["id"] for img in data["images"])[:9]
+    results = [r for r in _perturbed_results(synth_val, seed=5) if r["image_id"] in subset]
+    small = dict(data, images=[i for i in data["images"] if i["id"] in subset],
+                 annotations=[a for a in data["annotations"] if a["image_id"] in subset])
+    small_file = tmp_path / "small.json"
+    small_file.write_text(json.dumps(small))
+    expected = WholeBodyEvaluator(small_file).evaluate(results)
+    full = WholeBodyEvaluator(synth_val)
+    assert full.evaluate(results, image_ids=subset) == expected
+    # without the subset the other images' people count as misses
+    assert full.evaluate(results)["wholebody"]["AR"] < expected["wholebody"]["AR"]
+    with pytest.raises(DataError, match="image_ids"):
+        full.evaluate(results, image_ids=[10**9])
+
+
 def test_make_results_never_writes_zero_scores() -> None:
     kps = np.zeros((2, 133, 3))
     kps[1, :, 2] = -0.5

@@ -30,6 +30,19 @@ def test_evaluate_reports_every_part_the_gflops_and_params(evaluator, trained_ti
     assert result["params"] > 0
 
 
+def test_a_val_cap_keeps_whole_images_and_scores_only_them(trained_tiny):
+    from nasplat.train.evaluation import SubnetEvaluator
+
+    capped = SubnetEvaluator(trained_tiny, net=SubnetEvaluator(trained_tiny).net, max_images=3)
+    ids = capped.val.image_id.tolist()
+    assert 0 < len(ids) <= 3 or len(set(ids)) == 1
+    assert capped.val_image_ids == sorted(set(ids))
+    gt = [a for a in capped.evaluator.gt.annotations if a.image_id in set(ids) and not a.iscrowd]
+    assert len(ids) == len(gt)  # every person of a kept image is predicted on
+    result = capped.evaluate(trained_tiny.space.max_arch())
+    assert 0.0 <= result["metrics"]["wholebody"]["AR"] <= 1.0
+
+
 def test_evaluation_leaves_the_supernet_bn_statistics_as_they_were(evaluator, trained_tiny):
     before = _bn_state(evaluator.net)
     evaluator.evaluate(trained_tiny.space.max_arch())

@@ -31,6 +31,19 @@ def test_sampler_is_teacher_first_and_a_function_of_the_step(trained_tiny):
     assert any(a.members(s)[2].arch != members[2].arch for s in range(18, 40))
 
 
+def test_during_the_warmup_only_the_max_subnet_trains(trained_tiny):
+    space = trained_tiny.space
+    sampler = SandwichSampler(space, seed=3, num_random=2, warmup_epochs=2)
+    for epoch in (0, 1):
+        members = sampler.members(5, epoch)
+        assert [(m.role, m.arch) for m in members] == [("max", space.max_arch())]
+    after = sampler.members(5, 2)
+    assert [m.role for m in after] == ["max", "min", "random0", "random1"]
+    # the warmup does not shift the random draws: step 5 samples the same archs with or without it
+    assert [m.arch for m in after] == [m.arch for m in SandwichSampler(space, seed=3, num_random=2).members(5)]
+    assert sampler.members(5) == after  # no epoch given: past the warmup
+
+
 def test_a_sandwich_step_accumulates_the_gradients_of_every_member(trained_tiny):
     from nasplat.models import build_supernet
     from nasplat.train.step import sandwich_step
