@@ -120,9 +120,10 @@ class HRNetV2Head(nn.Module):
             tuple(net.branch_channels),
         )
 
-    def set_active(self, in_channels: int, net: HRNetArch, blocks_per_module: int) -> None:
-        """Raises ArchError when `net` on `in_channels` inputs does not fit the full-size weights."""
-        self.trunk.set_active(in_channels, net, blocks_per_module, multi_scale_output=True)
+    def set_active(self, in_channels: int, net: HRNetArch, blocks_per_module: int, in_offset: int | None = None) -> None:
+        """Raises ArchError when `net` on `in_channels` inputs (first-layer weight columns from
+        `in_offset` on, default 0) does not fit the full-size weights."""
+        self.trunk.set_active(in_channels, net, blocks_per_module, multi_scale_output=True, in_offset=in_offset)
         width = sum(net.branch_channels)
         for c, m in zip(net.branch_channels, self._max_branch_channels):
             if c > m:
@@ -157,8 +158,12 @@ class SupernetConfig:
     body: HRNetArch  # largest BodyNet depths and channels (groups are not a size)
     face: HRNetArch  # largest FaceHead depths and channels
     hand: HRNetArch  # largest HandHead depths and channels
-    face_in_channels: int  # most channels any allowed feature stage delivers to the face head
-    hand_in_channels: int  # the same for the hand head
+    # Per feature stage 0..4, the most channels it can deliver to the face head (0: a stage the
+    # head never reads). The head's first layer keeps one block of input weights per stage, so a
+    # weight only ever meets the features of one stage (stem output and stage-1 output are
+    # different signals; sharing one weight between them pulls it two ways during training).
+    face_in_channels: tuple[int, ...]
+    hand_in_channels: tuple[int, ...]  # the same for the hand head
     blocks_per_module: tuple[int, int, int]  # BasicBlocks per HRNet module: body, face, hand
     num_body_keypoints: int = 38  # 17 body + 6 foot + 15 box keypoints
     num_face_keypoints: int = 68
@@ -174,13 +179,26 @@ class SupernetConfig:
         try:
             nets = {k: HRNetArch(**{f: tuple(v) if isinstance(v, list) else v for f, v in data[k].items()}) for k in ("body", *HEADS)}
             rest = {k: v for k, v in data.items() if k not in nets}
-            rest["blocks_per_module"] = tuple(rest["blocks_per_module"])
-            return cls(**nets, **rest)
+            for key in ("blocks_per_module", "face_in_channels", "hand_in_channels"):
+                rest[key] = tuple(rest[key])
+            config = cls(**nets, **rest)
         except (KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"malformed supernet config: {e}") from e
+        for head in HEADS:
+            if len(config.in_channels(head)) != NUM_FEATURE_STAGES:
+                raise ConfigError(f"malformed supernet config: {head}_in_channels needs {NUM_FEATURE_STAGES} entries")
+        return config
 
     def bpm(self, net: str) -> int:
         return self.blocks_per_module[("body", *HEADS).index(net)]
+
+    def in_channels(self, head: str) -> tuple[int, ...]:
+        """Per feature stage, the input channels the head's first layer holds for it."""
+        return self.face_in_channels if head == "face" else self.hand_in_channels
+
+    def in_offset(self, head: str, stage: int) -> int:
+        """The first input column of `stage`'s block in the head's first-layer weights."""
+        return sum(self.in_channels(head)[:stage])
 
 
 class _ZoomNetBase(nn.Module):
@@ -276,8 +294,8 @@ class ZoomNetSupernet(_ZoomNetBase):
         self.config = config
         self.sampling_ratio = config.sampling_ratio
         self.body = BodyNet.elastic(config.stem_channels, config.body, config.bpm("body"), config.num_body_keypoints)
-        self.face = HRNetV2Head.elastic(config.face_in_channels, config.face, config.bpm("face"), config.num_face_keypoints)
-        self.hand = HRNetV2Head.elastic(config.hand_in_channels, config.hand, config.bpm("hand"), config.num_hand_keypoints)
+        self.face = HRNetV2Head.elastic(sum(config.face_in_channels), config.face, config.bpm("face"), config.num_face_keypoints)
+        self.hand = HRNetV2Head.elastic(sum(config.hand_in_channels), config.hand, config.bpm("hand"), config.num_hand_keypoints)
         self.arch: Arch | None = None
 
     def _active_arch(self) -> Arch:
@@ -308,9 +326,14 @@ class ZoomNetSupernet(_ZoomNetBase):
                 raise ArchError(f"feature_stage {head.feature_stage} is not in 0..4", key=f"{name}.feature_stage")
             if head.resolution < 1 or head.roi_expansion <= 0:
                 raise ArchError(f"resolution {head.resolution} / roi_expansion {head.roi_expansion} must be positive", key=name)
+            channels = arch.body.feature_channels(head.feature_stage)
+            held = self.config.in_channels(name)[head.feature_stage]
+            if channels > held:
+                what = "is not one this supernet was built for" if held == 0 else f"holds at most {held} channels"
+                raise ArchError(f"feature_stage {head.feature_stage} ({channels} channels) {what}", key=f"{name}.feature_stage")
             try:
                 getattr(self, name).set_active(
-                    arch.body.feature_channels(head.feature_stage), head.net, self.config.bpm(name)
+                    channels, head.net, self.config.bpm(name), in_offset=self.config.in_offset(name, head.feature_stage)
                 )
             except ArchError as e:
                 raise ArchError(e.detail, key=name) from e
@@ -344,8 +367,8 @@ def _config_from_space(space: Any, sampling_ratio: int) -> SupernetConfig:
         body=largest.body.net,
         face=largest.face.net,
         hand=largest.hand.net,
-        face_in_channels=space.max_feature_channels("face"),
-        hand_in_channels=space.max_feature_channels("hand"),
+        face_in_channels=space.feature_channels_by_stage("face"),
+        hand_in_channels=space.feature_channels_by_stage("hand"),
         blocks_per_module=(space.blocks_per_module("body"), space.blocks_per_module("face"), space.blocks_per_module("hand")),
         sampling_ratio=sampling_ratio,
     )
@@ -370,6 +393,10 @@ def _build(config: SupernetConfig, seed: int | None) -> ZoomNetSupernet:
         return ZoomNetSupernet(config)
 
 
+def _only_stage(stage: int, channels: int) -> tuple[int, ...]:
+    return tuple(channels if k == stage else 0 for k in range(NUM_FEATURE_STAGES))
+
+
 def config_for_arch(arch: Arch, blocks_per_module: tuple[int, int, int], sampling_ratio: int = 1) -> SupernetConfig:
     """The smallest supernet config that holds `arch` (used to rebuild a static net)."""
     return SupernetConfig(
@@ -377,8 +404,8 @@ def config_for_arch(arch: Arch, blocks_per_module: tuple[int, int, int], samplin
         body=arch.body.net,
         face=arch.face.net,
         hand=arch.hand.net,
-        face_in_channels=arch.body.feature_channels(arch.face.feature_stage),
-        hand_in_channels=arch.body.feature_channels(arch.hand.feature_stage),
+        face_in_channels=_only_stage(arch.face.feature_stage, arch.body.feature_channels(arch.face.feature_stage)),
+        hand_in_channels=_only_stage(arch.hand.feature_stage, arch.body.feature_channels(arch.hand.feature_stage)),
         blocks_per_module=tuple(blocks_per_module),  # type: ignore[arg-type]
         sampling_ratio=sampling_ratio,
     )

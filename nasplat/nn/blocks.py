@@ -58,17 +58,24 @@ class Bottleneck(nn.Module):
     def out_channels(cls, width: int) -> int:
         return cls.expansion * width
 
-    def set_active(self, in_channels: int, width: int, groups: int) -> None:
+    def set_active(
+        self, in_channels: int, width: int, groups: int, in_offset: int | None = None
+    ) -> None:
         """Raises ArchError for sizes outside the full weights, or an identity shortcut whose
-        input does not have 4 x width channels."""
+        input does not have 4 x width channels. `in_offset`: the 1x1 convs on the input read
+        columns [in_offset, in_offset + in_channels) of their full weights instead of the first
+        ones (a head whose input may come from one of several feature stages)."""
         out = self.expansion * width
         if self.downsample is None and in_channels != out:
             raise ArchError(f"Bottleneck without shortcut conv needs {out} input channels, got {in_channels}")
-        self.conv1.set_active(in_channels, width)
+        if in_offset is not None and self.downsample is None:
+            raise ArchError("an input offset needs the Bottleneck's shortcut conv")
+        segments = None if in_offset is None else ((in_offset, in_channels),)
+        self.conv1.set_active(in_channels, width, in_segments=segments)
         self.conv2.set_active(width, width, groups)
         self.conv3.set_active(width, out)
         if self.downsample is not None:
-            self.downsample.set_active(in_channels, out)
+            self.downsample.set_active(in_channels, out, in_segments=segments)
 
     def forward(self, x: Tensor) -> Tensor:
         # x: [B, in, H, W] -> [B, 4C, H, W]

@@ -93,6 +93,9 @@ class ElasticConv2d(nn.Module):
         out, cin, g = self.out_channels, self.in_channels, self.groups
         if self.in_segments is not None:
             rows = self.weight[:out]
+            if len(self.in_segments) == 1:
+                off, n = self.in_segments[0]
+                return rows[:, off : off + n]  # a view
             return torch.cat([rows[:, off : off + n] for off, n in self.in_segments], dim=1)
         w = self.weight[:out, :cin]  # [out, in, k, k], a view
         if g == 1:
@@ -214,9 +217,16 @@ class ConvBN(nn.Module):
     def elastic(cls, max_in: int, max_out: int, kernel_size: int, stride: int = 1, relu: bool = True) -> ConvBN:
         return cls(ElasticConv2d(max_in, max_out, kernel_size, stride), ElasticBatchNorm2d(max_out), relu)
 
-    def set_active(self, in_channels: int, out_channels: int, groups: int = 1) -> None:
-        """Elastic nets only. Raises ArchError for sizes the full weight cannot serve."""
-        self.conv.set_active(in_channels, out_channels, groups)
+    def set_active(
+        self,
+        in_channels: int,
+        out_channels: int,
+        groups: int = 1,
+        in_segments: tuple[tuple[int, int], ...] | None = None,
+    ) -> None:
+        """Elastic nets only (`in_segments` as for ElasticConv2d). Raises ArchError for sizes the
+        full weight cannot serve."""
+        self.conv.set_active(in_channels, out_channels, groups, in_segments)
         self.bn.set_active(out_channels)
 
     def forward(self, x: Tensor) -> Tensor:

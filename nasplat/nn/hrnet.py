@@ -190,12 +190,23 @@ class HRNetTrunk(nn.Module):
             stages.append(DepthSequential([HRModule.elastic(c[: s + 1], blocks_per_module) for _ in range(n_modules)]))
         return cls(stage1, transitions, stages)
 
-    def set_active(self, in_channels: int, net: HRNetArch, blocks_per_module: int, multi_scale_output: bool) -> None:
-        """Select the subnet `net` on inputs of `in_channels`. Raises ArchError when it does not fit."""
+    def set_active(
+        self,
+        in_channels: int,
+        net: HRNetArch,
+        blocks_per_module: int,
+        multi_scale_output: bool,
+        in_offset: int | None = None,
+    ) -> None:
+        """Select the subnet `net` on inputs of `in_channels` (read by the first block from input
+        columns `in_offset`.. of its weights, see Bottleneck). Raises ArchError when it does not fit."""
         width, g1 = net.stage1_channels, net.stage1_groups
         self.stage1.set_depth(net.depths[0])
         for d, block in enumerate(self.stage1.active()):
-            block.set_active(in_channels if d == 0 else 4 * width, width, g1)
+            if d == 0:
+                block.set_active(in_channels, width, g1, in_offset=in_offset)
+            else:
+                block.set_active(4 * width, width, g1)
         c, g = net.branch_channels, net.branch_groups
         t1 = self.transitions[0].layers
         t1[0].set_active(4 * width, c[0])

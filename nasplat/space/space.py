@@ -130,12 +130,17 @@ class SearchSpace:
             return 4 * int(flat["body.stage1.channels"])
         return int(flat["body.branch1.channels"])
 
+    def feature_channels_by_stage(self, head: str) -> tuple[int, int, int, int, int]:
+        """For feature stages 0..4, the most channels each can hand to `head` (0 for a stage the
+        space never lets `head` read)."""
+        b = self._net("body").choices
+        allowed = {int(s) for s in self._by_name[f"{head}.feature_stage"].choices}
+        most = (max(b["stem.channels"]), 4 * max(b["stage1.channels"]), *(max(b["branch1.channels"]),) * 3)
+        return tuple(int(c) if k in allowed else 0 for k, c in enumerate(most))  # type: ignore[return-value]
+
     def max_feature_channels(self, head: str) -> int:
         """The most input channels any allowed feature stage can hand to `head`."""
-        b = self._net("body").choices
-        stages = self._by_name[f"{head}.feature_stage"].choices
-        per_stage = {0: max(b["stem.channels"]), 1: 4 * max(b["stage1.channels"])}
-        return int(max(per_stage.get(int(s), max(b["branch1.channels"])) for s in stages))
+        return max(self.feature_channels_by_stage(head))
 
     # --- sampling and variation (pure functions of their inputs) ------------------------------
     def sample(self, rng: np.random.Generator) -> Arch:

@@ -44,7 +44,7 @@ from nasplat.train.sandwich import SandwichSampler
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: heads keep one block of first-layer weights per feature stage
 
 
 # ------------------------------------------------------------------------------------------------

@@ -183,3 +183,38 @@ def test_config_round_trips_through_json_and_rebuilds_the_same_net(supernet: Zoo
     x = torch.randn(1, 3, *arch.body.input_size)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.eval()(x).hand_heatmaps, supernet(x).hand_heatmaps)
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 4])
+def test_each_feature_stage_reads_its_own_block_of_head_input_weights(supernet: ZoomNetSupernet, stage: int) -> None:
+    base = SPACE.max_arch()
+    arch = dataclasses.replace(base, face=dataclasses.replace(base.face, feature_stage=stage))
+    supernet.set_arch(arch)
+    supernet.train()
+    supernet.zero_grad(set_to_none=True)
+    try:
+        h, w = arch.body.input_size
+        out = supernet(torch.randn(2, 3, h, w))
+        out.face_heatmaps.square().mean().backward()
+        first = supernet.face.trunk.stage1.layers[0]
+        blocks = supernet.config.face_in_channels
+        offset = sum(blocks[:stage])
+        channels = arch.body.feature_channels(stage)
+        for conv in (first.conv1.conv, first.downsample.conv):
+            grad = conv.weight.grad.abs().sum(dim=(0, 2, 3))  # per input column
+            assert conv.weight.shape[1] == sum(blocks)
+            assert torch.all(grad[offset : offset + channels] > 0)
+            assert torch.all(grad[:offset] == 0) and torch.all(grad[offset + channels :] == 0)
+    finally:
+        supernet.eval()
+        supernet.zero_grad(set_to_none=True)
+
+
+def test_a_feature_stage_the_supernet_holds_no_weights_for_is_an_arch_error() -> None:
+    from nasplat.models import build_supernet
+
+    net = build_supernet(SPACE, seed=0)
+    narrow = dataclasses.replace(net.config, face_in_channels=(0, 64, 0, 0, 0))
+    arch = SPACE.max_arch()
+    with pytest.raises(ArchError, match="face.feature_stage"):
+        ZoomNetSupernet(narrow).set_arch(dataclasses.replace(arch, face=dataclasses.replace(arch.face, feature_stage=0)))
