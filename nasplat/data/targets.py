@@ -16,13 +16,16 @@ BODY_STRIDE = 4
 
 
 def _gaussians(
-    centers: torch.Tensor, height: int, width: int, sigma: float
+    centers: torch.Tensor, height: int, width: int, sigma: float | torch.Tensor
 ) -> torch.Tensor:
-    """Unnormalised Gaussians (peak 1) at `centers` [B, K, 2] (heatmap pixels, x, y) -> [B, K, h, w]."""
+    """Unnormalised Gaussians (peak 1) at `centers` [B, K, 2] (heatmap pixels, x, y) -> [B, K, h, w].
+    `sigma` is one number or one per keypoint ([K])."""
     ys = torch.arange(height, dtype=centers.dtype, device=centers.device)  # [h]
     xs = torch.arange(width, dtype=centers.dtype, device=centers.device)  # [w]
-    gx = torch.exp(-((xs[None, None, :] - centers[..., 0:1]) ** 2) / (2 * sigma**2))  # [B, K, w]
-    gy = torch.exp(-((ys[None, None, :] - centers[..., 1:2]) ** 2) / (2 * sigma**2))  # [B, K, h]
+    two_var = 2 * torch.as_tensor(sigma, dtype=centers.dtype, device=centers.device) ** 2
+    two_var = two_var.reshape(-1, 1) if two_var.dim() else two_var  # [K, 1] or []
+    gx = torch.exp(-((xs[None, None, :] - centers[..., 0:1]) ** 2) / two_var)  # [B, K, w]
+    gy = torch.exp(-((ys[None, None, :] - centers[..., 1:2]) ** 2) / two_var)  # [B, K, h]
     return gy[..., :, None] * gx[..., None, :]  # [B, K, h, w]
 
 
@@ -49,12 +52,15 @@ def body_targets(
     part_valid: torch.Tensor,
     input_size: tuple[int, int],
     sigma: float = 3.0,
+    box_sigma: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BodyNet targets: 23 body/foot keypoints and 5 box keypoints per part box.
 
     keypoints [B, 133, 3] (x, y in body-input pixels, v > 0 labeled); part_boxes [B, 3, 4] xyxy
     body-input pixels (face, left hand, right hand); part_valid [B, 3]; input_size (H, W) of the
-    body input these coordinates refer to; sigma in heatmap pixels.
+    body input these coordinates refer to; sigma in heatmap pixels, `box_sigma` that of the 15
+    box keypoints (default: `sigma`). A hand box can be two heatmap pixels wide: Gaussians as wide
+    as the box make its corners indistinguishable, and the decoded box collapses to a point.
     Returns target [B, 38, ceil(H/4), ceil(W/4)] and weight [B, 38]: weight 0 (and target 0) for
     unlabeled points, points of an invalid part, and points outside the heatmap.
     """
@@ -70,7 +76,10 @@ def body_targets(
         (pts[..., 0] >= -0.5) & (pts[..., 0] < w - 0.5) & (pts[..., 1] >= -0.5) & (pts[..., 1] < h - 0.5)
     )
     weight = (labeled & inside).to(torch.float32)  # [B, 38]
-    target = _gaussians(pts, h, w, sigma) * weight[..., None, None]  # [B, 38, h, w]
+    sigmas: float | torch.Tensor = sigma
+    if box_sigma is not None and box_sigma != sigma:
+        sigmas = torch.tensor([sigma] * NUM_BODY_KEYPOINTS + [box_sigma] * box_pts.shape[1])  # [38]
+    target = _gaussians(pts, h, w, sigmas) * weight[..., None, None]  # [B, 38, h, w]
     return target, weight
 
 

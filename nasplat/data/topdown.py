@@ -48,7 +48,7 @@ class TopDownDataset(Dataset):
 
     instances: from `train_instances` / `val_instances`; images: their annotation file (for the
     image paths); input_size (H, W) of the body input; sigma of the body targets in heatmap
-    pixels; augment None for plain validation crops (box padded 1.25x, no flip).
+    pixels (`box_sigma` that of the box keypoints, default `sigma`); augment None for plain validation crops (box padded 1.25x, no flip).
     """
 
     def __init__(
@@ -58,6 +58,7 @@ class TopDownDataset(Dataset):
         input_size: tuple[int, int],
         *,
         sigma: float = 3.0,
+        box_sigma: float | None = None,
         augment: AugmentParams | None = None,
         seed: int = 0,
     ) -> None:
@@ -74,6 +75,7 @@ class TopDownDataset(Dataset):
                             source=self._source)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.sigma = float(sigma)
+        self.box_sigma = None if box_sigma is None else float(box_sigma)
         self.augment = augment if augment is not None else AugmentParams.none()
         self.seed = int(seed)
         self.epoch = 0
@@ -122,7 +124,7 @@ class TopDownDataset(Dataset):
         kp_t = torch.from_numpy(kpts)
         box_t = torch.from_numpy(boxes)
         valid_t = torch.from_numpy(valid)
-        target, weight = body_targets(kp_t[None], box_t[None], valid_t[None], self.input_size, self.sigma)
+        target, weight = body_targets(kp_t[None], box_t[None], valid_t[None], self.input_size, self.sigma, self.box_sigma)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))),
             "target": target[0],

@@ -153,7 +153,8 @@ class SubnetEvaluator:
         if max_images is not None:
             instances = _whole_images(instances, max_images)
             self.val_image_ids = sorted({int(i.image_id) for i in instances})
-        val = TopDownDataset(instances, val_ann, self.input_size, sigma=self.recipe.heatmap_sigma, augment=None)
+        val = TopDownDataset(instances, val_ann, self.input_size, sigma=self.recipe.heatmap_sigma,
+                             box_sigma=self.recipe.box_sigma, augment=None)
         self.val = _cache(val, list(range(len(val))))
         self.evaluator = WholeBodyEvaluator(val_ann)
 

@@ -124,6 +124,7 @@ def train_dataset(experiment: Experiment, *, augment: bool = True) -> Any:
         ann,
         experiment.space.max_arch().body.input_size,
         sigma=experiment.trainer.heatmap_sigma,
+        box_sigma=experiment.trainer.box_sigma,
         augment=_augment(experiment.trainer) if augment else None,
         seed=experiment.seed,
     )

@@ -111,7 +111,7 @@ def sandwich_step(
         else:
             kp = torch.cat((to_scaled(kp_max[..., :2], sx, sy), kp_max[..., 2:]), dim=-1)
             boxes_gt = scale_boxes(boxes_max, sx, sy)
-            body_t, body_w = body_targets(kp, boxes_gt, valid, size, recipe.heatmap_sigma)
+            body_t, body_w = body_targets(kp, boxes_gt, valid, size, recipe.heatmap_sigma, recipe.box_sigma)
         body_hm, features = net.forward_body(x)  # [B, 38, h, w], five feature stages
         predicted = decode_part_boxes(body_hm)  # [B, 3, 4]
         crop_boxes, _ = choose_head_boxes(

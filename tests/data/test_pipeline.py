@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,20 @@ def test_body_targets_peak_at_the_stride_4_pixel_and_weights() -> None:
     assert weight[0, 28:33].tolist() == [0.0] * 5  # invalid left hand
     assert weight[0, 33:38].sum() == 5
 
+
+def test_box_sigma_narrows_only_the_box_keypoint_gaussians() -> None:
+    kp = torch.zeros(1, 133, 3)
+    kp[0, 0] = torch.tensor([40.0, 20.0, 1.0])  # heatmap (10, 5)
+    boxes = torch.tensor([[[8.0, 8.0, 24.0, 16.0], [0, 0, 0, 0], [0, 0, 0, 0]]])
+    valid = torch.tensor([[1.0, 0.0, 0.0]])
+    wide, _ = body_targets(kp, boxes, valid, INPUT, sigma=2.0)
+    narrow, _ = body_targets(kp, boxes, valid, INPUT, sigma=2.0, box_sigma=1.0)
+    torch.testing.assert_close(narrow[:, :23], wide[:, :23])  # body/foot keypoints unchanged
+    assert narrow[0, 23, 2, 2] == pytest.approx(1.0)  # same peak
+    assert narrow[0, 23, 2, 3] == pytest.approx(math.exp(-0.5))  # one pixel off: sigma 1
+    assert wide[0, 23, 2, 3] == pytest.approx(math.exp(-1 / 8))  # sigma 2
+    same, _ = body_targets(kp, boxes, valid, INPUT, sigma=2.0, box_sigma=2.0)
+    torch.testing.assert_close(same, wide)
 
 def test_render_in_boxes_uses_the_head_pixel_convention() -> None:
     boxes = torch.tensor([[10.0, 20.0, 42.0, 52.0]])  # 32 px box, R = 16 -> 2 px per head pixel
