@@ -22,17 +22,20 @@ on one pixel, or an invalid part) still crop a finite region, never NaN."""
 def decode_part_boxes(heatmaps: Tensor, stride: float = 4.0) -> Tensor:
     """Boxes of the three parts from BodyNet heatmaps [B, 38, h, w] -> [B, 3, 4] xyxy input pixels.
 
-    Argmax per box-keypoint channel, then the minimum rectangle of each part's 5 points. The result
-    carries no gradient. Raises ValueError when the heatmaps have fewer than 38 channels.
+    Each box keypoint is decoded like a body keypoint (argmax plus a quarter-pixel step toward the
+    higher neighbour, `nasplat.data.decode.decode_heatmaps`), then each part's box is the minimum
+    rectangle of its 5 points. The sub-pixel step matters for hands, whose boxes can be two or
+    three heatmap pixels wide. The result carries no gradient. Raises ValueError when the heatmaps
+    have fewer than 38 channels.
     """
+    from nasplat.data.decode import decode_heatmaps
+
     if heatmaps.dim() != 4 or heatmaps.shape[1] < BOX_CHANNELS.stop:
         raise ValueError(f"expected BodyNet heatmaps [B, 38, h, w], got {tuple(heatmaps.shape)}")
-    b, _, h, w = heatmaps.shape
+    b = heatmaps.shape[0]
     with torch.no_grad():
-        idx = heatmaps[:, BOX_CHANNELS].flatten(2).argmax(-1)  # [B, 15]
-        x = (idx % w).to(heatmaps.dtype) * stride
-        y = torch.div(idx, w, rounding_mode="floor").to(heatmaps.dtype) * stride
-        pts = torch.stack((x, y), dim=-1).view(b, NUM_PARTS, 5, 2)  # [B, 3, 5, (x, y)]
+        coords, _ = decode_heatmaps(heatmaps[:, BOX_CHANNELS])  # [B, 15, 2] heatmap px
+        pts = (coords * stride).view(b, NUM_PARTS, 5, 2)  # [B, 3, 5, (x, y)]
         return torch.cat((pts.amin(dim=2), pts.amax(dim=2)), dim=-1)  # [B, 3, 4]
 
 

@@ -14,7 +14,12 @@ from torch import Tensor, nn
 
 from nasplat.errors import ArchError
 
-__all__ = ["ElasticBatchNorm2d", "ElasticConv2d", "ConvBN"]
+__all__ = ["DENSE_GROUPED_BELOW", "ElasticBatchNorm2d", "ElasticConv2d", "ConvBN"]
+
+DENSE_GROUPED_BELOW = 8
+"""On CPU, a grouped conv with fewer input channels per group than this runs as the equivalent
+dense conv with a block-diagonal weight (see ElasticConv2d.forward); static subnets keep true
+grouped convs."""
 
 
 def _check_size(what: str, value: int, maximum: int) -> None:
@@ -55,6 +60,7 @@ class ElasticConv2d(nn.Module):
         self.groups = 1
         self.in_segments: tuple[tuple[int, int], ...] | None = None
         self._full = True
+        self._mask_cache: dict[tuple, Tensor] = {}
 
     def set_active(
         self,
@@ -113,7 +119,25 @@ class ElasticConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # x: [B, in, H, W] -> [B, out, ceil(H / stride), ceil(W / stride)]
-        return F.conv2d(x, self.active_weight(), self.active_bias(), self.stride, self.padding, 1, self.groups)
+        g = self.groups
+        if g > 1 and x.device.type == "cpu" and self.in_channels // g < DENSE_GROUPED_BELOW:
+            # Same result, run as a dense conv whose weight is zero off the block diagonal: on CPU
+            # a grouped conv of a few channels per group is slower than the dense one it is part of.
+            weight = self.weight[: self.out_channels, : self.in_channels] * self._block_mask(x)
+            return F.conv2d(x, weight, self.active_bias(), self.stride, self.padding, 1, 1)
+        return F.conv2d(x, self.active_weight(), self.active_bias(), self.stride, self.padding, 1, g)
+
+    def _block_mask(self, x: Tensor) -> Tensor:
+        """[out, in, 1, 1] ones on the active groups' diagonal blocks, zeros elsewhere (cached)."""
+        out, cin, g = self.out_channels, self.in_channels, self.groups
+        key = (out, cin, g, x.device, self.weight.dtype)
+        cached = self._mask_cache.get(key)
+        if cached is None:
+            rows = torch.arange(out, device=x.device) // (out // g)
+            cols = torch.arange(cin, device=x.device) // (cin // g)
+            cached = (rows[:, None] == cols[None, :]).to(self.weight.dtype)[:, :, None, None]
+            self._mask_cache[key] = cached
+        return cached
 
     def to_static(self) -> nn.Conv2d:
         """A plain nn.Conv2d holding a copy of the active weight (and bias)."""

@@ -68,6 +68,7 @@ def test_roi_align_gradient_flows_to_features() -> None:
 
 
 def test_decode_part_boxes_takes_the_minimum_rectangle_of_five_argmax_points() -> None:
+    # isolated one-pixel peaks: no neighbour is higher, so no sub-pixel step
     hm = torch.zeros(1, 38, 10, 8)
     # face: corners at (row, col) and a centre, in the order TL, TR, BR, BL, C
     face = [(2, 1), (2, 5), (6, 5), (6, 1), (4, 3)]
@@ -79,6 +80,17 @@ def test_decode_part_boxes_takes_the_minimum_rectangle_of_five_argmax_points() -
     boxes = decode_part_boxes(hm)
     expected = torch.tensor([[[4.0, 8.0, 20.0, 24.0], [4.0, 4.0, 4.0, 4.0], [0.0, 0.0, 28.0, 36.0]]])
     torch.testing.assert_close(boxes, expected)
+
+
+def test_decode_part_boxes_steps_a_quarter_pixel_toward_the_higher_neighbour() -> None:
+    hm = torch.zeros(1, 38, 10, 8)
+    # left hand: TL peak at (row 2, col 2) leaning left/up, BR peak at (4, 4) leaning right/down
+    for k, (i, j) in enumerate([(2, 2), (2, 4), (4, 4), (4, 2), (3, 3)]):
+        hm[0, 28 + k, i, j] = 1.0
+    hm[0, 28, 2, 1] = hm[0, 28, 1, 2] = 0.5  # TL: higher neighbour to the left and above
+    hm[0, 30, 4, 5] = hm[0, 30, 5, 4] = 0.5  # BR: higher neighbour to the right and below
+    box = decode_part_boxes(hm)[0, 1]
+    torch.testing.assert_close(box, torch.tensor([4 * 1.75, 4 * 1.75, 4 * 4.25, 4 * 4.25]))
 
 
 def test_expand_boxes_scales_about_the_centre_with_a_minimum_size() -> None:
