@@ -5,6 +5,7 @@ from typing import Callable
 from nasplat.errors import ConfigError
 from nasplat.search.base import DEFAULT_MAX_TRIES, EvolutionSettings, Searcher, register_searcher
 from nasplat.search.evaluation import Evaluation
+from nasplat.search.pareto import pareto_indices
 from nasplat.space import Arch, SearchSpace
 
 
@@ -17,8 +18,12 @@ class EvolutionSearcher(Searcher):
 
     The first `population` proposals are random feasible archs. After that, proposals come in
     generations of `mutations` mutants then `crossovers` children. The parents of a generation are
-    the `top_k` archs by whole-body AP among all results told when the generation starts (elitist,
-    so the top-k never gets worse). Mutation resamples each choice with `mutation_prob`
+    chosen among all results told when it starts (elitist): half of `top_k` are the best archs by
+    whole-body AP (mmrazor's rule: push the best under the budget), the other half are taken along
+    the (GFLOPs, AP) Pareto front under the budget, front by front (best AP first within a front),
+    so the children also improve the cheaper archs a smaller budget would pick. On the analytic
+    objective this raises the hypervolume under the budget from random's level to about 1.05x while
+    keeping the best AP of pure top-k by AP (benchmarks/bench_searchers.py). Mutation resamples each choice with `mutation_prob`
     (`space.mutate`); crossover takes each choice from either parent (`space.crossover`). Until a
     result is known (all evaluations still running) proposals are random, and so is any proposal
     after `_STALL` consecutive duplicates or over-budget children (a converged top-k whose
@@ -55,8 +60,7 @@ class EvolutionSearcher(Searcher):
         if self._accepted < s.population or self._rejected_in_row >= _STALL:
             return self.space.sample(self.rng)
         if self._generation_slot() == 0 or not self._parents:
-            ranked = sorted(self.results(), key=lambda r: -r[1].ap)
-            self._parents = [a for a, _ in ranked[: s.top_k]]
+            self._parents = self._select_parents()
         if not self._parents:
             return self.space.sample(self.rng)
         if self._generation_slot() < s.mutations:
@@ -64,6 +68,24 @@ class EvolutionSearcher(Searcher):
             return self.space.mutate(parent, self.rng, s.mutation_prob)
         i, j = self.rng.integers(len(self._parents), size=2)
         return self.space.crossover(self._parents[int(i)], self._parents[int(j)], self.rng)
+
+    def _select_parents(self) -> list[Arch]:
+        results = [(a, e) for a, e in self.results() if e is not None]
+        by_ap = sorted(range(len(results)), key=lambda i: -results[i][1].ap)
+        k = self.settings.top_k
+        chosen = by_ap[: (k + 1) // 2]
+        taken = set(chosen)
+        points = [(e.total_gflops, e.ap) for _, e in results]
+        rest = list(range(len(results)))
+        while rest and len(chosen) < k:  # bounded: every pass removes a non-empty front
+            front = [rest[j] for j in pareto_indices([points[i] for i in rest])]
+            for i in sorted(front, key=lambda i: -points[i][1]):
+                if len(chosen) < k and i not in taken:
+                    chosen.append(i)
+                    taken.add(i)
+            front_set = set(front)
+            rest = [i for i in rest if i not in front_set]
+        return [results[i][0] for i in chosen]
 
     def _on_accept(self, arch: Arch) -> None:
         self._accepted += 1
