@@ -28,8 +28,9 @@ def train_supernet(
 
     Generates the synthetic data set first when the experiment asks for it. One worker without a
     cluster address trains in this process (no Ray); otherwise Ray Train runs
-    `cluster.num_workers` workers. `progress(event)` receives every step and epoch event of a local
-    run ({"event": "step" | "epoch", "epoch", "step", "losses", "samples_per_s", ...}).
+    `cluster.num_workers` workers. `progress(event)` receives every step and epoch event
+    ({"event": "step" | "epoch", "epoch", "step", "losses", "samples_per_s", ...}; from Ray
+    workers only `distributed.progress_message`'s fields, with losses {"total"}).
     Raises DataError, TrainingError, ConfigError.
     """
     from nasplat.train.loop import WorkerContext, ensure_data, run_training
@@ -57,7 +58,7 @@ def train_supernet(
         return path
     from nasplat.train.distributed import train_with_ray
 
-    return train_with_ray(experiment, mlflow=mlflow)
+    return train_with_ray(experiment, mlflow=mlflow, evaluate=evaluate, progress=progress)
 
 
 __all__ = ["Experiment", "TrainerRecipe", "load_experiment", "load_trainer", "train_supernet"]

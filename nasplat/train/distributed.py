@@ -11,8 +11,11 @@ none). Gradients are all-reduced by `nasplat.train.ddp`, not by DDP's reducer (s
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +26,39 @@ from nasplat.train.loop import WorkerContext, run_training
 log = logging.getLogger(__name__)
 
 
+_PROGRESS_KEYS = ("event", "epoch", "step", "batch", "steps_per_epoch", "lr", "samples_per_s")
+
+
+def progress_message(event: dict[str, Any]) -> dict[str, Any]:
+    """The part of a training event the driver's progress bar needs, small and picklable (the
+    epoch event also carries the network, which must not travel)."""
+    out = {k: event[k] for k in _PROGRESS_KEYS if k in event}
+    losses = event.get("losses") or {}
+    if "total" in losses:
+        out["losses"] = {"total": float(losses["total"])}
+    return out
+
+
+def _quiet_ray_train_reports() -> None:
+    """Ray Train logs every report and checkpoint at INFO; the driver shows a progress bar
+    instead. The report line comes from a logger named after its source file, not `ray.train.*`."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: its report lines stay
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. config: {"experiment": path to the experiment YAML,
-    "mlflow": bool (rank 0 logs to the experiment's tracking URI)}."""
+    "mlflow": bool (rank 0 logs to the experiment's tracking URI), "evaluate": bool (rank 0's
+    per-epoch val AP), "progress": an optional `ray.util.queue.Queue` that rank 0 feeds with
+    `progress_message`s for the driver's progress bar}."""
     import ray.train
     from ray.train import Checkpoint
 
+    _quiet_ray_train_reports()
     experiment = load_experiment(config["experiment"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -55,11 +85,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             shutil.copy2(path, Path(tmp) / LATEST)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
+    logger = None
     progress = None
     if rank == 0:
         from nasplat.train.logger import TrainLogger
 
-        progress = TrainLogger(experiment, mlflow=bool(config.get("mlflow", True)))
+        logger = TrainLogger(experiment, mlflow=bool(config.get("mlflow", True)),
+                             evaluate=bool(config.get("evaluate", True)))
+        queue = config.get("progress")
+
+        def progress(event: dict[str, Any]) -> None:
+            logger(event)
+            if queue is not None:
+                try:
+                    queue.put_nowait(progress_message(event))
+                except Exception:  # noqa: BLE001 - a full or gone queue must not stop training
+                    log.debug("progress queue unavailable", exc_info=True)
+
     try:
         run_training(
             experiment,
@@ -67,16 +109,39 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                           progress=progress),
         )
     finally:
-        if progress is not None:
-            progress.close()
+        if logger is not None:
+            logger.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def train_with_ray(experiment: Experiment, *, mlflow: bool = True) -> Path:
+def _drain(queue: Any, progress: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
+    """Hand rank 0's progress messages to `progress` until `stop` is set and the queue is empty."""
+    from ray.util.queue import Empty
+
+    while True:
+        try:
+            progress(queue.get(timeout=0.2))
+        except Empty:
+            if stop.is_set():
+                return
+        except Exception:  # noqa: BLE001 - the queue actor went away with Ray: nothing more to show
+            log.debug("progress queue closed", exc_info=True)
+            return
+
+
+def train_with_ray(
+    experiment: Experiment,
+    *,
+    mlflow: bool = True,
+    evaluate: bool = True,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
     """Train the experiment's supernet with Ray Train on `cluster.num_workers` workers.
 
-    Uses the cluster at `cluster.address` (None: a local Ray started here). Returns the path of
-    the final checkpoint in the output directory. Raises TrainingError if the run fails.
+    Uses the cluster at `cluster.address` (None: a local Ray started here). `progress(message)`
+    receives rank 0's step and epoch events (`progress_message`: no losses per member, no network)
+    in this process. Returns the path of the final checkpoint in the output directory. Raises
+    TrainingError if the run fails.
     """
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -87,17 +152,34 @@ def train_with_ray(experiment: Experiment, *, mlflow: bool = True) -> Path:
 
     cluster = experiment.cluster
     started = False
+    # Ray Train turns every print() of a worker into a log record, even under
+    # contextlib.redirect_stdout, so pycocotools' chatter would flood the console at each evaluation
+    # (a local Ray inherits this process's environment; a job runtime_env on a local Ray without the
+    # dashboard leaves Ray Train's placement-group cleaner polling an absent state API in a loop)
+    quiet = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     if not ray.is_initialized():
         if cluster.address is None:
+            os.environ.update(quiet)
             ray.init(address="local", num_cpus=max(cluster.num_workers * cluster.cpus_per_worker, 1),
                      include_dashboard=False, log_to_driver=True)
         else:
-            ray.init(address=cluster.address, log_to_driver=True)
+            ray.init(address=cluster.address, log_to_driver=True, runtime_env={"env_vars": quiet})
         started = True
+    queue = drainer = None
+    stop = threading.Event()
     try:
+        if progress is not None:
+            from ray.util.queue import Queue
+
+            # a bounded queue on a zero-CPU actor: it never takes a worker's slot, and a slow driver
+            # loses progress messages (put_nowait fails), never training time
+            queue = Queue(maxsize=1000, actor_options={"num_cpus": 0})
+            drainer = threading.Thread(target=_drain, args=(queue, progress, stop), daemon=True)
+            drainer.start()
         trainer = TorchTrainer(
             train_loop_per_worker=train_loop_per_worker,
-            train_loop_config={"experiment": str(experiment.path), "mlflow": mlflow},
+            train_loop_config={"experiment": str(experiment.path), "mlflow": mlflow, "evaluate": evaluate,
+                               "progress": queue},
             torch_config=TorchConfig(backend="nccl" if cluster.use_gpu else "gloo"),
             scaling_config=ScalingConfig(
                 num_workers=cluster.num_workers,
@@ -111,6 +193,11 @@ def train_with_ray(experiment: Experiment, *, mlflow: bool = True) -> Path:
         except Exception as e:  # Ray wraps worker errors in its own types
             raise TrainingError(f"Ray Train run failed: {e}".splitlines()[0], source=str(experiment.path)) from e
     finally:
+        stop.set()
+        if drainer is not None:
+            drainer.join(timeout=5)
+        if queue is not None:
+            queue.shutdown()
         if started:
             ray.shutdown()
     latest = find_latest(experiment.checkpoint_dir)
@@ -119,4 +206,4 @@ def train_with_ray(experiment: Experiment, *, mlflow: bool = True) -> Path:
     return latest
 
 
-__all__ = ["train_loop_per_worker", "train_with_ray"]
+__all__ = ["progress_message", "train_loop_per_worker", "train_with_ray"]

@@ -17,11 +17,18 @@ def test_two_ray_workers_train_and_a_rerun_resumes_from_rays_checkpoint(tmp_path
 
     path = tiny_experiment(tmp_path / "ray", num_workers=2)
     experiment = load_experiment(path)
-    ckpt = train_with_ray(experiment, mlflow=False)
+    events: list[dict] = []
+    ckpt = train_with_ray(experiment, mlflow=False, evaluate=False, progress=events.append)
     payload = torch.load(ckpt, weights_only=True)
     assert payload["world_size"] == 2
     # 6 train images hold > 8 persons: at least one global batch of 2 x 4 per epoch, 3 epochs
     assert payload["epoch"] == 3 and payload["step"] >= 3
+    # rank 0's progress reached this process: every step once, then the epoch ends
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    assert steps == list(range(1, payload["step"] + 1))
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3]
+    assert all(set(e) <= {"event", "epoch", "step", "batch", "steps_per_epoch", "lr", "samples_per_s", "losses"}
+               for e in events)
     assert any((experiment.output_dir / "ray" / experiment.name).glob("checkpoint_*"))
 
     train_with_ray(experiment, mlflow=False)  # nothing left: resumes at the end and stops
@@ -29,3 +36,15 @@ def test_two_ray_workers_train_and_a_rerun_resumes_from_rays_checkpoint(tmp_path
     assert final["resumed_from_step"] == payload["step"]
     again = torch.load(experiment.checkpoint_dir / "latest.pt", weights_only=True)
     assert all(torch.equal(again["model"][k], payload["model"][k]) for k in payload["model"])
+
+
+def test_progress_message_keeps_the_bars_fields_and_drops_the_network():
+    from nasplat.train.distributed import progress_message
+
+    net = torch.nn.Linear(2, 2)
+    step = {"event": "step", "epoch": 0, "step": 3, "batch": 3, "steps_per_epoch": 10, "lr": 1e-3,
+            "samples_per_s": 12.5, "losses": {"total": torch.tensor(0.5).item(), "max/body": 0.1}}
+    assert progress_message(step) == {**{k: v for k, v in step.items() if k != "losses"}, "losses": {"total": 0.5}}
+    epoch = {"event": "epoch", "epoch": 1, "step": 10, "losses": {"total": 0.25}, "samples_per_s": 11.0, "net": net}
+    assert progress_message(epoch) == {"event": "epoch", "epoch": 1, "step": 10, "samples_per_s": 11.0,
+                                       "losses": {"total": 0.25}}
