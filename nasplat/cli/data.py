@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nasplat.data.coco import check_dataset
-from nasplat.data.synth import generate_dataset
+from nasplat.data.synth import SynthConfig, generate_dataset
 from nasplat.errors import DataError
 
 data_app = typer.Typer(help="Check or generate COCO-WholeBody data.", no_args_is_help=True)
@@ -41,12 +41,18 @@ def synth(
     train: int = typer.Option(..., "--train", help="Training images."),
     val: int = typer.Option(..., "--val", help="Validation images."),
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed writes the same files."),
+    hand_length: float = typer.Option(0.12, "--hand-length", help="Hand length, of the person height."),
+    face_width: float = typer.Option(0.13, "--face-width", help="Face width, of the person height."),
 ) -> None:
     """Write a synthetic COCO-WholeBody data set that the real loader reads unchanged."""
     for name, value in (("--train", train), ("--val", val)):
         if value < 0:
             raise DataError(f"{name} {value} is negative; allowed: 0 or more", key=name)
-    train_file, val_file = generate_dataset(out, train, val, seed)
+    for name, frac in (("--hand-length", hand_length), ("--face-width", face_width)):
+        if not 0.02 < frac <= 0.4:
+            raise DataError(f"{name} {frac} is outside the allowed (0.02, 0.4] of the person height", key=name)
+    config = SynthConfig(hand_length=hand_length, face_width=face_width)
+    train_file, val_file = generate_dataset(out, train, val, seed, config)
     typer.echo(f"wrote {train} train images ({train_file}) and {val} val images ({val_file})")
 
 

@@ -73,6 +73,10 @@ class SandwichConfig:
     # shrinking): a teacher worth distilling from, and shared weights the small subnets refine
     # rather than pull apart from scratch. 0: the sandwich from the first step (BigNAS).
     warmup_epochs: int = Field(0, ge=0)
+    # After the warmup, the other members' losses are weighted by a factor that rises linearly from
+    # 0 to 1 over this many epochs, so their gradients (large at first: they start from weights
+    # trained for the max subnet) do not swamp the max subnet's and Adam's step sizes adapt.
+    ramp_epochs: float = Field(0.0, ge=0)
 
 
 @pdataclass(config=_STRICT, frozen=True)
@@ -176,6 +180,10 @@ class SyntheticConfig:
     train: int = Field(400, ge=1)
     val: int = Field(100, ge=1)
     seed: int = 0
+    # Part sizes as fractions of the person height (the generator's defaults are real proportions;
+    # a CPU-sized crop of 128 px leaves a real-size hand box 3 heatmap pixels wide).
+    hand_length: float = Field(0.12, gt=0.02, le=0.4)
+    face_width: float = Field(0.13, gt=0.02, le=0.4)
 
 
 @pdataclass(config=_STRICT, frozen=True)

@@ -24,6 +24,15 @@ def _app() -> typer.Typer:
     return app
 
 
+def _error(r) -> str:  # noqa: ANN001
+    """The error of a failed invocation: the DataError itself, or, once `nasplat.cli.main` has been
+    imported (it guards every registered command), its one line on stderr with exit status 2."""
+    if isinstance(r.exception, DataError):
+        return str(r.exception)
+    assert r.exit_code == 2, r.output
+    return r.output
+
+
 def test_synth_then_check_then_eval(tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "ds"
@@ -49,5 +58,24 @@ def test_synth_then_check_then_eval(tmp_path: Path) -> None:
 
 def test_check_of_a_broken_dataset_raises_data_error(tmp_path: Path) -> None:
     r = CliRunner().invoke(_app(), ["data", "check", str(tmp_path)])
-    assert isinstance(r.exception, DataError)
-    assert "coco_wholebody_train_v1.0.json" in str(r.exception)
+    assert "coco_wholebody_train_v1.0.json" in _error(r)
+
+
+def _hand_box_widths(root: Path) -> np.ndarray:
+    anns = json.loads(annotation_path(root, "train").read_text())["annotations"]
+    boxes = [a["lefthand_box"] for a in anns if not a["iscrowd"] and a["lefthand_valid"]]
+    heights = [a["bbox"][3] for a in anns if not a["iscrowd"] and a["lefthand_valid"]]
+    return np.asarray([max(b[2], b[3]) / h for b, h in zip(boxes, heights)])
+
+
+def test_synth_part_sizes_are_options_and_out_of_range_is_rejected(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["data", "synth", "--train", "4", "--val", "1", "--seed", "3"]
+    assert runner.invoke(_app(), [*args, "--out", str(tmp_path / "a")]).exit_code == 0
+    r = runner.invoke(_app(), [*args, "--out", str(tmp_path / "b"), "--hand-length", "0.18"])
+    assert r.exit_code == 0, r.output
+    # the same people (same seed), hands 1.5x longer: their boxes grow by about that factor
+    ratio = np.median(_hand_box_widths(tmp_path / "b")) / np.median(_hand_box_widths(tmp_path / "a"))
+    assert 1.3 < ratio < 1.7
+    r = runner.invoke(_app(), [*args, "--out", str(tmp_path / "c"), "--hand-length", "0.9"])
+    assert "--hand-length" in _error(r)
