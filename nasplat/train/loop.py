@@ -95,10 +95,11 @@ def ensure_data(experiment: Experiment) -> None:
             source=str(experiment.path),
             key="data.root",
         )
-    from nasplat.data.synth import generate_dataset
+    from nasplat.data.synth import SynthConfig, generate_dataset
 
     log.info("generating synthetic data (%d train / %d val images) into %s", syn.train, syn.val, root)
-    generate_dataset(root, syn.train, syn.val, seed=syn.seed)
+    config = SynthConfig(hand_length=syn.hand_length, face_width=syn.face_width)
+    generate_dataset(root, syn.train, syn.val, seed=syn.seed, config=config)
 
 
 def _augment(recipe: TrainerRecipe) -> Any:
@@ -153,6 +154,19 @@ def lr_at(recipe: TrainerRecipe, step: int, steps_per_epoch: int) -> float:
         frac = step / s.warmup_steps
         lr *= s.warmup_ratio + (1 - s.warmup_ratio) * frac
     return lr
+
+
+def student_weight(recipe: TrainerRecipe, step: int, steps_per_epoch: int) -> float:
+    """The sandwich students' loss weight at global step `step`: 0 during the max-only warmup,
+    then rising linearly to 1 over `sandwich.ramp_epochs` epochs."""
+    sw = recipe.sandwich
+    start = sw.warmup_epochs * steps_per_epoch
+    ramp = sw.ramp_epochs * steps_per_epoch
+    if step < start:
+        return 0.0
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, (step - start + 1) / ramp)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -326,7 +340,8 @@ def run_training(experiment: Experiment, ctx: WorkerContext | None = None) -> Pa
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            logs = sandwich_step(net, batch, sampler.members(step, epoch), recipe, epoch=epoch)
+            logs = sandwich_step(net, batch, sampler.members(step, epoch), recipe, epoch=epoch,
+                                 student_weight=student_weight(recipe, step, steps_per_epoch))
             allreduce_gradients(net.parameters())
             if recipe.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.grad_clip)

@@ -82,8 +82,12 @@ def sandwich_step(
     recipe: TrainerRecipe,
     *,
     epoch: int,
+    student_weight: float = 1.0,
 ) -> dict[str, float]:
     """Forward and backward every member on `batch`, accumulating gradients in `net`.
+
+    `student_weight` scales the loss of every member but the max subnet (the loop ramps it from 0
+    to 1 after the max-only warmup, see SandwichConfig.ramp_epochs).
 
     The caller zeroes gradients before and steps the optimizer after. Returns the loss of every
     member and part, keyed "<role>/<part>" and "<role>/total" (unweighted by the recipe's part
@@ -147,6 +151,8 @@ def sandwich_step(
             parts.update({"distill_body": d_body, "distill_face": d_face, "distill_hand": d_hand})
             total = total + dist.distill_weight * (w.body * d_body + w.face * d_face + w.hand * d_hand)
         total = total * w.scale
+        if not member.is_teacher:
+            total = total * student_weight
         total.backward()
         if member.is_teacher and dist.enabled:
             teacher = _Teacher(

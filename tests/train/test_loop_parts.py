@@ -35,3 +35,18 @@ def test_lr_warms_up_then_drops_at_milestone_epochs():
     assert lr_at(recipe, 79, 20) == pytest.approx(lr)
     assert lr_at(recipe, 80, 20) == pytest.approx(lr * 0.1)
     assert lr_at(recipe, 160, 20) == pytest.approx(lr * 0.01)
+
+
+def test_students_weight_is_zero_in_the_warmup_then_ramps_to_one():
+    from nasplat.train.config import SandwichConfig
+    from nasplat.train.loop import student_weight
+
+    recipe = TrainerRecipe(name="t", sandwich=SandwichConfig(warmup_epochs=2, ramp_epochs=1.5))
+    assert student_weight(recipe, 0, 10) == 0.0
+    assert student_weight(recipe, 19, 10) == 0.0
+    assert student_weight(recipe, 20, 10) == pytest.approx(1 / 15)
+    assert student_weight(recipe, 27, 10) == pytest.approx(8 / 15)
+    assert student_weight(recipe, 34, 10) == 1.0
+    assert student_weight(recipe, 500, 10) == 1.0
+    plain = TrainerRecipe(name="t")
+    assert student_weight(plain, 0, 10) == 1.0  # BigNAS: the whole sandwich from the first step
