@@ -11,7 +11,6 @@ none). Gradients are all-reduced by `nasplat.train.ddp`, not by DDP's reducer (s
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -37,6 +36,14 @@ def progress_message(event: dict[str, Any]) -> dict[str, Any]:
     if "total" in losses:
         out["losses"] = {"total": float(losses["total"])}
     return out
+
+
+def quiet_ray_worker_logs() -> None:
+    """Runs in every Ray worker process of the job (`worker_process_setup_hook`). Without the Ray
+    dashboard (a local Ray here has none: it needs ray[default]) Ray Train's placement-group cleaner
+    cannot reach the state API and warns about it about once a second for the whole run; the
+    placement group goes with the local Ray at shutdown anyway."""
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
 def _quiet_ray_train_reports() -> None:
@@ -154,16 +161,14 @@ def train_with_ray(
     started = False
     # Ray Train turns every print() of a worker into a log record, even under
     # contextlib.redirect_stdout, so pycocotools' chatter would flood the console at each evaluation
-    # (a local Ray inherits this process's environment; a job runtime_env on a local Ray without the
-    # dashboard leaves Ray Train's placement-group cleaner polling an absent state API in a loop)
-    quiet = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    runtime_env = {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"},
+                   "worker_process_setup_hook": f"{__name__}.quiet_ray_worker_logs"}
     if not ray.is_initialized():
         if cluster.address is None:
-            os.environ.update(quiet)
             ray.init(address="local", num_cpus=max(cluster.num_workers * cluster.cpus_per_worker, 1),
-                     include_dashboard=False, log_to_driver=True)
+                     include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
         else:
-            ray.init(address=cluster.address, log_to_driver=True, runtime_env={"env_vars": quiet})
+            ray.init(address=cluster.address, log_to_driver=True, runtime_env=runtime_env)
         started = True
     queue = drainer = None
     stop = threading.Event()
@@ -206,4 +211,4 @@ def train_with_ray(
     return latest
 
 
-__all__ = ["progress_message", "train_loop_per_worker", "train_with_ray"]
+__all__ = ["progress_message", "quiet_ray_worker_logs", "train_loop_per_worker", "train_with_ray"]
