@@ -40,7 +40,7 @@ def main() -> None:
         d = Path(tmp)
         generate_dataset(d / "data", 12, 2, seed=0)
         (d / "exp.yaml").write_text(
-            f"name: bench\nspace: {args.space}\ntrainer: {ROOT / 'trainers' / 'cpu_small.yaml'}\n"
+            f"name: bench\nspace: {Path(args.space).resolve()}\ntrainer: {ROOT / 'trainers' / 'cpu_small.yaml'}\n"
             f"data: {{root: {d / 'data'}}}\noutput_dir: {d / 'out'}\n"
         )
         exp = load_experiment(d / "exp.yaml")
