@@ -18,5 +18,7 @@ settings = SearchSettings(
     executor="local",
     evolution=EvolutionSettings(population=10, top_k=3, mutations=5, crossovers=5),
 )
-result = drive(load_space(space_path), settings, AnalyticFactory(space_path, work=work))
+# one line per finished trial tells the parent that this run is past its imports and start-up
+result = drive(load_space(space_path), settings, AnalyticFactory(space_path, work=work),
+               progress=lambda update: print("trial", flush=True))
 print("done", result.n_complete, flush=True)

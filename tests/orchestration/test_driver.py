@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -113,8 +114,12 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     snapshots: list[dict[int, tuple[str, tuple[float, ...]]]] = []
     for _ in range(5):
-        proc = subprocess.Popen(child, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(float(rng.uniform(2.5, 5.0)))  # imports take ~2 s; then trials run
+        proc = subprocess.Popen(child, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        # kill at a random moment after this run's first finished trial (start-up takes 2 s on an
+        # idle machine and much longer on a loaded one, so a fixed delay may kill it before any trial)
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready and proc.stdout.readline(), "the child finished no trial in 120 s"
+        time.sleep(float(rng.uniform(0.0, 2.0)))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         store = load_current_study(url, "kill")

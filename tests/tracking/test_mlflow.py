@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
+
+import pytest
 
 from nasplat.orchestration.driver import SearchSettings, drive
 from nasplat.search import AnalyticFactory
@@ -10,13 +14,24 @@ from nasplat.tracking import MlflowTracker
 SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "cpu_small.yaml"
 
 
-def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path) -> None:
+def _tracking_uri(kind: str, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/mlflow.db"
+    uri = os.environ.get("NASPLAT_TEST_MLFLOW_URI")  # `.ci/run` starts `mlflow server` on 127.0.0.1
+    if not uri:
+        pytest.skip("NASPLAT_TEST_MLFLOW_URI is not set")
+    return uri
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "server"])
+def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path, kind: str) -> None:
     from mlflow.tracking import MlflowClient
 
     space = load_space(SPACE)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = _tracking_uri(kind, tmp_path)
+    name = f"exp-{uuid.uuid4().hex[:8]}"  # a server outlives the test: a fresh experiment each run
     settings = SearchSettings(
-        experiment="exp",
+        experiment=name,
         sampler="nsga2",
         n_trials=8,
         budget_gflops=0.1,
@@ -25,14 +40,14 @@ def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path) -> None:
         storage_url="sqlite:///" + str(tmp_path / "study.db"),
         executor="local",
     )
-    result = drive(space, settings, AnalyticFactory(str(SPACE)), tracker=MlflowTracker(uri, "exp", tmp_path / "art"))
+    result = drive(space, settings, AnalyticFactory(str(SPACE)), tracker=MlflowTracker(uri, name, tmp_path / "art"))
     # a second tracker on the same store (a resumed driver) must not duplicate trial runs
-    again = MlflowTracker(uri, "exp", tmp_path / "art")
+    again = MlflowTracker(uri, name, tmp_path / "art")
     again.start(result.study_name, {"sampler": "nsga2"})
     again.sync(list(result.trials))
     again.finish(list(result.trials), 0.1, finished=True)
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("exp")
+    exp = client.get_experiment_by_name(name)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("nasplat.role") == "search"]
     children = [r for r in runs if r.data.tags.get("nasplat.role") == "trial"]
