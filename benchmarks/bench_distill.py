@@ -69,17 +69,15 @@ def main() -> None:
         print(json.dumps(train_and_evaluate(args.variant, Path(args.data), Path(args.out), args.epochs, args.gt_weight)))
         return
 
-    import yaml
-
-    from nasplat.data.synth import SynthConfig, generate_dataset
+    from nasplat.train.config import load_experiment
+    from nasplat.train.loop import ensure_data
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         data = Path(args.data) if args.data else d / "data"
-        if not (data / "annotations").exists():
-            syn = yaml.safe_load((ROOT / "experiments" / "quickstart.yaml").read_text())["data"]["synthetic"]
-            generate_dataset(data, syn["train"], syn["val"], seed=syn["seed"],
-                             config=SynthConfig(hand_length=syn["hand_length"]))
+        # the quickstart's own synthetic spec, generated the way `nasplat train` generates it
+        quickstart = load_experiment(ROOT / "experiments" / "quickstart.yaml")
+        ensure_data(dataclasses.replace(quickstart, data=dataclasses.replace(quickstart.data, root=data)))
         procs = []
         for i, variant in enumerate(VARIANTS):
             cmd = [sys.executable, __file__, "--variant", variant, "--data", str(data), "--out", str(d / f"v{i}")]

@@ -3,6 +3,7 @@ active weights, and training a subnet only touches its slices."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -105,14 +106,24 @@ def test_heads_crop_the_expanded_decoded_boxes(supernet: ZoomNetSupernet) -> Non
     torch.testing.assert_close(out.boxes[:, 1:], expand_boxes(decoded[:, 1:], arch.hand.roi_expansion))
 
 
-def test_training_touches_only_the_active_slices(supernet: ZoomNetSupernet) -> None:
-    arch = SPACE.min_arch()  # grouped and narrow everywhere
+@contextlib.contextmanager
+def _trained_on_random_input(supernet: ZoomNetSupernet, arch: Arch):  # noqa: ANN202
+    """Set `arch`, forward a random batch in train mode with fresh gradients, yield the output;
+    afterwards back to eval mode without gradients (the module-scoped supernet is shared)."""
     supernet.set_arch(arch)
     supernet.train()
     supernet.zero_grad(set_to_none=True)
     try:
         h, w = arch.body.input_size
-        out = supernet(torch.randn(2, 3, h, w))
+        yield supernet(torch.randn(2, 3, h, w))
+    finally:
+        supernet.eval()
+        supernet.zero_grad(set_to_none=True)
+
+
+def test_training_touches_only_the_active_slices(supernet: ZoomNetSupernet) -> None:
+    arch = SPACE.min_arch()  # grouped and narrow everywhere
+    with _trained_on_random_input(supernet, arch) as out:
         loss = sum(t.square().mean() for t in (out.body_heatmaps, out.face_heatmaps, out.hand_heatmaps))
         loss.backward()
         touched = sum(int((p.grad != 0).sum()) for p in supernet.parameters() if p.grad is not None)
@@ -122,9 +133,6 @@ def test_training_touches_only_the_active_slices(supernet: ZoomNetSupernet) -> N
                 assert torch.all(m.weight.grad[m.out_channels :] == 0)
                 if m.in_segments is None:
                     assert torch.all(m.weight.grad[:, m.in_channels :] == 0)
-    finally:
-        supernet.eval()
-        supernet.zero_grad(set_to_none=True)
 
 
 def test_set_arch_rejects_an_arch_too_big_and_keeps_the_previous(supernet: ZoomNetSupernet) -> None:
@@ -189,12 +197,7 @@ def test_config_round_trips_through_json_and_rebuilds_the_same_net(supernet: Zoo
 def test_each_feature_stage_reads_its_own_block_of_head_input_weights(supernet: ZoomNetSupernet, stage: int) -> None:
     base = SPACE.max_arch()
     arch = dataclasses.replace(base, face=dataclasses.replace(base.face, feature_stage=stage))
-    supernet.set_arch(arch)
-    supernet.train()
-    supernet.zero_grad(set_to_none=True)
-    try:
-        h, w = arch.body.input_size
-        out = supernet(torch.randn(2, 3, h, w))
+    with _trained_on_random_input(supernet, arch) as out:
         out.face_heatmaps.square().mean().backward()
         first = supernet.face.trunk.stage1.layers[0]
         blocks = supernet.config.face_in_channels
@@ -205,9 +208,6 @@ def test_each_feature_stage_reads_its_own_block_of_head_input_weights(supernet: 
             assert conv.weight.shape[1] == sum(blocks)
             assert torch.all(grad[offset : offset + channels] > 0)
             assert torch.all(grad[:offset] == 0) and torch.all(grad[offset + channels :] == 0)
-    finally:
-        supernet.eval()
-        supernet.zero_grad(set_to_none=True)
 
 
 def test_a_feature_stage_the_supernet_holds_no_weights_for_is_an_arch_error() -> None:
