@@ -18,7 +18,17 @@ settings = SearchSettings(
     executor="local",
     evolution=EvolutionSettings(population=10, top_k=3, mutations=5, crossovers=5),
 )
-# one line per finished trial tells the parent that this run is past its imports and start-up
-result = drive(load_space(space_path), settings, AnalyticFactory(space_path, work=work),
-               progress=lambda update: print("trial", flush=True))
+# One line per trial this run completes (stored before the report) tells the parent that a kill
+# now interrupts a search with finished trials; the first report comes before any evaluation.
+at_start: list[int] = []
+
+
+def on_progress(update) -> None:  # noqa: ANN001
+    if not at_start:
+        at_start.append(update.done)
+    elif update.done > at_start[0]:
+        print("trial", flush=True)
+
+
+result = drive(load_space(space_path), settings, AnalyticFactory(space_path, work=work), progress=on_progress)
 print("done", result.n_complete, flush=True)

@@ -115,7 +115,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     snapshots: list[dict[int, tuple[str, tuple[float, ...]]]] = []
     for _ in range(5):
         proc = subprocess.Popen(child, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        # kill at a random moment after this run's first finished trial (start-up takes 2 s on an
+        # kill at a random moment after this run's first completed (stored) trial (start-up takes 2 s on an
         # idle machine and much longer on a loaded one, so a fixed delay may kill it before any trial)
         ready, _, _ = select.select([proc.stdout], [], [], 120)
         assert ready and proc.stdout.readline(), "the child finished no trial in 120 s"
