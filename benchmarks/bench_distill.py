@@ -24,9 +24,9 @@ VARIANTS = ("distillation", "ground truth only")
 
 
 def train_and_evaluate(variant: str, data: Path, out: Path, epochs: int | None, gt_weight: float | None) -> dict:
-    from nasplat.train.config import DistillationConfig, load_experiment
-    from nasplat.train.evaluation import SubnetEvaluator
-    from nasplat.train.loop import WorkerContext, run_training
+    from nasplat.config import DistillationConfig, load_experiment
+    from nasplat.subnet.evaluator import SubnetEvaluator
+    from nasplat.train import WorkerContext, run_training
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "exp.yaml").write_text(
@@ -69,8 +69,8 @@ def main() -> None:
         print(json.dumps(train_and_evaluate(args.variant, Path(args.data), Path(args.out), args.epochs, args.gt_weight)))
         return
 
-    from nasplat.train.config import load_experiment
-    from nasplat.train.loop import ensure_data
+    from nasplat.config import load_experiment
+    from nasplat.train.data import ensure_data
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

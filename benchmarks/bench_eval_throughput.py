@@ -13,7 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from nasplat.orchestration.driver import SearchSettings, drive
+from nasplat.config import SearchConfig
+from nasplat.orchestration.cluster import init_ray
+from nasplat.orchestration.driver import drive
+from nasplat.orchestration.pool import RayEvaluatorPool
 from nasplat.search import AnalyticFactory, calibrate_work
 from nasplat.space import load_space
 from nasplat.tracking import MlflowTracker
@@ -22,25 +25,15 @@ SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "cpu_small.yaml"
 
 
 def run(actors: int, trials: int, work: int, tmp: Path) -> tuple[float, float]:
-    settings = SearchSettings(
-        experiment=f"bench{actors}",
-        sampler="nsga2",
-        n_trials=trials,
-        budget_gflops=0.1,
-        seed=0,
-        objective="analytic",
-        storage_url=f"sqlite:///{tmp}/study{actors}.db",
-        num_evaluators=actors,
-        executor="ray",
-    )
+    settings = SearchConfig(sampler="nsga2", n_trials=trials, budget_gflops=0.1, seed=0, objective="analytic",
+                            num_evaluators=actors)
     tracker = MlflowTracker(f"sqlite:///{tmp}/mlflow{actors}.db", f"bench{actors}", tmp / f"art{actors}")
-    from nasplat.orchestration.pool import RayEvaluatorPool, init_ray
-
     init_ray(None, num_cpus=2)
     pool = RayEvaluatorPool(AnalyticFactory(str(SPACE), work=work), actors)
     pool.actor_pids()  # wait until the actors are up: measure evaluation, not start-up
     start = time.perf_counter()
-    result = drive(load_space(SPACE), settings, AnalyticFactory(str(SPACE), work=work), tracker=tracker, pool=pool)
+    result = drive(load_space(SPACE), settings, AnalyticFactory(str(SPACE), work=work), study=f"bench{actors}",
+                   storage_url=f"sqlite:///{tmp}/study{actors}.db", tracker=tracker, pool=pool)
     wall = time.perf_counter() - start
     pool.close()
     return result.n_complete / wall, result.driver_seconds / max(1, result.evaluated)

@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
 
     space = load_space(args.space)
-    bpm = tuple(space.blocks_per_module(n) for n in ("body", "face", "hand"))
+    bpm = space.all_blocks_per_module()
     rng = np.random.default_rng(args.seed)
     archs = [space.sample(rng) for _ in range(args.archs)]
 

@@ -36,10 +36,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from nasplat.data.synth import generate_dataset
-    from nasplat.train.config import load_experiment
+    from nasplat.config import load_experiment
+    from nasplat.orchestration.cluster import ray_session
+    from nasplat.orchestration.training import MonitorFactory, TrainingMonitor
+    from nasplat.train import WorkerContext, run_training
     from nasplat.train.distributed import train_with_ray
-    from nasplat.train.logger import TrainLogger
-    from nasplat.train.loop import WorkerContext, run_training
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -62,7 +63,7 @@ def main() -> None:
             )
             exp = dataclasses.replace(exp, trainer=recipe)
             if workers == 1:
-                logger = TrainLogger(exp, mlflow=False, evaluate=False)
+                logger = TrainingMonitor(exp, mlflow=False, evaluate=False)
                 run_training(exp, WorkerContext(progress=logger))
                 logger.close()
             else:
@@ -71,7 +72,8 @@ def main() -> None:
                 text = (d / "exp2.yaml").read_text().replace(str(ROOT / "trainers" / "cpu_small.yaml"),
                                                               str(d / "trainer2.yaml"))
                 (d / "exp2.yaml").write_text(text)
-                train_with_ray(load_experiment(d / "exp2.yaml"), mlflow=False)
+                with ray_session(None, num_cpus=2):
+                    train_with_ray(load_experiment(d / "exp2.yaml"), monitor=MonitorFactory(mlflow=False, evaluate=False))
             out[workers] = _throughput(exp.output_dir / "train_log.jsonl")
     print(f"global batch {2 * args.batch}, {args.steps_per_epoch} steps/epoch, epochs 2..{args.epochs} timed")
     print(f"plain process ({args.threads} threads) {out[1]:.2f} samples/s, 2 Ray Train workers {out[2]:.2f} samples/s, "

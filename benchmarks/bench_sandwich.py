@@ -31,8 +31,9 @@ def main() -> None:
     from nasplat.data.synth import generate_dataset
     from nasplat.data.topdown import collate
     from nasplat.models import build_supernet
-    from nasplat.train.config import load_experiment
-    from nasplat.train.loop import init_final_layers, train_dataset
+    from nasplat.config import load_experiment
+    from nasplat.train.data import train_dataset
+    from nasplat.train.loop import init_final_layers
     from nasplat.train.sandwich import SandwichMember, SandwichSampler
     from nasplat.train.step import sandwich_step
 

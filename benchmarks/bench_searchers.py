@@ -12,7 +12,8 @@ import statistics
 import time
 from pathlib import Path
 
-from nasplat.search import AnalyticObjective, EvolutionSettings, build_searcher, hypervolume, total_gflops_fn
+from nasplat.config import EvolutionConfig
+from nasplat.search import AnalyticObjective, build_searcher, hypervolume, total_gflops_fn
 from nasplat.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(space, name: str, seed: int, trials: int, budget: float) -> tuple[float, float, float]:  # noqa: ANN001
     cost = total_gflops_fn(space)
-    searcher = build_searcher(name, space, cost, budget, seed, evolution=EvolutionSettings())
+    searcher = build_searcher(name, space, cost, budget, seed, evolution=EvolutionConfig())
     objective = AnalyticObjective(space)
     points = []
     start = time.perf_counter()

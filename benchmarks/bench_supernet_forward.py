@@ -47,7 +47,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     space = load_space(args.space)
-    bpm = tuple(space.blocks_per_module(n) for n in ("body", "face", "hand"))
+    bpm = space.all_blocks_per_module()
     rng = np.random.default_rng(0)
     samples = sorted((space.sample(rng) for _ in range(64)), key=lambda a: analytic_gflops(a, bpm).total)
     archs = {"max": space.max_arch(), "middle": samples[len(samples) // 2], "min": space.min_arch()}

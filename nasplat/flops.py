@@ -166,6 +166,8 @@ def fvcore_gflops(
     handles are disabled, so the count is conv + linear multiply-adds as in `analytic_gflops`.
     Raises ArchError when an Arch is given without `blocks_per_module` or does not build.
     """
+    # torch (and nasplat.models, which imports it) only here: the analytic count, and with it
+    # nasplat.search.cost and the search driver, imports without torch
     import torch
 
     from nasplat.models.zoomnet import ZoomNet, ZoomNetSupernet, build_static

@@ -14,13 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted(p.stem for p in (ROOT / "search_spaces").glob("*.yaml"))
 
 
-def _bpm(space) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
-    return tuple(space.blocks_per_module(n) for n in ("body", "face", "hand"))  # type: ignore[return-value]
-
-
 def test_zoomnet_reproduces_table_10() -> None:
     space = load_space(ROOT / "search_spaces" / "zoomnet.yaml")
-    g = analytic_gflops(space.max_arch(), _bpm(space))
+    g = analytic_gflops(space.max_arch(), space.all_blocks_per_module())
     # paper Table 10: BodyNet 16.02, FaceHead 4.19, HandHead 4.14, overall 28.49
     for got, paper in ((g.body, 16.02), (g.face, 4.19), (g.hand, 4.14), (g.total, 28.49)):
         assert got == pytest.approx(paper, rel=0.01)
@@ -36,9 +32,10 @@ def test_analytic_matches_fvcore(name: str) -> None:
     archs = [space.min_arch()] + [space.sample(rng) for _ in range(n_random)]
     if name != "zoomnas":
         archs.append(space.max_arch())
+    bpm = space.all_blocks_per_module()
     for arch in dict.fromkeys(archs):  # the one-choice space yields the same arch each time
-        a = analytic_gflops(arch, _bpm(space))
-        f = fvcore_gflops(arch, _bpm(space))
+        a = analytic_gflops(arch, bpm)
+        f = fvcore_gflops(arch, bpm)
         for part in ("body", "face", "hand", "total"):
             assert getattr(a, part) == pytest.approx(getattr(f, part), rel=0.01), (name, part, arch.key())
 
@@ -51,7 +48,8 @@ def test_grouped_convs_cost_less() -> None:
     grouped = dataclasses.replace(
         arch, body=dataclasses.replace(arch.body, net=dataclasses.replace(arch.body.net, branch_groups=(2, 2, 2, 2)))
     )
-    dense, cheap = analytic_gflops(arch, _bpm(space)), analytic_gflops(grouped, _bpm(space))
+    bpm = space.all_blocks_per_module()
+    dense, cheap = analytic_gflops(arch, bpm), analytic_gflops(grouped, bpm)
     assert cheap.body < dense.body and cheap.face == dense.face
     assert isinstance(cheap, GFlops) and set(cheap.as_dict()) == {"body", "face", "hand", "total"}
 
@@ -75,10 +73,10 @@ def test_cli_json_prints_exactly_the_four_numbers(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["flops", str(space_file), "--arch", str(arch_file), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data == analytic_gflops(arch, _bpm(space)).as_dict()
+    assert data == analytic_gflops(arch, space.all_blocks_per_module()).as_dict()
     table = CliRunner().invoke(app, ["flops", str(space_file), "--arch", "min"])
     assert table.exit_code == 0 and "HandHead" in table.output
-    assert f"{analytic_gflops(space.min_arch(), _bpm(space)).total:.3f}" in table.output
+    assert f"{analytic_gflops(space.min_arch(), space.all_blocks_per_module()).total:.3f}" in table.output
 
 
 def test_fvcore_counts_a_supernet_or_static_net_like_its_arch() -> None:
@@ -88,7 +86,7 @@ def test_fvcore_counts_a_supernet_or_static_net_like_its_arch() -> None:
     net = build_supernet(space, seed=0)
     arch = space.sample(np.random.default_rng(9))
     net.set_arch(arch)
-    expected = analytic_gflops(arch, _bpm(space))
+    expected = analytic_gflops(arch, space.all_blocks_per_module())
     for model in (net, net.extract()):
         got = fvcore_gflops(model)
         for part in ("body", "face", "hand", "total"):

@@ -9,7 +9,6 @@ import typer
 
 from nasplat.flops import GFlops, analytic_gflops, fvcore_gflops
 from nasplat.space import load_space
-from nasplat.space.arch import NETS
 
 
 def flops(
@@ -22,8 +21,8 @@ def flops(
     (body + face + 2 x hand)."""
     space = load_space(space_file)
     chosen = space.load_arch(arch)
-    bpm = tuple(space.blocks_per_module(n) for n in NETS)
-    counted = analytic_gflops(chosen, bpm)  # type: ignore[arg-type]
+    bpm = space.all_blocks_per_module()
+    counted = analytic_gflops(chosen, bpm)
     if as_json:
         typer.echo(json.dumps(counted.as_dict()))
         return
@@ -32,7 +31,7 @@ def flops(
 
     columns: list[tuple[str, GFlops]] = [("analytic", counted)]
     if use_fvcore:
-        columns.append(("fvcore", fvcore_gflops(chosen, bpm)))  # type: ignore[arg-type]
+        columns.append(("fvcore", fvcore_gflops(chosen, bpm)))
     table = Table(title=f"GFLOPs of {arch} in {space.name} ({space_file})")
     table.add_column("module")
     for name, _ in columns:

@@ -7,20 +7,16 @@ training from its latest checkpoint, the search from its study store.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 
 from nasplat.cli.progress import search_bar, training_bar
-
-
-def local_experiment(experiment: Any) -> Any:
-    """The experiment with its cluster address dropped: the embedded default (local Ray)."""
-    return dataclasses.replace(experiment, cluster=dataclasses.replace(experiment.cluster, address=None))
+from nasplat.config import load_experiment
+from nasplat.orchestration.cluster import for_command
 
 
 def run(
@@ -31,53 +27,35 @@ def run(
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log training to MLflow."),
 ) -> None:
     """Train the supernet, search subnets under the FLOPs budget, export the best one."""
-    from nasplat.errors import ConfigError
-    from nasplat.orchestration.run import run_search
-    from nasplat.store import ExperimentStateStore
-    from nasplat.train import train_supernet
-    from nasplat.train.config import load_experiment
-    from nasplat.train.export import export_subnet
+    from nasplat.orchestration.run import export_best, run_search
+    from nasplat.orchestration.training import train_supernet
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    experiment = load_experiment(experiment_file)
-    if cluster and not experiment.cluster.address:
-        raise ConfigError(
-            "--cluster needs cluster.address (auto, or ray://host:10001)", source=str(experiment_file), key="cluster.address"
-        )
-    if not cluster:
-        experiment = local_experiment(experiment)
+    experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     console = Console(stderr=True)
-    states = ExperimentStateStore(experiment.storage_url)
-    try:
-        console.print(f"[bold]1/3[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
-        states.update(experiment.name, phase="training")
-        with training_bar(console, experiment.trainer.schedule.epochs) as update:
-            checkpoint = train_supernet(experiment, progress=update, mlflow=not no_mlflow)
-        states.update(experiment.name, phase="trained", checkpoint=str(checkpoint))
-        console.print(f"supernet checkpoint: {checkpoint}")
+    console.print(f"[bold]1/3[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
+    with training_bar(console, experiment.trainer.schedule.epochs) as update:
+        checkpoint = train_supernet(experiment, progress=update, mlflow=not no_mlflow)
+    console.print(f"supernet checkpoint: {checkpoint}")
 
-        console.print(
-            f"[bold]2/3[/] search: {experiment.search.sampler}, {experiment.search.n_trials} trials, "
-            f"budget {experiment.search.budget_gflops} GFLOPs"
-        )
-        with search_bar(console, experiment.search.n_trials) as update:
-            result = run_search(experiment, objective=objective, new_study=new_study, progress=update, cluster=cluster)
-        console.print(
-            f"study {result.study_name}: {result.n_complete} completed, {result.n_failed} failed, "
-            f"{len(result.pareto)} on the Pareto front"
-        )
-        best = result.best
-        if best is None:
-            console.print("no subnet was evaluated successfully; nothing to export")
-            raise typer.Exit(code=1)
+    console.print(
+        f"[bold]2/3[/] search: {experiment.search.sampler}, {experiment.search.n_trials} trials, "
+        f"budget {experiment.search.budget_gflops} GFLOPs"
+    )
+    with search_bar(console, experiment.search.n_trials) as update:
+        result = run_search(experiment, objective=objective, new_study=new_study, progress=update)
+    console.print(
+        f"study {result.study_name}: {result.n_complete} completed, {result.n_failed} failed, "
+        f"{len(result.pareto)} on the Pareto front"
+    )
+    best = result.best
+    if best is None:
+        console.print("no subnet was evaluated successfully; nothing to export")
+        raise typer.Exit(code=1)
 
-        out = experiment.output_dir / "exports" / "best"
-        console.print(f"[bold]3/3[/] export: trial {best.number}, AP {best.evaluation.ap:.4f}, "
-                      f"{best.evaluation.total_gflops:.4f} GFLOPs")
-        meta = export_subnet(experiment, best.arch, out, checkpoint=checkpoint)
-        states.update(experiment.name, phase="exported")
-    finally:
-        states.dispose()
+    console.print(f"[bold]3/3[/] export: trial {best.number}, AP {best.evaluation.ap:.4f}, "
+                  f"{best.evaluation.total_gflops:.4f} GFLOPs")
+    out, meta = export_best(experiment, best.arch, checkpoint=checkpoint)
     g = meta["gflops"]
     console.print(
         f"best subnet exported to {out}: {g['total']:.4f} GFLOPs (body {g['body']:.4f}, face {g['face']:.4f}, "

@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from nasplat.cli.progress import search_bar
+from nasplat.config import load_experiment
 from nasplat.errors import NasplatError
-
-
-def _load(path: Path) -> Any:
-    from nasplat.train.config import load_experiment
-
-    return load_experiment(path)
+from nasplat.orchestration.cluster import for_command
 
 
 def _trial_json(t: Any) -> dict[str, Any]:
@@ -32,45 +31,16 @@ def search(
     objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (analytic | wholebody)."),
 ) -> None:
     """Run or resume the experiment's search to search.n_trials completed trials."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from nasplat.orchestration.run import report as run_report
     from nasplat.orchestration.run import run_search
 
-    experiment = _load(experiment_file)
+    experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     console = Console(stderr=True)
     if report:
         result = run_report(experiment)
     else:
-        with Progress(
-            TextColumn("[bold]search"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        ) as bar:
-            task = bar.add_task("search", total=experiment.search.n_trials, info="")
-
-            def progress(u: Any) -> None:
-                best = "-" if u.best_ap is None else f"{u.best_ap:.4f}"
-                bar.update(
-                    task,
-                    completed=u.done,
-                    total=u.total,
-                    info=f"best AP {best}  Pareto {u.pareto_size}  running {u.running}  failed {u.failed}",
-                )
-
-            result = run_search(
-                experiment,
-                objective=objective,
-                new_study=new_study,
-                progress=progress,
-                cluster=cluster,
-                executor="local" if local else "ray",
-            )
+        with search_bar(console, experiment.search.n_trials) as update:
+            result = run_search(experiment, objective=objective, new_study=new_study, progress=update, local=local)
     best = result.best
     console.print(
         f"study {result.study_name} at {result.storage}: {result.n_complete} completed, {result.n_failed} failed; "
@@ -85,15 +55,12 @@ def status(
 ) -> None:
     """Phase, trial counts, budget, best trial and Pareto front, read from the store alone."""
     from nasplat.orchestration.driver import summarize
-    from nasplat.store import ExperimentStateStore, load_current_study, redact_url
+    from nasplat.orchestration.phases import Phases
+    from nasplat.store import load_current_study, redact_url
 
-    experiment = _load(experiment_file)
+    experiment = load_experiment(experiment_file)
     url = experiment.storage_url
-    states = ExperimentStateStore(url)
-    try:
-        row = states.get(experiment.name)
-    finally:
-        states.dispose()
+    row = Phases(experiment).current()
     store = load_current_study(url, experiment.name)
     out: dict[str, Any] = {
         "experiment": experiment.name,
@@ -122,9 +89,6 @@ def status(
     if as_json:
         typer.echo(json.dumps(out))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     console.print(f"[bold]{out['experiment']}[/bold]  phase: {out['phase']}  store: {out['storage']}")
     if store is None:
@@ -146,7 +110,7 @@ def ui(
     port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
 ) -> None:
     """Start `mlflow ui` on 127.0.0.1 for the experiment's tracking store (Ctrl-C stops it)."""
-    experiment = _load(experiment_file)
+    experiment = load_experiment(experiment_file)
     uri = experiment.tracking_uri
     if not (uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri):
         raise NasplatError(f"tracking.uri is a server ({uri.split('@')[-1]}); open it in a browser instead", key="tracking.uri")

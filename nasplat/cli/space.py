@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nasplat.flops import analytic_gflops
 from nasplat.space import load_space
-from nasplat.space.arch import NETS
 from nasplat.space.dsl import describe
 
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
@@ -23,9 +23,7 @@ def show(
 ) -> None:
     """List the dimensions and their choices, the space's size and the GFLOPs of its extremes."""
     space = load_space(space_file)
-    from nasplat.flops import analytic_gflops
-
-    bpm = tuple(space.blocks_per_module(n) for n in NETS)
+    bpm = space.all_blocks_per_module()
     lo = analytic_gflops(space.min_arch(), bpm)
     hi = analytic_gflops(space.max_arch(), bpm)
     dims = [{"name": d.name, "choices": list(d.choices)} | ({"depends_on": d.depends_on} if d.depends_on else {}) for d in space.dimensions]

@@ -9,7 +9,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from nasplat.cli.progress import training_bar
+from nasplat.config import load_experiment
+from nasplat.orchestration.cluster import for_command
 
 subnet_app = typer.Typer(help="Evaluate or export one subnet of a trained supernet.", no_args_is_help=True)
 
@@ -21,36 +24,18 @@ def _arch(experiment: Any, spec: str) -> Any:
 
 def train(
     experiment_file: Path = typer.Argument(..., help="An experiment YAML file."),
+    cluster: bool = typer.Option(False, "--cluster", help="Train on the Ray cluster at cluster.address."),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the per-epoch val AP of the max/min subnets."),
 ) -> None:
     """Train the experiment's supernet, or resume it from its latest checkpoint."""
-    from nasplat.train import train_supernet
-    from nasplat.train.config import load_experiment
+    from nasplat.orchestration.training import train_supernet
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    experiment = load_experiment(experiment_file)
-    recipe = experiment.trainer
+    experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     console = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("step {task.fields[step]}  loss {task.fields[loss]:.4f}  {task.fields[sps]:.1f} samples/s"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("train", total=None, epoch=0, epochs=recipe.schedule.epochs, step=0, loss=0.0, sps=0.0)
-
-        def progress(event: dict[str, Any]) -> None:
-            if event["event"] == "step":
-                bar.update(task, completed=event["batch"], total=event["steps_per_epoch"], epoch=event["epoch"] + 1,
-                           step=event["step"], loss=event["losses"]["total"], sps=event["samples_per_s"])
-            else:
-                bar.update(task, epoch=event["epoch"], step=event["step"])
-
-        path = train_supernet(experiment, progress=progress, mlflow=not no_mlflow, evaluate=not no_eval)
+    with training_bar(console, experiment.trainer.schedule.epochs) as update:
+        path = train_supernet(experiment, progress=update, mlflow=not no_mlflow, evaluate=not no_eval)
     console.print(f"supernet checkpoint: {path}")
 
 
@@ -63,8 +48,7 @@ def subnet_eval(
     device: str = typer.Option("cpu", "--device", help="torch device."),
 ) -> None:
     """BN-recalibrate and evaluate one subnet on the validation set (per-part AP/AR)."""
-    from nasplat.train.config import load_experiment
-    from nasplat.train.evaluation import SubnetEvaluator
+    from nasplat.subnet import SubnetEvaluator
 
     experiment = load_experiment(experiment_file)
     chosen = _arch(experiment, arch)
@@ -89,8 +73,7 @@ def subnet_export(
     device: str = typer.Option("cpu", "--device", help="torch device."),
 ) -> None:
     """Write the static subnet (BN-recalibrated weights), its arch JSON and GFLOPs to a directory."""
-    from nasplat.train.config import load_experiment
-    from nasplat.train.export import export_subnet
+    from nasplat.subnet import export_subnet
 
     experiment = load_experiment(experiment_file)
     meta = export_subnet(experiment, _arch(experiment, arch), out, device=device)

@@ -22,10 +22,7 @@ Generation is a pure function of (seed, split, image index).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +33,7 @@ import numpy as np
 from nasplat.data.coco import annotation_path, image_dir
 from nasplat.data.keypoints import BODY_NAMES, COCO_SKELETON
 from nasplat.errors import DataError
+from nasplat.files import atomic_write_bytes, atomic_write_json
 
 _SPLIT_CODES = {"train": 0, "val": 1}
 _VAL_ID_OFFSET = 1_000_000
@@ -535,19 +533,6 @@ def _person_annotation(
     return ann
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def generate_split(
     out: str | Path, split: str, count: int, seed: int = 0, config: SynthConfig | None = None
 ) -> Path:
@@ -576,7 +561,7 @@ def generate_split(
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
         if not ok:
             raise DataError(f"cannot encode image {name}", source=str(images_out))
-        _atomic_write_bytes(images_out / name, buf.tobytes())
+        atomic_write_bytes(buf.tobytes(), images_out / name)
         images.append({"license": 1, "file_name": name, "height": cfg.height, "width": cfg.width, "id": image_id})
         annotations.extend(anns)
     data = {
@@ -590,7 +575,7 @@ def generate_split(
         }],
     }
     ann_file = annotation_path(out, split)
-    _atomic_write_bytes(ann_file, json.dumps(data).encode())
+    atomic_write_json(data, ann_file, indent=None)
     return ann_file
 
 

@@ -16,8 +16,6 @@ import contextlib
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from pycocotools.cocoeval import COCOeval
 from nasplat.data.coco import WholeBodyAnnotations, load_annotations
 from nasplat.data.keypoints import NUM_KEYPOINTS, PART_FIELDS, PART_SLICES, PARTS, SIGMAS
 from nasplat.errors import DataError
+from nasplat.files import atomic_write_json
 
 EVAL_PARTS: tuple[str, ...] = ("body", "foot", "face", "lefthand", "righthand", "wholebody")
 REPORT_PARTS: tuple[str, ...] = ("body", "foot", "face", "hand", "wholebody")
@@ -74,17 +73,7 @@ def make_results(
 
 def write_results(path: str | Path, results: Sequence[Mapping[str, Any]]) -> None:
     """Write results as JSON, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(list(results), f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(list(results), path, indent=None)
 
 
 def load_results(path: str | Path) -> list[dict[str, Any]]:

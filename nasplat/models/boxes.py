@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nasplat.data.decode import decode_heatmaps
+
 __all__ = ["BOX_CHANNELS", "MIN_BOX_SIZE", "NUM_PARTS", "decode_part_boxes", "expand_boxes"]
 
 BOX_CHANNELS = slice(23, 38)
@@ -28,8 +30,6 @@ def decode_part_boxes(heatmaps: Tensor, stride: float = 4.0) -> Tensor:
     three heatmap pixels wide. The result carries no gradient. Raises ValueError when the heatmaps
     have fewer than 38 channels.
     """
-    from nasplat.data.decode import decode_heatmaps
-
     if heatmaps.dim() != 4 or heatmaps.shape[1] < BOX_CHANNELS.stop:
         raise ValueError(f"expected BodyNet heatmaps [B, 38, h, w], got {tuple(heatmaps.shape)}")
     b = heatmaps.shape[0]

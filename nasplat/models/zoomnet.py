@@ -17,10 +17,11 @@ from torch import Tensor, nn
 
 from nasplat.errors import ArchError, ConfigError
 from nasplat.models.boxes import NUM_PARTS, decode_part_boxes, expand_boxes
+from nasplat.models.registry import register_model
 from nasplat.models.roi_align import roi_align
 from nasplat.nn.elastic import ConvBN, ElasticConv2d
 from nasplat.nn.hrnet import HRNetTrunk
-from nasplat.space.arch import HEADS, Arch, BodyArch, HeadArch, HRNetArch
+from nasplat.space.arch import HEADS, NUM_FEATURE_STAGES, Arch, BodyArch, HeadArch, HRNetArch
 
 __all__ = [
     "BodyNet",
@@ -34,7 +35,6 @@ __all__ = [
     "build_supernet",
 ]
 
-NUM_FEATURE_STAGES = 5
 FEATURE_STRIDE = 4
 
 
@@ -308,14 +308,15 @@ class ZoomNetSupernet(_ZoomNetBase):
         does not fit this supernet; the previously active arch then stays active."""
         previous = self.arch
         try:
-            self._apply(arch)
+            self._activate(arch)
         except ArchError:
             if previous is not None:
-                self._apply(previous)
+                self._activate(previous)
             raise
         self.arch = arch
 
-    def _apply(self, arch: Arch) -> None:
+    def _activate(self, arch: Arch) -> None:
+        # not `_apply`: nn.Module._apply(fn) is what .to(), .cuda() and .half() run through
         try:
             self.body.set_active(arch.body, self.config.bpm("body"))
         except ArchError as e:
@@ -369,7 +370,7 @@ def _config_from_space(space: Any, sampling_ratio: int) -> SupernetConfig:
         hand=largest.hand.net,
         face_in_channels=space.feature_channels_by_stage("face"),
         hand_in_channels=space.feature_channels_by_stage("hand"),
-        blocks_per_module=(space.blocks_per_module("body"), space.blocks_per_module("face"), space.blocks_per_module("hand")),
+        blocks_per_module=space.all_blocks_per_module(),
         sampling_ratio=sampling_ratio,
     )
 
@@ -383,6 +384,12 @@ def build_supernet(space: Any, seed: int | None = None, sampling_ratio: int = 1)
     net = _build(config, seed)
     net.set_arch(space.max_arch())
     return net
+
+
+@register_model
+def zoomnet(space: Any, seed: int | None = None, sampling_ratio: int = 1) -> ZoomNetSupernet:
+    """ZoomNet: BodyNet (HRNet) + FaceHead / HandHead (HRNetV2), sized by `space` (`build_supernet`)."""
+    return build_supernet(space, seed=seed, sampling_ratio=sampling_ratio)
 
 
 def _build(config: SupernetConfig, seed: int | None) -> ZoomNetSupernet:

@@ -1,31 +1,7 @@
-"""Ray evaluator actors, the search driver loop and `run_search` (the entry point after training)."""
+"""Where and in which order things run: the phases of an experiment (training, search, export),
+the search driver and its evaluator pools, and the one place that decides local vs cluster and
+starts or joins Ray (`cluster`).
 
-from nasplat.orchestration.driver import (
-    ProgressUpdate,
-    SearchResult,
-    SearchSettings,
-    TrialLogger,
-    drive,
-    identity_of,
-    replay,
-)
-from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, PoolResult, RayEvaluatorPool, init_ray
-from nasplat.orchestration.run import objective_factory, run_search, settings_from_experiment
-
-__all__ = [
-    "EvaluatorPool",
-    "LocalEvaluatorPool",
-    "PoolResult",
-    "ProgressUpdate",
-    "RayEvaluatorPool",
-    "SearchResult",
-    "SearchSettings",
-    "TrialLogger",
-    "drive",
-    "identity_of",
-    "init_ray",
-    "objective_factory",
-    "replay",
-    "run_search",
-    "settings_from_experiment",
-]
+Import the submodules you need (`nasplat.orchestration.driver`, `.run`, `.training`, ...): this
+package module itself imports nothing, so a command pays only for what it uses.
+"""

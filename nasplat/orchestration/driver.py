@@ -1,8 +1,9 @@
 """The search driver: the only writer of the study store and of MLflow.
 
+`open_search` is the opening step (searcher, store, replay, tracker); `SearchLoop.run` the loop.
 It asks the searcher for archs, records each as a trial, keeps every evaluator busy, tells the
 searcher each result as soon as it arrives, retries a failed or lost evaluation on another
-evaluator (at most `max_retries` times, then the trial is FAIL), and stops when the study has
+evaluator (at most `search.max_retries` times, then the trial is FAIL), and stops when the study has
 `n_trials` COMPLETE trials.
 
 Resume: on start the store marks trials a dead driver left RUNNING as FAIL ("killed") and their
@@ -18,37 +19,17 @@ import logging
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Literal, Protocol
+from typing import Callable, Protocol
 
+from nasplat.config import SearchConfig
 from nasplat.errors import NasplatError, StoreError
-from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, RayEvaluatorPool, init_ray
-from nasplat.search import EvolutionSettings, Searcher, build_searcher, pareto_indices, total_gflops_fn
+from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, PoolResult
+from nasplat.search import Searcher, build_searcher, pareto_indices, total_gflops_fn
 from nasplat.search.objectives import ObjectiveFactory
 from nasplat.space import Arch, SearchSpace
-from nasplat.store import ExperimentStateStore, StoredTrial, StudyIdentity, StudyStore, open_study, redact_url
+from nasplat.store import StoredTrial, StudyIdentity, StudyStore, open_study, redact_url
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Everything the driver needs, independent of the experiment file."""
-
-    experiment: str  # experiment name: names the study and the state row
-    sampler: str  # random | evolution | tpe | nsga2
-    n_trials: int  # COMPLETE trials to reach
-    budget_gflops: float | None
-    seed: int
-    objective: str  # analytic | wholebody (part of the study identity)
-    storage_url: str  # SQLAlchemy URL of the study store
-    num_evaluators: int = 1
-    evolution: EvolutionSettings = EvolutionSettings()
-    executor: Literal["ray", "local"] = "ray"
-    ray_address: str | None = None  # None: embedded local Ray
-    cpus_per_evaluator: int = 1  # also each evaluator's torch threads
-    gpus_per_evaluator: float = 0.0
-    max_retries: int = 2  # extra attempts of a failed/lost evaluation
-    max_failures: int | None = None  # trials that may fail for good before the search stops (None: n_trials)
 
 
 @dataclass(frozen=True)
@@ -90,14 +71,16 @@ class TrialLogger(Protocol):
     def finish(self, trials: list[StoredTrial], budget_gflops: float | None, finished: bool) -> object: ...
 
 
-def identity_of(space: SearchSpace, settings: SearchSettings) -> StudyIdentity:
-    extra = json.dumps(asdict(settings.evolution), sort_keys=True) if settings.sampler == "evolution" else ""
+def identity_of(space: SearchSpace, search: SearchConfig, objective: str | None = None) -> StudyIdentity:
+    """What a stored study must match to be resumed: the space, the objective (`objective`, else
+    `search.objective`), sampler, seed, budget and, for evolution, its settings."""
+    extra = json.dumps(asdict(search.evolution), sort_keys=True) if search.sampler == "evolution" else ""
     return StudyIdentity(
         space_fingerprint=space.fingerprint(),
-        objective=settings.objective,
-        sampler=settings.sampler,
-        seed=settings.seed,
-        budget_gflops=settings.budget_gflops,
+        objective=objective or search.objective,
+        sampler=search.sampler,
+        seed=search.seed,
+        budget_gflops=search.budget_gflops,
         sampler_settings=extra,
     )
 
@@ -125,17 +108,6 @@ def replay(searcher: Searcher, trials: list[StoredTrial]) -> int:
     return len(tells)
 
 
-def _make_pool(settings: SearchSettings, factory: ObjectiveFactory) -> EvaluatorPool:
-    if settings.executor == "local":
-        return LocalEvaluatorPool(factory)
-    init_ray(
-        settings.ray_address,
-        num_cpus=settings.num_evaluators * settings.cpus_per_evaluator if settings.ray_address is None else None,
-        num_gpus=int(settings.num_evaluators * settings.gpus_per_evaluator) if settings.gpus_per_evaluator else None,
-    )
-    return RayEvaluatorPool(factory, settings.num_evaluators, settings.cpus_per_evaluator, settings.gpus_per_evaluator)
-
-
 def summarize(store: StudyStore, trials: list[StoredTrial], **kw: float) -> SearchResult:
     done = [t for t in trials if t.state == "COMPLETE" and t.evaluation is not None]
     failed = [t for t in trials if t.outcome == "failed"]
@@ -156,6 +128,7 @@ def summarize(store: StudyStore, trials: list[StoredTrial], **kw: float) -> Sear
     )
 
 
+
 @dataclass
 class _Flight:
     number: int
@@ -164,144 +137,190 @@ class _Flight:
     worker: int | None = None
 
 
-def drive(
+class SearchLoop:
+    """An opened search (searcher rebuilt from the store, killed trials queued for re-evaluation)
+    and the loop that takes it to `search.n_trials` COMPLETE trials: fill the idle evaluator
+    slots, handle each result as it arrives (store it, tell the searcher, or retry it), finish.
+
+    Built by `open_search`; `run(pool)` may be called once."""
+
+    def __init__(self, space: SearchSpace, search: SearchConfig, searcher: Searcher, store: StudyStore, *,
+                 progress: Callable[[ProgressUpdate], None] | None = None, tracker: TrialLogger | None = None) -> None:
+        self.space, self.search, self.searcher, self.store = space, search, searcher, store
+        self.progress, self.tracker = progress, tracker
+        self.max_failures = search.n_trials if search.max_failures is None else search.max_failures
+        self.requeue: deque[StoredTrial] = deque(store.recover())
+        trials = store.trials()
+        self.n_told = replay(searcher, trials)
+        self.done_points = [(t.evaluation.total_gflops, t.evaluation.ap) for t in trials if t.evaluation is not None]
+        self.n_complete = len(self.done_points)
+        self.n_failed = sum(1 for t in trials if t.outcome == "failed")
+        self.inflight: dict[int, _Flight] = {}
+        self.retry: deque[_Flight] = deque()
+        self.driver_seconds = 0.0
+        self.evaluated = 0
+        self._started = time.perf_counter()
+
+    @property
+    def finished(self) -> bool:
+        return self.n_complete >= self.search.n_trials
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            best = max((p[1] for p in self.done_points), default=None)
+            self.progress(ProgressUpdate(self.n_complete, self.search.n_trials, self.n_failed, len(self.inflight), best,
+                                         len(pareto_indices(self.done_points))))
+
+    def _next_flight(self) -> _Flight | None:
+        """What an idle slot evaluates next: a retry, a killed trial's arch, or a new ask (None
+        when enough trials are complete or under way)."""
+        if self.retry:
+            return self.retry.popleft()
+        if self.n_complete + len(self.inflight) >= self.search.n_trials:
+            return None
+        if self.requeue:
+            old = self.requeue.popleft()
+            return _Flight(self.store.start_trial(old.arch, ask_seq=None, requeued_from=old.number), old.arch)
+        arch = self.searcher.ask()
+        return _Flight(self.store.start_trial(arch, ask_seq=self.n_told), arch)
+
+    def fill(self, pool: EvaluatorPool) -> None:
+        """Give every idle slot of `pool` work."""
+        for _slot in range(pool.idle()):
+            flight = self._next_flight()
+            if flight is None:
+                break
+            flight.worker = pool.submit(flight.number, flight.arch, avoid=flight.worker)
+            self.inflight[flight.number] = flight
+
+    def handle(self, result: PoolResult) -> None:
+        """Store one finished evaluation and tell the searcher; a failed attempt is retried on
+        another slot up to `search.max_retries` times, then the trial fails for good. Raises
+        NasplatError when more than `max_failures` trials have failed for good."""
+        self.evaluated += 1
+        f = self.inflight.pop(result.token)
+        f.worker = result.worker
+        if result.evaluation is not None:
+            self.store.complete_trial(f.number, result.evaluation, tell_seq=self.n_told)
+            self.n_told += 1
+            self.searcher.tell(f.arch, result.evaluation)
+            self.n_complete += 1
+            self.done_points.append((result.evaluation.total_gflops, result.evaluation.ap))
+            if self.tracker is not None:
+                self.tracker.log_trial(
+                    StoredTrial(f.number, "COMPLETE", f.arch, result.evaluation, None, self.n_told - 1, None, None, None)
+                )
+            return
+        f.attempts += 1
+        log.warning("trial %d attempt %d failed: %s", f.number, f.attempts, result.error)
+        if f.attempts <= self.search.max_retries:
+            self.retry.append(f)
+            return
+        error = result.error or "unknown error"
+        self.store.fail_trial(f.number, error, tell_seq=self.n_told)
+        self.n_told += 1
+        self.searcher.tell(f.arch, None)
+        self.n_failed += 1
+        if self.tracker is not None:
+            self.tracker.log_trial(StoredTrial(f.number, "FAIL", f.arch, None, None, self.n_told - 1, None, "failed", error))
+        if self.n_failed > self.max_failures:
+            raise NasplatError(f"{self.n_failed} trials failed for good (more than {self.max_failures}); last error: {error}",
+                               key="search")
+
+    def run(self, pool: EvaluatorPool | Callable[[], EvaluatorPool]) -> SearchResult:
+        """Evaluate until the study has `n_trials` COMPLETE trials, then finish (tracker, result).
+        `pool` may be a callable, called only when there is work left; a pool made that way is
+        closed at the end. Raises NasplatError (too many failures, evaluators keep dying)."""
+        self._report()
+        if not self.finished:
+            own = not isinstance(pool, EvaluatorPool)
+            live = pool() if own else pool  # type: ignore[operator]
+            try:
+                s = self.search
+                max_steps = (s.n_trials + self.max_failures + len(self.requeue) + 1) * (s.max_retries + 1) + 1
+                for _ in range(max_steps):
+                    t0 = time.perf_counter()
+                    self.fill(live)
+                    self.driver_seconds += time.perf_counter() - t0
+                    if not self.inflight:
+                        break
+                    result = live.next_result()
+                    t0 = time.perf_counter()
+                    self.handle(result)
+                    self.driver_seconds += time.perf_counter() - t0
+                    self._report()
+                else:  # pragma: no cover - the bound covers every retry and failure
+                    raise NasplatError("the search loop exceeded its step bound", key="search")
+            finally:
+                if own:
+                    live.close()
+                if self.tracker is not None:
+                    self.tracker.flush()
+        trials = self.store.trials()
+        if self.tracker is not None:
+            self.tracker.finish(trials, self.search.budget_gflops, self.finished)
+        return summarize(self.store, trials, driver_seconds=self.driver_seconds,
+                         wall_seconds=time.perf_counter() - self._started, evaluated=self.evaluated)
+
+
+def open_search(
     space: SearchSpace,
-    settings: SearchSettings,
-    factory: ObjectiveFactory,
+    search: SearchConfig,
     *,
+    study: str,
+    storage_url: str,
+    objective: str | None = None,
     new_study: bool = False,
     progress: Callable[[ProgressUpdate], None] | None = None,
     tracker: TrialLogger | None = None,
-    pool: EvaluatorPool | None = None,
-) -> SearchResult:
-    """Run or resume the search to `settings.n_trials` COMPLETE trials.
+) -> SearchLoop:
+    """The opening step of a search: build the searcher, open (or resume) the study `study` at
+    `storage_url`, rebuild the searcher from the stored trials, start the tracker.
 
-    Raises BudgetError (budget below the smallest arch, or sampling cannot meet it), StoreError
-    (store unreachable or not matching; the message names --new-study), NasplatError when more
-    than `max_failures` trials fail for good or the evaluators keep dying.
+    `objective` names the objective in the study's identity (default `search.objective`).
+    Raises BudgetError (budget below the smallest arch) before anything is stored, StoreError
+    (store unreachable or not matching; the message names --new-study).
     """
-    wall_start = time.perf_counter()
     cost = total_gflops_fn(space)
-    searcher = build_searcher(
-        settings.sampler, space, cost, settings.budget_gflops, settings.seed, evolution=settings.evolution
-    )  # BudgetError before anything is stored
-    store = open_study(settings.storage_url, settings.experiment, identity_of(space, settings), new_study=new_study)
-    store.set_attr("n_trials", settings.n_trials)
-    store.set_attr("budget_gflops", settings.budget_gflops)
-    states = ExperimentStateStore(settings.storage_url)
-    states.update(settings.experiment, phase="searching")
-    requeue = deque(store.recover())
-    trials = store.trials()
-    n_told = replay(searcher, trials)
-    done_points = [(t.evaluation.total_gflops, t.evaluation.ap) for t in trials if t.evaluation is not None]
-    n_complete = len(done_points)
-    n_failed = sum(1 for t in trials if t.outcome == "failed")
-    max_failures = settings.n_trials if settings.max_failures is None else settings.max_failures
+    searcher = build_searcher(search.sampler, space, cost, search.budget_gflops, search.seed, evolution=search.evolution)
+    store = open_study(storage_url, study, identity_of(space, search, objective), new_study=new_study)
+    store.set_attr("n_trials", search.n_trials)
+    store.set_attr("budget_gflops", search.budget_gflops)
+    loop = SearchLoop(space, search, searcher, store, progress=progress, tracker=tracker)
     if tracker is not None:
-        tracker.start(
-            store.study_name,
-            {
-                "sampler": settings.sampler,
-                "n_trials": str(settings.n_trials),
-                "budget_gflops": str(settings.budget_gflops),
-                "seed": str(settings.seed),
-                "objective": settings.objective,
-                "num_evaluators": str(settings.num_evaluators),
-                "storage": redact_url(settings.storage_url),
-                "study": store.study_name,
-                "space_fingerprint": space.fingerprint(),
-            },
-        )
-        tracker.sync(trials)
+        tracker.start(store.study_name, {
+            "sampler": search.sampler,
+            "n_trials": str(search.n_trials),
+            "budget_gflops": str(search.budget_gflops),
+            "seed": str(search.seed),
+            "objective": objective or search.objective,
+            "num_evaluators": str(search.num_evaluators),
+            "storage": redact_url(storage_url),
+            "study": store.study_name,
+            "space_fingerprint": space.fingerprint(),
+        })
+        tracker.sync(store.trials())
+    return loop
 
-    def report() -> None:
-        if progress is not None:
-            best = max((p[1] for p in done_points), default=None)
-            progress(
-                ProgressUpdate(n_complete, settings.n_trials, n_failed, len(inflight), best, len(pareto_indices(done_points)))
-            )
 
-    inflight: dict[int, _Flight] = {}
-    retry: deque[_Flight] = deque()
-    driver_time = 0.0
-    evaluated = 0
-    own_pool = pool is None
-    report()
-    if n_complete < settings.n_trials:
-        pool = pool or _make_pool(settings, factory)
-        try:
-            max_steps = (settings.n_trials + max_failures + len(requeue) + 1) * (settings.max_retries + 1) + 1
-            for _ in range(max_steps):
-                t0 = time.perf_counter()
-                for _slot in range(pool.idle()):
-                    if retry:
-                        f = retry.popleft()
-                    elif n_complete + len(inflight) + len(retry) >= settings.n_trials:
-                        break
-                    elif requeue:
-                        old = requeue.popleft()
-                        f = _Flight(store.start_trial(old.arch, ask_seq=None, requeued_from=old.number), old.arch)
-                    else:
-                        arch = searcher.ask()
-                        f = _Flight(store.start_trial(arch, ask_seq=n_told), arch)
-                    f.worker = pool.submit(f.number, f.arch, avoid=f.worker)
-                    inflight[f.number] = f
-                driver_time += time.perf_counter() - t0
-                if not inflight:
-                    break
-                result = pool.next_result()
-                t0 = time.perf_counter()
-                evaluated += 1
-                f = inflight.pop(result.token)
-                f.worker = result.worker
-                if result.evaluation is not None:
-                    store.complete_trial(f.number, result.evaluation, tell_seq=n_told)
-                    n_told += 1
-                    searcher.tell(f.arch, result.evaluation)
-                    n_complete += 1
-                    done_points.append((result.evaluation.total_gflops, result.evaluation.ap))
-                    if tracker is not None:
-                        tracker.log_trial(
-                            StoredTrial(f.number, "COMPLETE", f.arch, result.evaluation, None, n_told - 1, None, None, None)
-                        )
-                else:
-                    f.attempts += 1
-                    log.warning("trial %d attempt %d failed: %s", f.number, f.attempts, result.error)
-                    if f.attempts <= settings.max_retries:
-                        retry.append(f)
-                    else:
-                        error = result.error or "unknown error"
-                        store.fail_trial(f.number, error, tell_seq=n_told)
-                        n_told += 1
-                        searcher.tell(f.arch, None)
-                        n_failed += 1
-                        if tracker is not None:
-                            tracker.log_trial(StoredTrial(f.number, "FAIL", f.arch, None, None, n_told - 1, None, "failed", error))
-                        if n_failed > max_failures:
-                            raise NasplatError(
-                                f"{n_failed} trials failed for good (more than {max_failures}); last error: {error}",
-                                key="search",
-                            )
-                driver_time += time.perf_counter() - t0
-                report()
-            else:  # pragma: no cover - the bound covers every retry and failure
-                raise NasplatError("the search loop exceeded its step bound", key="search")
-        finally:
-            if own_pool and pool is not None:
-                pool.close()
-            if tracker is not None:
-                tracker.flush()
-    trials = store.trials()
-    finished = n_complete >= settings.n_trials
-    if finished:
-        states.update(settings.experiment, phase="searched")
-    states.dispose()
-    if tracker is not None:
-        tracker.finish(trials, settings.budget_gflops, finished)
-    return summarize(
-        store,
-        trials,
-        driver_seconds=driver_time,
-        wall_seconds=time.perf_counter() - wall_start,
-        evaluated=evaluated,
-    )
+def drive(
+    space: SearchSpace,
+    search: SearchConfig,
+    factory: ObjectiveFactory,
+    *,
+    study: str,
+    storage_url: str,
+    objective: str | None = None,
+    new_study: bool = False,
+    progress: Callable[[ProgressUpdate], None] | None = None,
+    tracker: TrialLogger | None = None,
+    pool: EvaluatorPool | Callable[[], EvaluatorPool] | None = None,
+) -> SearchResult:
+    """Open the search and run it to `search.n_trials` COMPLETE trials (`open_search` then
+    `SearchLoop.run`), on `pool` (default: `factory` evaluated in this process).
+
+    Raises BudgetError, StoreError, NasplatError (see `open_search` and `SearchLoop.run`).
+    """
+    loop = open_search(space, search, study=study, storage_url=storage_url, objective=objective,
+                       new_study=new_study, progress=progress, tracker=tracker)
+    return loop.run(pool if pool is not None else (lambda: LocalEvaluatorPool(factory)))

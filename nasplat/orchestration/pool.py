@@ -105,29 +105,6 @@ class _EvaluatorActor:
         return os.getpid()
 
 
-def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None = None) -> None:
-    """Start embedded local Ray (`address` None) or join a cluster; no-op if already initialised.
-    Raises NasplatError (naming `cluster.address`) when the cluster cannot be reached."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    try:
-        if address is None:
-            ray.init(
-                address="local",  # a new embedded cluster, never one another process started
-                num_cpus=num_cpus,
-                num_gpus=num_gpus,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise NasplatError(f"cannot connect to Ray at {address!r}: {e}", key="cluster.address") from e
-
-
 class RayEvaluatorPool(EvaluatorPool):
     """`size` Ray actors, each with `cpus` CPUs (its torch thread count) and `gpus` GPUs.
 

@@ -1,45 +1,34 @@
-"""`run_search(experiment)`: the search phase of an experiment, as the CLI and `nasplat run` call it."""
+"""The search and export phases of an experiment, as `nasplat search`, `nasplat run` and
+`nasplat status` call them.
+
+`run_search(experiment)` builds the experiment's objective and evaluator pool (Ray actors on the
+Ray that `cluster.init_ray` starts or joins, or one in-process slot), runs or resumes the study
+through the driver, logs it to MLflow and records the phase. `export_best` writes the chosen
+subnet and records the export.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Any
 
-from nasplat.errors import ConfigError
-from nasplat.orchestration.driver import ProgressUpdate, SearchResult, SearchSettings, drive, summarize
-from nasplat.search import EvolutionSettings
-from nasplat.search.objectives import AnalyticFactory, ObjectiveFactory, WholeBodyFactory
-
-if TYPE_CHECKING:  # pragma: no cover
-    from nasplat.train.config import Experiment
-
-
-def settings_from_experiment(experiment: Experiment, *, cluster: bool = False, executor: str = "ray") -> SearchSettings:
-    """SearchSettings from an experiment's `search` and `cluster` sections. `cluster` joins
-    `cluster.address` instead of starting embedded local Ray."""
-    s = experiment.search
-    if cluster and not experiment.cluster.address:
-        raise ConfigError("--cluster needs cluster.address (e.g. auto or ray://host:10001)", source=str(experiment.path), key="cluster.address")
-    ev = s.evolution
-    return SearchSettings(
-        experiment=experiment.name,
-        sampler=s.sampler,
-        n_trials=s.n_trials,
-        budget_gflops=s.budget_gflops,
-        seed=s.seed,
-        objective=s.objective,
-        storage_url=experiment.storage_url,
-        num_evaluators=s.num_evaluators,
-        evolution=EvolutionSettings(ev.population, ev.top_k, ev.mutations, ev.crossovers, ev.mutation_prob),
-        executor="local" if executor == "local" else "ray",
-        ray_address=experiment.cluster.address if cluster else None,
-        cpus_per_evaluator=experiment.cluster.cpus_per_worker,
-        gpus_per_evaluator=1.0 if experiment.cluster.use_gpu else 0.0,
-    )
+from nasplat.config import Experiment
+from nasplat.errors import ConfigError, StoreError
+from nasplat.orchestration.cluster import init_ray
+from nasplat.orchestration.driver import ProgressUpdate, SearchResult, open_search, summarize
+from nasplat.orchestration.phases import Phase, Phases
+from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, RayEvaluatorPool
+from nasplat.search.objectives import AnalyticFactory, ObjectiveFactory
+from nasplat.space import Arch
+from nasplat.store import load_current_study
+from nasplat.subnet import WholeBodyFactory, export_subnet
+from nasplat.tracking import MlflowTracker
 
 
 def objective_factory(experiment: Experiment, name: str | None = None, work: int = 0) -> ObjectiveFactory:
-    """The picklable factory of the experiment's objective (`search.objective` unless `name`)."""
+    """The picklable factory of the experiment's objective (`search.objective` unless `name`).
+    Raises ConfigError for an unknown name."""
     name = name or experiment.search.objective
     if name == "analytic":
         return AnalyticFactory(str(experiment.space_path), work=work)
@@ -49,10 +38,30 @@ def objective_factory(experiment: Experiment, name: str | None = None, work: int
     raise ConfigError(f"unknown objective {name!r}; allowed: analytic, wholebody", source=str(experiment.path), key="search.objective")
 
 
-def make_tracker(experiment: Experiment):  # noqa: ANN201 - MlflowTracker, imported lazily
-    from nasplat.tracking import MlflowTracker
+def pool_for(experiment: Experiment, factory: ObjectiveFactory, *, local: bool = False) -> Callable[[], EvaluatorPool]:
+    """What the search evaluates on, made when there is work left: `search.num_evaluators` Ray
+    actors (each `cluster.cpus_per_worker` CPUs and threads, one GPU with `cluster.use_gpu`) on
+    the Ray at `cluster.address` (None: embedded local Ray), or with `local` one slot in this
+    process."""
+    if local:
+        return lambda: LocalEvaluatorPool(factory)
+    n, cluster = experiment.search.num_evaluators, experiment.cluster
+    gpus = 1.0 if cluster.use_gpu else 0.0
 
-    return MlflowTracker(experiment.tracking_uri, experiment.tracking_experiment, Path(experiment.output_dir) / "mlartifacts")
+    def make() -> EvaluatorPool:
+        embedded = cluster.address is None
+        init_ray(cluster.address, num_cpus=n * cluster.cpus_per_worker if embedded else None,
+                 num_gpus=int(n * gpus) if gpus and embedded else None)
+        return RayEvaluatorPool(factory, n, cluster.cpus_per_worker, gpus)
+
+    return make
+
+
+def make_tracker(experiment: Experiment) -> MlflowTracker:
+    return MlflowTracker(experiment.tracking_uri, experiment.tracking_experiment, experiment.output_dir / "mlartifacts")
+
+
+_FACTORY_NAMES = {AnalyticFactory: "analytic", WholeBodyFactory: "wholebody"}
 
 
 def run_search(
@@ -61,8 +70,7 @@ def run_search(
     objective: ObjectiveFactory | str | None = None,
     new_study: bool = False,
     progress: Callable[[ProgressUpdate], None] | None = None,
-    cluster: bool = False,
-    executor: str = "ray",
+    local: bool = False,
     track: bool = True,
 ) -> SearchResult:
     """Run or resume the experiment's search to `search.n_trials` COMPLETE trials, logging to
@@ -71,29 +79,31 @@ def run_search(
     objective: a factory (called once in each evaluator process), an objective name, or None for
         `search.objective`. Its name (for a factory: `analytic` or `wholebody` by type, else
         `custom`) is part of the stored study's identity.
-    Raises BudgetError, StoreError (the message names --new-study), ConfigError, NasplatError.
+    local: evaluate in this process, one at a time (no Ray); otherwise on Ray actors, joined to
+        `cluster.address` when the experiment has one (see `cluster.for_command`).
+    Raises BudgetError and ConfigError before anything is written, StoreError (the message names
+    --new-study), NasplatError.
     """
     if objective is None or isinstance(objective, str):
         factory = objective_factory(experiment, objective)
         name = objective or experiment.search.objective
     else:
         factory = objective
-        name = {AnalyticFactory: "analytic", WholeBodyFactory: "wholebody"}.get(type(objective), "custom")
-    settings = settings_from_experiment(experiment, cluster=cluster, executor=executor)
-    if name != settings.objective:
-        from dataclasses import replace
-
-        settings = replace(settings, objective=name)
-    tracker = make_tracker(experiment) if track else None
-    return drive(experiment.space, settings, factory, new_study=new_study, progress=progress, tracker=tracker)
+        name = _FACTORY_NAMES.get(type(objective), "custom")
+    loop = open_search(experiment.space, experiment.search, study=experiment.name, storage_url=experiment.storage_url,
+                       objective=name, new_study=new_study, progress=progress,
+                       tracker=make_tracker(experiment) if track else None)
+    phases = Phases(experiment)
+    phases.mark(Phase.SEARCHING)
+    result = loop.run(pool_for(experiment, factory, local=local))
+    if loop.finished:
+        phases.mark(Phase.SEARCHED)
+    return result
 
 
 def report(experiment: Experiment) -> SearchResult:
     """Re-tag the Pareto front and re-log the figures from the store (`nasplat search --report`).
     Raises StoreError when the experiment has no study yet."""
-    from nasplat.errors import StoreError
-    from nasplat.store import load_current_study
-
     store = load_current_study(experiment.storage_url, experiment.name)
     if store is None:
         raise StoreError(f"experiment {experiment.name!r} has no study yet; run `nasplat search` first", source=str(experiment.path))
@@ -104,3 +114,15 @@ def report(experiment: Experiment) -> SearchResult:
     tracker.start(store.study_name, {"study": store.study_name})
     tracker.finish(trials, store.identity.budget_gflops, finished=done >= int(n_trials))
     return summarize(store, trials)
+
+
+def export_best(experiment: Experiment, arch: Arch, *, checkpoint: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Export `arch` (the search's choice) to `<output_dir>/exports/best` and record the phase.
+    Returns the directory and the export's meta. Raises ArchError, TrainingError."""
+    out = experiment.output_dir / "exports" / "best"
+    meta = export_subnet(experiment, arch, out, checkpoint=checkpoint)
+    Phases(experiment).mark(Phase.EXPORTED)
+    return out, meta
+
+
+__all__ = ["export_best", "make_tracker", "objective_factory", "pool_for", "report", "run_search"]

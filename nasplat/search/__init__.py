@@ -7,7 +7,7 @@ from nasplat.search import _evolution, _optuna, _random  # noqa: F401  (fill the
 from nasplat.search._evolution import EvolutionSearcher
 from nasplat.search._optuna import NSGA2Searcher, TPESearcher, optuna_param_name
 from nasplat.search._random import RandomSearcher
-from nasplat.search.base import SEARCHERS, EvolutionSettings, Searcher, build_searcher, register_searcher
+from nasplat.search.base import SEARCHERS, Searcher, build_searcher, register_searcher
 from nasplat.search.cost import gflops_parts, total_gflops_fn
 from nasplat.search.evaluation import Evaluation
 from nasplat.search.objectives import (
@@ -16,8 +16,6 @@ from nasplat.search.objectives import (
     AnalyticObjective,
     Objective,
     ObjectiveFactory,
-    WholeBodyFactory,
-    WholeBodyObjective,
     calibrate_work,
 )
 from nasplat.search.pareto import hypervolume, pareto_indices
@@ -29,15 +27,12 @@ __all__ = [
     "AnalyticObjective",
     "Evaluation",
     "EvolutionSearcher",
-    "EvolutionSettings",
     "NSGA2Searcher",
     "Objective",
     "ObjectiveFactory",
     "RandomSearcher",
     "Searcher",
     "TPESearcher",
-    "WholeBodyFactory",
-    "WholeBodyObjective",
     "build_searcher",
     "calibrate_work",
     "gflops_parts",

@@ -3,7 +3,8 @@ from __future__ import annotations
 from typing import Callable
 
 from nasplat.errors import ConfigError
-from nasplat.search.base import DEFAULT_MAX_TRIES, EvolutionSettings, Searcher, register_searcher
+from nasplat.config import EvolutionConfig
+from nasplat.search.base import DEFAULT_MAX_TRIES, Searcher, register_searcher
 from nasplat.search.evaluation import Evaluation
 from nasplat.search.pareto import pareto_indices
 from nasplat.space import Arch, SearchSpace
@@ -37,7 +38,7 @@ class EvolutionSearcher(Searcher):
         budget_gflops: float | None,
         seed: int,
         max_tries: int = DEFAULT_MAX_TRIES,
-        settings: EvolutionSettings = EvolutionSettings(),
+        settings: EvolutionConfig = EvolutionConfig(),
     ) -> None:
         """Raises ConfigError for top_k > population or an empty generation; BudgetError as the base."""
         if settings.top_k > settings.population:

@@ -22,22 +22,11 @@ from typing import Callable, ClassVar, TypeVar
 
 import numpy as np
 
-from nasplat.errors import BudgetError, NasplatError
+from nasplat.errors import BudgetError, ConfigError, NasplatError
 from nasplat.search.evaluation import Evaluation
 from nasplat.space import Arch, SearchSpace
 
 DEFAULT_MAX_TRIES = 2000
-
-
-@dataclass(frozen=True)
-class EvolutionSettings:
-    """mmrazor's evolution defaults: population 50, top 10, 25 mutations + 25 crossovers."""
-
-    population: int = 50
-    top_k: int = 10
-    mutations: int = 25
-    crossovers: int = 25
-    mutation_prob: float = 0.1
 
 
 class Searcher(ABC):
@@ -158,16 +147,14 @@ def build_searcher(
     cost: Callable[[Arch], float],
     budget_gflops: float | None,
     seed: int,
-    evolution: EvolutionSettings | None = None,
+    evolution: EvolutionConfig | None = None,
     max_tries: int = DEFAULT_MAX_TRIES,
 ) -> Searcher:
     """The registered searcher `name`. Raises ConfigError for an unknown name, BudgetError for a
     budget below the space's smallest arch."""
-    from nasplat.errors import ConfigError
-
     cls = SEARCHERS.get(name)
     if cls is None:
         raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(sorted(SEARCHERS))}", key="search.sampler")
     if name == "evolution":
-        return cls(space, cost, budget_gflops, seed, max_tries=max_tries, settings=evolution or EvolutionSettings())  # type: ignore[call-arg]
+        return cls(space, cost, budget_gflops, seed, max_tries=max_tries, settings=evolution or EvolutionConfig())  # type: ignore[call-arg]
     return cls(space, cost, budget_gflops, seed, max_tries=max_tries)

@@ -15,13 +15,9 @@ from nasplat.space import Arch, SearchSpace
 GflopsFn = Callable[[Arch], Mapping[str, float]]
 
 
-def blocks_per_module(space: SearchSpace) -> tuple[int, int, int]:
-    return (space.blocks_per_module("body"), space.blocks_per_module("face"), space.blocks_per_module("hand"))
-
-
 def gflops_parts(space: SearchSpace) -> GflopsFn:
     """A cached function arch -> {"body", "face", "hand", "total"} GFLOPs for `space`."""
-    bpm = blocks_per_module(space)
+    bpm = space.all_blocks_per_module()
 
     @functools.lru_cache(maxsize=65536)
     def parts(arch: Arch) -> Mapping[str, float]:
@@ -32,7 +28,7 @@ def gflops_parts(space: SearchSpace) -> GflopsFn:
 
 def params_fn(space: SearchSpace) -> Callable[[Arch], int]:
     """arch -> parameter count of its static subnet."""
-    bpm = blocks_per_module(space)
+    bpm = space.all_blocks_per_module()
     return lambda arch: int(analytic_params(arch, bpm))
 
 

@@ -1,6 +1,7 @@
 """Objectives: what a searcher's proposals are scored with.
 
-An `Objective` turns an `Arch` into an `Evaluation`. Two are provided:
+An `Objective` turns an `Arch` into an `Evaluation`. This module provides the interface and one
+objective:
 
 - `AnalyticObjective`: a cheap, smooth, deterministic stand-in for a trained supernet. Accuracy
   grows with each net's capacity with diminishing returns, each head prefers one feature stage and
@@ -8,8 +9,9 @@ An `Objective` turns an `Arch` into an `Evaluation`. Two are provided:
   has a real accuracy/FLOPs trade-off and an unevenly efficient space, which is what the searcher
   tests and benchmarks need. `work` simulates an evaluation's duration with CPU-bound torch matmuls
   (GIL-free, so parallel evaluators really compete for cores).
-- `WholeBodyObjective`: BN-recalibrate and evaluate a subnet of the trained supernet
-  (`nasplat.train.evaluation.SubnetEvaluator`), built once per evaluator process.
+
+The real objective of a trained supernet, `WholeBodyObjective` (BN-recalibrated whole-body AP),
+implements this interface in `nasplat.subnet`; the search depends only on the interface.
 
 Objectives are built inside evaluator processes from an `ObjectiveFactory` (a picklable callable).
 """
@@ -20,15 +22,12 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from nasplat.errors import ConfigError
 from nasplat.search.cost import gflops_parts, params_fn
 from nasplat.search.evaluation import Evaluation
-from nasplat.space import Arch, SearchSpace
-
-if TYPE_CHECKING:  # pragma: no cover
-    from nasplat.train.config import Experiment
+from nasplat.space import Arch, SearchSpace, load_space
 
 OBJECTIVES = ("analytic", "wholebody")
 
@@ -152,20 +151,6 @@ class AnalyticObjective(Objective):
         return Evaluation(metrics=self.metrics(arch), gflops=gflops, params=self._params(arch))
 
 
-class WholeBodyObjective(Objective):
-    """Whole-body AP of a BN-recalibrated subnet of the trained supernet (loads it once)."""
-
-    name = "wholebody"
-
-    def __init__(self, experiment: Experiment, device: str = "cpu") -> None:
-        from nasplat.train.evaluation import SubnetEvaluator
-
-        self._evaluator = SubnetEvaluator(experiment, device)
-
-    def evaluate(self, arch: Arch) -> Evaluation:
-        return Evaluation.from_dict(self._evaluator.evaluate(arch))
-
-
 @dataclass(frozen=True)
 class AnalyticFactory:
     """Picklable factory of `AnalyticObjective` (the space is re-read in the evaluator process)."""
@@ -174,19 +159,4 @@ class AnalyticFactory:
     work: int = 0
 
     def __call__(self) -> Objective:
-        from nasplat.space import load_space
-
         return AnalyticObjective(load_space(self.space_path), work=self.work)
-
-
-@dataclass(frozen=True)
-class WholeBodyFactory:
-    """Picklable factory of `WholeBodyObjective`; the experiment file is re-read in the process."""
-
-    experiment_path: str
-    device: str = "cpu"
-
-    def __call__(self) -> Objective:
-        from nasplat.train.config import load_experiment
-
-        return WholeBodyObjective(load_experiment(self.experiment_path), self.device)

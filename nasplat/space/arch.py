@@ -23,6 +23,17 @@ NUM_STAGES = 4
 NUM_BRANCHES = 4
 NETS = ("body", "face", "hand")
 HEADS = ("face", "hand")
+NUM_FEATURE_STAGES = 5  # the BodyNet outputs a head can read: stem, stage 1, branch 1 after stages 2-4
+
+
+def feature_stage_channels(stage: int, stem_channels: int, stage1_channels: int, branch1_channels: int) -> int:
+    """Channels of BodyNet feature stage `stage`: 0 = the stem output (`stem_channels`), 1 = the
+    stage-1 Bottleneck output (4 x `stage1_channels`), 2-4 = branch 1 (`branch1_channels`)."""
+    if stage == 0:
+        return stem_channels
+    if stage == 1:
+        return 4 * stage1_channels
+    return branch1_channels
 
 
 @dataclass(frozen=True)
@@ -85,11 +96,7 @@ class BodyArch:
 
     def feature_channels(self, stage: int) -> int:
         """Channels of feature stage `stage` (0 = stem, 1 = Bottleneck output 4C, 2-4 = branch 1)."""
-        if stage == 0:
-            return self.stem_channels
-        if stage == 1:
-            return 4 * self.net.stage1_channels
-        return self.net.branch_channels[0]
+        return feature_stage_channels(stage, self.stem_channels, self.net.stage1_channels, self.net.branch_channels[0])
 
 
 @dataclass(frozen=True)

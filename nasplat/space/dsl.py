@@ -20,13 +20,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from nasplat.errors import ConfigError
+from nasplat.files import read_yaml, validate
 
 NetName = Literal["body", "face", "hand"]
 
@@ -352,21 +351,7 @@ def parse_space(data: Any, source: str) -> SpaceSpec:
     """Validate a parsed YAML document as a search space. Raises ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError("a search space must be a YAML mapping with keys name, body, face, hand", source=source)
-    try:
-        doc = _SpaceFile.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union[")))
-        loc = re.sub(r"\.(float|int|str|list\[.*?\]|dict\[.*?\])(?=\.|$)", "", loc)
-        value = err.get("input")
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            msg = "unknown key"
-        elif kind == "missing":
-            msg = "required key is missing"
-        else:
-            msg = f"value {value!r}: {err['msg']}"
-        raise ConfigError(msg, source=source, key=loc or None) from e
+    doc = validate(_SpaceFile, data, source)
     return SpaceSpec(
         name=doc.name,
         source=source,
@@ -374,22 +359,6 @@ def parse_space(data: Any, source: str) -> SpaceSpec:
         face=_build_net("face", doc.face, source),
         hand=_build_net("hand", doc.hand, source),
     )
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Read one YAML file safely. Raises ConfigError for a missing file or bad YAML."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError("file not found", source=str(path))
-    try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{problem}{where}", source=str(path)) from e
-    except UnicodeDecodeError as e:
-        raise ConfigError("not a UTF-8 text file", source=str(path)) from e
 
 
 def describe(values: tuple[int | float, ...]) -> str:

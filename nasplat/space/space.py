@@ -16,8 +16,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from nasplat.errors import ArchError, ConfigError
-from nasplat.space.arch import FLAT_KEYS, HEADS, NETS, Arch
-from nasplat.space.dsl import NetSpec, SpaceSpec, describe, parse_space, read_yaml
+from nasplat.space.arch import FLAT_KEYS, HEADS, NETS, NUM_FEATURE_STAGES, Arch, feature_stage_channels
+from nasplat.files import read_yaml
+from nasplat.space.dsl import NetSpec, SpaceSpec, describe, parse_space
 
 Value = int | float
 
@@ -76,6 +77,12 @@ class SearchSpace:
         """Blocks per HRNet module in stages 2-4 of `net` ('body', 'face' or 'hand')."""
         return self.spec.net(net).blocks_per_module
 
+    def all_blocks_per_module(self) -> tuple[int, int, int]:
+        """Blocks per HRNet module of (body, face, hand), the form `analytic_gflops`,
+        `build_static` and `SupernetConfig` take."""
+        body, face, hand = (self.blocks_per_module(n) for n in NETS)
+        return body, face, hand
+
     def choices_for(self, name: str, partial: Mapping[str, Value] | None = None) -> tuple[Value, ...]:
         """Valid choices of dimension `name`; a dependent dimension needs its parent in `partial`.
         Raises ArchError for an unknown name or a missing/invalid parent value."""
@@ -124,19 +131,18 @@ class SearchSpace:
 
     @staticmethod
     def _stage_channels(flat: Mapping[str, Value], stage: int) -> int:
-        if stage == 0:
-            return int(flat["body.stem.channels"])
-        if stage == 1:
-            return 4 * int(flat["body.stage1.channels"])
-        return int(flat["body.branch1.channels"])
+        return feature_stage_channels(
+            stage, int(flat["body.stem.channels"]), int(flat["body.stage1.channels"]), int(flat["body.branch1.channels"])
+        )
 
     def feature_channels_by_stage(self, head: str) -> tuple[int, int, int, int, int]:
         """For feature stages 0..4, the most channels each can hand to `head` (0 for a stage the
         space never lets `head` read)."""
         b = self._net("body").choices
         allowed = {int(s) for s in self._by_name[f"{head}.feature_stage"].choices}
-        most = (max(b["stem.channels"]), 4 * max(b["stage1.channels"]), *(max(b["branch1.channels"]),) * 3)
-        return tuple(int(c) if k in allowed else 0 for k, c in enumerate(most))  # type: ignore[return-value]
+        stem, stage1, branch1 = (int(max(b[k])) for k in ("stem.channels", "stage1.channels", "branch1.channels"))
+        most = (feature_stage_channels(k, stem, stage1, branch1) for k in range(NUM_FEATURE_STAGES))
+        return tuple(c if k in allowed else 0 for k, c in enumerate(most))  # type: ignore[return-value]
 
     def max_feature_channels(self, head: str) -> int:
         """The most input channels any allowed feature stage can hand to `head`."""
@@ -277,4 +283,4 @@ class SearchSpace:
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML file. Raises ConfigError naming the file and key."""
     source = str(path)
-    return SearchSpace(parse_space(read_yaml(path), source))
+    return SearchSpace(parse_space(read_yaml(path, mapping=False), source))

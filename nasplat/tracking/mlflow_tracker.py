@@ -18,18 +18,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Metric, Param, RunTag
+
 from nasplat.errors import NasplatError
 from nasplat.search.pareto import pareto_indices
-from nasplat.store import StoredTrial, redact_text, redact_url
+from nasplat.store import StoredTrial, redact_text
+from nasplat.tracking.client import client_for, experiment_id
 from nasplat.tracking.plots import FrontPoint, pareto_html, pareto_png
 
 log = logging.getLogger(__name__)
 
 ROLE, STUDY, TRIAL, PARETO = "nasplat.role", "nasplat.study", "nasplat.trial", "pareto"
-
-
-def _is_local(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
 class MlflowTracker:
@@ -39,11 +38,9 @@ class MlflowTracker:
     Raises NasplatError (URI redacted) when the store cannot be opened."""
 
     def __init__(self, uri: str, experiment: str, artifact_dir: Path | None = None) -> None:
-        from mlflow.tracking import MlflowClient
-
         self.uri = uri
         self.experiment = experiment
-        self._client = MlflowClient(tracking_uri=uri)
+        self._client = client_for(uri)
         self._artifact_dir = artifact_dir
         self._experiment_id: str | None = None
         self._parent: str | None = None
@@ -54,23 +51,6 @@ class MlflowTracker:
         self._errors: list[str] = []
 
     # --- runs --------------------------------------------------------------------------------
-    def _experiment_id_or_create(self) -> str:
-        try:
-            exp = self._client.get_experiment_by_name(self.experiment)
-            if exp is not None:
-                return str(exp.experiment_id)
-            location = None
-            if self._artifact_dir is not None and _is_local(self.uri):
-                self._artifact_dir.mkdir(parents=True, exist_ok=True)
-                location = self._artifact_dir.resolve().as_uri()
-            return str(self._client.create_experiment(self.experiment, artifact_location=location))
-        except Exception as e:  # noqa: BLE001 - one redacted line for any tracking-store failure
-            raise NasplatError(
-                f"cannot open MLflow experiment {self.experiment!r}: {redact_text(str(e).splitlines()[0], self.uri)}",
-                source=redact_url(self.uri),
-                key="tracking.uri",
-            ) from None
-
     def _search(self, filter_string: str) -> list[Any]:
         runs: list[Any] = []
         token = None
@@ -86,9 +66,7 @@ class MlflowTracker:
 
     def start(self, study_name: str, params: dict[str, str]) -> None:
         """Find or create the parent run of `study_name` and log the search settings."""
-        from mlflow.entities import Param
-
-        self._experiment_id = self._experiment_id_or_create()
+        self._experiment_id = experiment_id(self._client, self.uri, self.experiment, self._artifact_dir)
         self._study = study_name
         found = self._search(f"tags.`{ROLE}` = 'search' and tags.`{STUDY}` = '{study_name}'")
         if found:
@@ -144,8 +122,6 @@ class MlflowTracker:
 
     def _write_trial(self, trial: StoredTrial) -> None:
         """A nested run: params = the arch's flat choices; metrics = GFLOPs parts, params, AP/AR."""
-        from mlflow.entities import Metric, Param, RunTag
-
         parent = self.parent_run_id
         tags = {
             "mlflow.parentRunId": parent,

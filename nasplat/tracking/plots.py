@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from nasplat.files import atomic_write_bytes, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -15,14 +15,6 @@ class FrontPoint:
     gflops: float
     ap: float
     pareto: bool
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def pareto_png(points: Sequence[FrontPoint], budget: float | None, path: Path, title: str) -> Path:
@@ -51,7 +43,7 @@ def pareto_png(points: Sequence[FrontPoint], budget: float | None, path: Path, t
     fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(buf.getvalue(), path)
     return path
 
 
@@ -85,5 +77,5 @@ def pareto_html(points: Sequence[FrontPoint], budget: float | None, path: Path, 
     if budget is not None:
         fig.add_vline(x=budget, line_dash="dash", line_color="#1f77b4", annotation_text=f"budget {budget:g}")
     fig.update_layout(title=title, xaxis_title="GFLOPs", yaxis_title="whole-body AP", template="plotly_white")
-    _atomic_write(path, fig.to_html(include_plotlyjs="cdn", full_html=True).encode())
+    atomic_write_text(fig.to_html(include_plotlyjs="cdn", full_html=True), path)
     return path

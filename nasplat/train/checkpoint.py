@@ -1,17 +1,15 @@
 """Checkpoints that survive a kill at any moment and resume bit-for-bit.
 
 A checkpoint is one `torch.save` file of tensors, primitives, dicts and lists only, so it loads with
-`weights_only=True`. It is written to a temporary file in the same directory and moved into place
-with `os.replace`, so a reader sees either the previous complete checkpoint or the new complete
-one. `latest.pt` is always the newest; numbered step checkpoints are kept for `keep` steps.
+`weights_only=True`. It is written atomically (`nasplat.files.atomic_write`: a temporary file in
+the same directory moved into place with `os.replace`), so a reader sees either the previous
+complete checkpoint or the new complete one. `latest.pt` is always the newest; numbered step checkpoints are kept for `keep` steps.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,41 +17,15 @@ import numpy as np
 import torch
 
 from nasplat.errors import TrainingError
+from nasplat.files import atomic_write
 
 LATEST = "latest.pt"
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to `path` via a temporary file in the same directory and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    """Write text to `path` via a temporary file and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    """torch.save to `path` atomically (a temporary file beside it, fsync, os.replace)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -168,7 +140,6 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 __all__ = [
     "LATEST",
     "atomic_torch_save",
-    "atomic_write_text",
     "capture_rng_state",
     "find_latest",
     "load_checkpoint",

@@ -1,7 +1,8 @@
 """Ray Train wrapper around the plain training loop.
 
 `train_loop_per_worker(config)` is the function each Ray Train worker runs; Ray has already set up
-torch.distributed (gloo on CPU, NCCL on GPU). Rank 0's checkpoints are handed to Ray
+torch.distributed (gloo on CPU, NCCL on GPU). `train_with_ray` runs it on the Ray that the caller
+started or joined (`nasplat.orchestration.cluster`, the one place that calls `ray.init`). Rank 0's checkpoints are handed to Ray
 (`ray.train.report(metrics, checkpoint=Checkpoint.from_directory(...))`) and stored under
 `RunConfig(storage_path=<output_dir>/ray, name=<experiment>)`, so re-running the same experiment
 resumes from Ray's latest checkpoint on any cluster (and from the output directory's when Ray has
@@ -18,9 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nasplat.train.checkpoint import LATEST
-from nasplat.train.config import Experiment, load_experiment
-from nasplat.train.loop import WorkerContext, run_training
+import ray
+import ray.train
+import ray.train.torch
+from ray.train import Checkpoint, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.util.queue import Empty, Queue
+
+from nasplat.config import Experiment, load_experiment
+from nasplat.errors import TrainingError
+from nasplat.train.checkpoint import LATEST, find_latest
+from nasplat.train.loop import Monitor, MonitorFactory, WorkerContext, run_training
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +47,6 @@ def progress_message(event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def quiet_ray_worker_logs() -> None:
-    """Runs in every Ray worker process of the job (`worker_process_setup_hook`). Without the Ray
-    dashboard (a local Ray here has none: it needs ray[default]) Ray Train's placement-group cleaner
-    cannot reach the state API and warns about it about once a second for the whole run; the
-    placement group goes with the local Ray at shutdown anyway."""
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
-
-
 def _quiet_ray_train_reports() -> None:
     """Ray Train logs every report and checkpoint at INFO; the driver shows a progress bar
     instead. The report line comes from a logger named after its source file, not `ray.train.*`."""
@@ -59,19 +60,14 @@ def _quiet_ray_train_reports() -> None:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. config: {"experiment": path to the experiment YAML,
-    "mlflow": bool (rank 0 logs to the experiment's tracking URI), "evaluate": bool (rank 0's
-    per-epoch val AP), "progress": an optional `ray.util.queue.Queue` that rank 0 feeds with
-    `progress_message`s for the driver's progress bar}."""
-    import ray.train
-    from ray.train import Checkpoint
-
+    "monitor": an optional picklable `MonitorFactory` whose monitor rank 0 feeds with every event
+    (training log, MLflow, per-epoch val AP), "progress": an optional `ray.util.queue.Queue` that
+    rank 0 feeds with `progress_message`s for the driver's progress bar}."""
     _quiet_ray_train_reports()
     experiment = load_experiment(config["experiment"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     if experiment.cluster.use_gpu:
-        import ray.train.torch
-
         device = str(ray.train.torch.get_device())
     else:
         device = "cpu"
@@ -92,17 +88,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             shutil.copy2(path, Path(tmp) / LATEST)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
-    logger = None
+    monitor: Monitor | None = None
     progress = None
     if rank == 0:
-        from nasplat.train.logger import TrainLogger
-
-        logger = TrainLogger(experiment, mlflow=bool(config.get("mlflow", True)),
-                             evaluate=bool(config.get("evaluate", True)))
+        factory = config.get("monitor")
+        monitor = factory(experiment) if factory is not None else None
         queue = config.get("progress")
 
         def progress(event: dict[str, Any]) -> None:
-            logger(event)
+            if monitor is not None:
+                monitor(event)
             if queue is not None:
                 try:
                     queue.put_nowait(progress_message(event))
@@ -116,15 +111,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                           progress=progress),
         )
     finally:
-        if logger is not None:
-            logger.close()
+        if monitor is not None:
+            monitor.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _drain(queue: Any, progress: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
     """Hand rank 0's progress messages to `progress` until `stop` is set and the queue is empty."""
-    from ray.util.queue import Empty
-
     while True:
         try:
             progress(queue.get(timeout=0.2))
@@ -139,43 +132,26 @@ def _drain(queue: Any, progress: Callable[[dict[str, Any]], None], stop: threadi
 def train_with_ray(
     experiment: Experiment,
     *,
-    mlflow: bool = True,
-    evaluate: bool = True,
+    monitor: MonitorFactory | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
-    """Train the experiment's supernet with Ray Train on `cluster.num_workers` workers.
+    """Train the experiment's supernet with Ray Train on `cluster.num_workers` workers of the Ray
+    this process has started or joined (`nasplat.orchestration.cluster.ray_session`).
 
-    Uses the cluster at `cluster.address` (None: a local Ray started here). `progress(message)`
-    receives rank 0's step and epoch events (`progress_message`: no losses per member, no network)
-    in this process. Returns the path of the final checkpoint in the output directory. Raises
-    TrainingError if the run fails.
+    `monitor(experiment)` builds, on rank 0, what receives every training event (training log,
+    MLflow, per-epoch val AP). `progress(message)` receives rank 0's step and epoch events
+    (`progress_message`: no losses per member, no network) in this process. Returns the path of
+    the final checkpoint in the output directory. Raises TrainingError if Ray is not running or
+    the run fails.
     """
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from nasplat.errors import TrainingError
-    from nasplat.train.checkpoint import find_latest
-
-    cluster = experiment.cluster
-    started = False
-    # Ray Train turns every print() of a worker into a log record, even under
-    # contextlib.redirect_stdout, so pycocotools' chatter would flood the console at each evaluation
-    runtime_env = {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"},
-                   "worker_process_setup_hook": f"{__name__}.quiet_ray_worker_logs"}
     if not ray.is_initialized():
-        if cluster.address is None:
-            ray.init(address="local", num_cpus=max(cluster.num_workers * cluster.cpus_per_worker, 1),
-                     include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
-        else:
-            ray.init(address=cluster.address, log_to_driver=True, runtime_env=runtime_env)
-        started = True
+        raise TrainingError("Ray is not running; start or join it first (nasplat.orchestration.cluster.ray_session)",
+                            source=str(experiment.path))
+    cluster = experiment.cluster
     queue = drainer = None
     stop = threading.Event()
     try:
         if progress is not None:
-            from ray.util.queue import Queue
-
             # a bounded queue on a zero-CPU actor: it never takes a worker's slot, and a slow driver
             # loses progress messages (put_nowait fails), never training time
             queue = Queue(maxsize=1000, actor_options={"num_cpus": 0})
@@ -183,8 +159,7 @@ def train_with_ray(
             drainer.start()
         trainer = TorchTrainer(
             train_loop_per_worker=train_loop_per_worker,
-            train_loop_config={"experiment": str(experiment.path), "mlflow": mlflow, "evaluate": evaluate,
-                               "progress": queue},
+            train_loop_config={"experiment": str(experiment.path), "monitor": monitor, "progress": queue},
             torch_config=TorchConfig(backend="nccl" if cluster.use_gpu else "gloo"),
             scaling_config=ScalingConfig(
                 num_workers=cluster.num_workers,
@@ -203,12 +178,10 @@ def train_with_ray(
             drainer.join(timeout=5)
         if queue is not None:
             queue.shutdown()
-        if started:
-            ray.shutdown()
     latest = find_latest(experiment.checkpoint_dir)
     if latest is None:
         raise TrainingError("training finished without a checkpoint", source=str(experiment.path))
     return latest
 
 
-__all__ = ["progress_message", "quiet_ray_worker_logs", "train_loop_per_worker", "train_with_ray"]
+__all__ = ["progress_message", "train_loop_per_worker", "train_with_ray"]

@@ -13,43 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from nasplat.config import TrainerRecipe
+from nasplat.data.keypoints import PART_SLICES
+from nasplat.data.scaling import resize_batch, scale_boxes, to_scaled
 from nasplat.data.targets import body_targets, render_in_boxes
 from nasplat.models import decode_part_boxes
-from nasplat.train.config import TrainerRecipe
 from nasplat.train.losses import choose_head_boxes, resample_body_heatmaps, warp_head_heatmaps, weighted_mse
 from nasplat.train.sandwich import SandwichMember
 
-FACE = slice(23, 91)
-LEFT_HAND = slice(91, 112)
-RIGHT_HAND = slice(112, 133)
-PARTS = ("body", "face", "hand")
-
-
-def to_scaled(points: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
-    """Max-crop pixels [..., 2] -> pixels of the crop resized by (sx, sy) with align_corners=False."""
-    s = points.new_tensor([sx, sy])
-    return (points + 0.5) * s - 0.5
-
-
-def from_scaled(points: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
-    """Inverse of `to_scaled`."""
-    s = points.new_tensor([sx, sy])
-    return (points + 0.5) / s - 0.5
-
-
-def resize_batch(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """images [B, 3, H, W] -> [B, 3, *size] (identity when already that size)."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def scale_boxes(boxes: torch.Tensor, sx: float, sy: float, inverse: bool = False) -> torch.Tensor:
-    """xyxy boxes [..., 4] mapped corner by corner with `to_scaled` (or `from_scaled`)."""
-    f = from_scaled if inverse else to_scaled
-    return torch.cat((f(boxes[..., :2], sx, sy), f(boxes[..., 2:], sx, sy)), dim=-1)
+FACE = PART_SLICES["face"]
+LEFT_HAND = PART_SLICES["lefthand"]
+RIGHT_HAND = PART_SLICES["righthand"]
 
 
 @dataclass
@@ -166,4 +141,4 @@ def sandwich_step(
     return logs
 
 
-__all__ = ["from_scaled", "resize_batch", "sandwich_step", "scale_boxes", "to_scaled"]
+__all__ = ["sandwich_step"]

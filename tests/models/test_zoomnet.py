@@ -28,7 +28,7 @@ from nasplat.space.arch import Arch
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = load_space(ROOT / "search_spaces" / "cpu_small.yaml")
-BPM = tuple(SPACE.blocks_per_module(n) for n in ("body", "face", "hand"))
+BPM = SPACE.all_blocks_per_module()
 
 
 def _randomize_bn(module: nn.Module, seed: int) -> None:
@@ -174,6 +174,24 @@ def test_seeded_build_is_reproducible() -> None:
     a = create_model("zoomnet", SPACE, seed=5)
     b = create_model("zoomnet", SPACE, seed=5)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_to_moves_every_tensor_and_the_moved_supernet_still_runs(name: str) -> None:
+    net = create_model(name, SPACE, seed=0).eval()
+    assert net.to("cpu", torch.float64) is net
+    tensors = [*net.parameters(), *net.buffers()]
+    assert all(t.dtype == torch.float64 for t in tensors if t.is_floating_point())
+    assert all(t.dtype == torch.long for t in tensors if not t.is_floating_point())  # BN batch counters
+    arch = SPACE.sample(np.random.default_rng(11))
+    net.set_arch(arch)
+    x = torch.randn(1, 3, *arch.body.input_size, dtype=torch.float64)
+    with torch.no_grad():
+        out = net(x)
+        static_out = net.extract().eval()(x)
+    assert all(t.dtype == torch.float64 for t in out)
+    for got, want in zip(static_out, out):
+        torch.testing.assert_close(got, want)
 
 
 def test_config_round_trips_through_json_and_rebuilds_the_same_net(supernet: ZoomNetSupernet) -> None:

@@ -2,21 +2,19 @@
 
 import sys
 
-from nasplat.orchestration.driver import SearchSettings, drive
-from nasplat.search import AnalyticFactory, EvolutionSettings
+from nasplat.config import EvolutionConfig, SearchConfig
+from nasplat.orchestration.driver import drive
+from nasplat.search import AnalyticFactory
 from nasplat.space import load_space
 
 space_path, url, sampler, n_trials, work = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-settings = SearchSettings(
-    experiment="kill",
+settings = SearchConfig(
     sampler=sampler,
     n_trials=n_trials,
     budget_gflops=0.1,
     seed=5,
     objective="analytic",
-    storage_url=url,
-    executor="local",
-    evolution=EvolutionSettings(population=10, top_k=3, mutations=5, crossovers=5),
+    evolution=EvolutionConfig(population=10, top_k=3, mutations=5, crossovers=5),
 )
 # One line per trial this run completes (stored before the report) tells the parent that a kill
 # now interrupts a search with finished trials; the first report comes before any evaluation.
@@ -30,5 +28,6 @@ def on_progress(update) -> None:  # noqa: ANN001
         print("trial", flush=True)
 
 
-result = drive(load_space(space_path), settings, AnalyticFactory(space_path, work=work), progress=on_progress)
+result = drive(load_space(space_path), settings, AnalyticFactory(space_path, work=work), study="kill", storage_url=url,
+               progress=on_progress)
 print("done", result.n_complete, flush=True)

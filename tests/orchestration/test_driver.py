@@ -6,15 +6,16 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nasplat.errors import BudgetError, NasplatError
-from nasplat.orchestration.driver import SearchSettings, drive
-from nasplat.search import SEARCHERS, AnalyticFactory, AnalyticObjective, EvolutionSettings, Objective
+from nasplat.config import EvolutionConfig, SearchConfig
+from nasplat.orchestration import driver
+from nasplat.search import SEARCHERS, AnalyticFactory, AnalyticObjective, Objective
 from nasplat.space import Arch, load_space
 from nasplat.store import load_current_study
 
@@ -22,18 +23,25 @@ ROOT = Path(__file__).resolve().parents[2]
 SPACE = ROOT / "search_spaces" / "cpu_small.yaml"
 
 
-def _settings(tmp_path: Path, sampler: str, n: int, name: str = "db") -> SearchSettings:
-    return SearchSettings(
-        experiment="exp",
+def _settings(tmp_path: Path, sampler: str, n: int, name: str = "db") -> tuple[SearchConfig, str]:
+    return SearchConfig(
         sampler=sampler,
         n_trials=n,
         budget_gflops=0.1,
         seed=2,
         objective="analytic",
-        storage_url=f"sqlite:///{tmp_path}/{name}.db",
-        executor="local",
-        evolution=EvolutionSettings(population=6, top_k=2, mutations=3, crossovers=3),
-    )
+        evolution=EvolutionConfig(population=6, top_k=2, mutations=3, crossovers=3),
+    ), f"sqlite:///{tmp_path}/{name}.db"
+
+
+def drive(space, settings, factory):  # noqa: ANN001, ANN201 - the driver on a (search section, store URL) pair
+    search, url = settings
+    return driver.drive(space, search, factory, study="exp", storage_url=url)
+
+
+def replace(settings, **changes):  # noqa: ANN001, ANN201
+    search, url = settings
+    return dataclasses.replace(search, **changes), url
 
 
 def _completed_keys(result) -> list[str]:  # noqa: ANN001

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from nasplat.orchestration.driver import SearchSettings, drive
-from nasplat.orchestration.pool import RayEvaluatorPool, init_ray
+from nasplat.config import SearchConfig
+from nasplat.orchestration.cluster import init_ray
+from nasplat.orchestration.driver import drive
+from nasplat.orchestration.pool import RayEvaluatorPool
 from nasplat.search import AnalyticFactory
 from nasplat.space import load_space
 
@@ -39,13 +41,11 @@ def test_a_search_runs_its_evaluators_on_a_running_cluster(tmp_path: Path, ray_c
     assert ray.get_runtime_context().gcs_address.endswith(f":{port}")  # joined, did not start its own
     factory = AnalyticFactory(str(SPACE), work=20)
     pool = RayEvaluatorPool(factory, 2)
-    settings = SearchSettings(
-        experiment="cluster", sampler="nsga2", n_trials=6, budget_gflops=0.1, seed=0, objective="analytic",
-        storage_url=f"sqlite:///{tmp_path}/study.db", num_evaluators=2,
-    )
+    settings = SearchConfig(sampler="nsga2", n_trials=6, budget_gflops=0.1, seed=0, objective="analytic", num_evaluators=2)
     try:
         pids = pool.actor_pids()
-        result = drive(load_space(SPACE), settings, factory, pool=pool)
+        result = drive(load_space(SPACE), settings, factory, study="cluster", storage_url=f"sqlite:///{tmp_path}/study.db",
+                       pool=pool)
     finally:
         pool.close()
     assert len(set(pids)) == 2 and os.getpid() not in pids

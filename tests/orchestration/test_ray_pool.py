@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from nasplat.orchestration.driver import SearchSettings, drive
-from nasplat.orchestration.pool import RayEvaluatorPool, init_ray
+from nasplat.config import SearchConfig
+from nasplat.orchestration.cluster import init_ray
+from nasplat.orchestration.driver import drive
+from nasplat.orchestration.pool import RayEvaluatorPool
 from nasplat.search import AnalyticFactory
 from nasplat.space import load_space
 
@@ -36,18 +38,17 @@ def test_two_actors_and_a_lost_actor_is_retried(tmp_path: Path, ray_local) -> No
         if calls["n"] == 3:
             os.kill(victim, signal.SIGKILL)  # an evaluator dies mid-search
 
-    settings = SearchSettings(
-        experiment="ray",
+    settings = SearchConfig(
         sampler="random",
         n_trials=10,
         budget_gflops=0.1,
         seed=0,
         objective="analytic",
-        storage_url=f"sqlite:///{tmp_path}/study.db",
         num_evaluators=2,
     )
     try:
-        result = drive(load_space(SPACE), settings, factory, pool=pool, progress=progress)
+        result = drive(load_space(SPACE), settings, factory, study="ray", storage_url=f"sqlite:///{tmp_path}/study.db",
+                       pool=pool, progress=progress)
     finally:
         pool.close()
     assert result.n_complete == 10 and result.n_failed == 0

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from nasplat.errors import BudgetError
-from nasplat.search import SEARCHERS, AnalyticObjective, EvolutionSettings, build_searcher, total_gflops_fn
+from nasplat.config import EvolutionConfig
+from nasplat.search import SEARCHERS, AnalyticObjective, build_searcher, total_gflops_fn
 from nasplat.space import load_space
 
 SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "cpu_small.yaml"
-SMALL_EVOLUTION = EvolutionSettings(population=8, top_k=3, mutations=4, crossovers=4, mutation_prob=0.2)
+SMALL_EVOLUTION = EvolutionConfig(population=8, top_k=3, mutations=4, crossovers=4, mutation_prob=0.2)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nasplat.search import EvolutionSettings, build_searcher, total_gflops_fn
+from nasplat.config import EvolutionConfig
+from nasplat.search import build_searcher, total_gflops_fn
 from nasplat.search.evaluation import Evaluation
 from nasplat.search.pareto import pareto_indices
 from nasplat.space import load_space
@@ -20,7 +21,7 @@ def _evaluation(gflops: float, ap: float) -> Evaluation:
 
 
 def test_parents_are_the_best_by_ap_then_the_front_by_ap() -> None:
-    settings = EvolutionSettings(population=12, top_k=4, mutations=2, crossovers=2)
+    settings = EvolutionConfig(population=12, top_k=4, mutations=2, crossovers=2)
     searcher = build_searcher("evolution", SPACE, total_gflops_fn(SPACE), None, 0, evolution=settings)
     rng = np.random.default_rng(0)
     points = []

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nasplat.orchestration.driver import SearchSettings, drive
+from nasplat.config import SearchConfig
+from nasplat.orchestration.driver import drive
 from nasplat.search import AnalyticFactory
 from nasplat.space import load_space
 from nasplat.tracking import MlflowTracker
@@ -30,17 +31,15 @@ def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path, kind: st
     space = load_space(SPACE)
     uri = _tracking_uri(kind, tmp_path)
     name = f"exp-{uuid.uuid4().hex[:8]}"  # a server outlives the test: a fresh experiment each run
-    settings = SearchSettings(
-        experiment=name,
+    settings = SearchConfig(
         sampler="nsga2",
         n_trials=8,
         budget_gflops=0.1,
         seed=0,
         objective="analytic",
-        storage_url="sqlite:///" + str(tmp_path / "study.db"),
-        executor="local",
     )
-    result = drive(space, settings, AnalyticFactory(str(SPACE)), tracker=MlflowTracker(uri, name, tmp_path / "art"))
+    result = drive(space, settings, AnalyticFactory(str(SPACE)), study=name, storage_url="sqlite:///" + str(tmp_path / "study.db"),
+                   tracker=MlflowTracker(uri, name, tmp_path / "art"))
     # a second tracker on the same store (a resumed driver) must not duplicate trial runs
     again = MlflowTracker(uri, name, tmp_path / "art")
     again.start(result.study_name, {"sampler": "nsga2"})

@@ -4,8 +4,9 @@ import dataclasses
 
 import pytest
 
-from nasplat.train.config import ScheduleConfig, TrainerRecipe
-from nasplat.train.loop import ShardedEpochSampler, lr_at
+from nasplat.config import ScheduleConfig, TrainerRecipe
+from nasplat.train.data import ShardedEpochSampler
+from nasplat.train.schedule import lr_at
 
 
 def test_ranks_get_disjoint_shards_of_the_same_global_batches():
@@ -38,8 +39,8 @@ def test_lr_warms_up_then_drops_at_milestone_epochs():
 
 
 def test_students_weight_is_zero_in_the_warmup_then_ramps_to_one():
-    from nasplat.train.config import SandwichConfig
-    from nasplat.train.loop import student_weight
+    from nasplat.config import SandwichConfig
+    from nasplat.train.schedule import student_weight
 
     recipe = TrainerRecipe(name="t", sandwich=SandwichConfig(warmup_epochs=2, ramp_epochs=1.5))
     assert student_weight(recipe, 0, 10) == 0.0

@@ -17,8 +17,8 @@ import torch
 
 _RUN = (
     "import sys, torch; torch.set_num_threads(1)\n"
-    "from nasplat.train import train_supernet\n"
-    "from nasplat.train.config import load_experiment\n"
+    "from nasplat.orchestration.training import train_supernet\n"
+    "from nasplat.config import load_experiment\n"
     "train_supernet(load_experiment(sys.argv[1]), mlflow=False, evaluate=False)\n"
 )
 

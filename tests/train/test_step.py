@@ -4,13 +4,13 @@ import dataclasses
 
 import torch
 
-from nasplat.train.config import DistillationConfig
+from nasplat.config import DistillationConfig
 from nasplat.train.sandwich import SandwichMember, SandwichSampler
 
 
 def _batch(experiment, n: int = 4):
     from nasplat.data.topdown import collate
-    from nasplat.train.loop import train_dataset
+    from nasplat.train.data import train_dataset
 
     ds = train_dataset(experiment)
     return collate([ds[i] for i in range(n)])

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 def test_subnet_eval_json_and_export(tmp_path, trained_tiny):
     from nasplat.cli.main import app
-    from nasplat.train.export import load_exported
+    from nasplat.subnet.export import load_exported
 
     runner = CliRunner()
     res = runner.invoke(app, ["subnet", "eval", str(trained_tiny.path), "--arch", "min", "--json"])

@@ -14,10 +14,14 @@ from typing import Any
 
 import torch
 
+from nasplat.config import Experiment
 from nasplat.errors import ConfigError, TrainingError
+from nasplat.files import atomic_write_json
+from nasplat.flops import analytic_gflops, analytic_params
+from nasplat.models import build_static
 from nasplat.space.arch import Arch
-from nasplat.train.checkpoint import atomic_torch_save, atomic_write_text
-from nasplat.train.config import Experiment
+from nasplat.subnet.evaluator import SubnetEvaluator
+from nasplat.train.checkpoint import atomic_torch_save
 
 WEIGHTS = "model.pt"
 ARCH = "arch.json"
@@ -28,9 +32,6 @@ def export_subnet(experiment: Experiment, arch: Arch, out: Path, *, device: str 
                   checkpoint: Path | None = None) -> dict[str, Any]:
     """BN-recalibrate `arch` in the experiment's trained supernet and write its static model to
     `out`. Returns the meta dict. Raises ArchError (arch not in the space), TrainingError."""
-    from nasplat.flops import analytic_gflops, analytic_params
-    from nasplat.train.evaluation import SubnetEvaluator
-
     experiment.space.validate(arch)
     ev = SubnetEvaluator(experiment, device, checkpoint=checkpoint, load_val=False)
     ev.recalibrate(arch)
@@ -49,8 +50,8 @@ def export_subnet(experiment: Experiment, arch: Arch, out: Path, *, device: str 
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in static.state_dict().items()}
     atomic_torch_save(state, out / WEIGHTS)
-    atomic_write_text(json.dumps(arch.to_flat(), indent=2), out / ARCH)
-    atomic_write_text(json.dumps(meta, indent=2), out / META)
+    atomic_write_json(arch.to_flat(), out / ARCH)
+    atomic_write_json(meta, out / META)
     return meta
 
 
@@ -59,9 +60,6 @@ def load_exported(directory: str | Path, device: str = "cpu") -> torch.nn.Module
 
     Raises ConfigError (missing or malformed arch/meta) and TrainingError (weights do not fit).
     """
-    from nasplat.models import build_static
-    from nasplat.train.loop import module_to
-
     d = Path(directory)
     try:
         arch = Arch.from_json((d / ARCH).read_text())
@@ -80,7 +78,7 @@ def load_exported(directory: str | Path, device: str = "cpu") -> torch.nn.Module
         raise TrainingError("weights file is missing", source=str(d / WEIGHTS)) from e
     except RuntimeError as e:
         raise TrainingError(f"weights do not fit the arch ({str(e).splitlines()[0]})", source=str(d / WEIGHTS)) from e
-    return module_to(net, device).eval()
+    return net.to(device).eval()
 
 
 __all__ = ["export_subnet", "load_exported"]

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from nasplat.errors import ConfigError
-from nasplat.train.config import load_experiment, load_trainer
+from nasplat.config import load_experiment, load_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 

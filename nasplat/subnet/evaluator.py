@@ -20,12 +20,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from nasplat.config import Experiment
+from nasplat.data.coco import load_split, val_instances
+from nasplat.data.decode import body_heatmap_to_input, decode_heatmaps, flip_back, head_heatmap_to_input
+from nasplat.data.keypoints import BODY_CHANNEL_FLIP_INDEX
+from nasplat.data.scaling import from_scaled, resize_batch
+from nasplat.data.topdown import TopDownDataset, collate
+from nasplat.data.transforms import crop_to_image
 from nasplat.errors import TrainingError
+from nasplat.flops import analytic_gflops, analytic_params
+from nasplat.metrics.wholebody import WholeBodyEvaluator, make_results
+from nasplat.models import SupernetConfig, ZoomNetSupernet, decode_part_boxes
 from nasplat.space.arch import Arch
-from nasplat.train.bn import batchnorm_modules, recalibrate_bn
+from nasplat.subnet.bn import batchnorm_modules, recalibrate_bn
 from nasplat.train.checkpoint import find_latest, load_checkpoint
-from nasplat.train.config import Experiment
-from nasplat.train.step import from_scaled, resize_batch, scale_boxes
+from nasplat.train.data import train_dataset
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +57,6 @@ class CropCache:
 
 
 def _cache(dataset: Any, indices: list[int]) -> CropCache:
-    from nasplat.data.topdown import collate
-
     items = [dataset[i] for i in indices]
     batch = collate(items)
     return CropCache(batch["image"], *(batch[k] for k in _META))
@@ -71,9 +78,6 @@ def _whole_images(instances: list[Any], max_persons: int) -> list[Any]:
 
 def load_supernet(checkpoint: Path, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
     """Rebuild the supernet stored in a training checkpoint. Raises TrainingError."""
-    from nasplat.models import SupernetConfig, ZoomNetSupernet
-    from nasplat.train.loop import module_to
-
     payload = load_checkpoint(checkpoint, map_location=device)
     try:
         config = SupernetConfig.from_dict(json.loads(payload["supernet_config"]))
@@ -81,7 +85,7 @@ def load_supernet(checkpoint: Path, device: str | torch.device = "cpu") -> tuple
         net.load_state_dict(payload["model"])
     except (KeyError, RuntimeError, ValueError) as e:
         raise TrainingError(f"not a nasplat supernet checkpoint ({e})", source=str(checkpoint)) from e
-    return module_to(net, device), payload
+    return net.to(device), payload
 
 
 def latest_checkpoint(experiment: Experiment) -> Path:
@@ -118,11 +122,6 @@ class SubnetEvaluator:
         max_images: int | None = None,
         load_val: bool = True,
     ) -> None:
-        from nasplat.data.coco import load_split, val_instances
-        from nasplat.data.topdown import TopDownDataset
-        from nasplat.metrics.wholebody import WholeBodyEvaluator
-        from nasplat.train.loop import train_dataset
-
         self.experiment = experiment
         self.device = torch.device(device)
         self.recipe = experiment.trainer
@@ -133,7 +132,7 @@ class SubnetEvaluator:
             self.checkpoint = checkpoint
             self.net = net
         space = experiment.space
-        self.blocks_per_module = tuple(space.blocks_per_module(n) for n in ("body", "face", "hand"))
+        self.blocks_per_module = space.all_blocks_per_module()
         self.input_size = space.max_arch().body.input_size
 
         train = train_dataset(experiment, augment=False)
@@ -174,11 +173,6 @@ class SubnetEvaluator:
     def predict(self, arch: Arch, *, flip_test: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints [N, 133, 3] (x, y image pixels, score) and instance scores [N] of the val
         persons for the active BN statistics (call `recalibrate` first)."""
-        from nasplat.data.decode import body_heatmap_to_input, decode_heatmaps, flip_back, head_heatmap_to_input
-        from nasplat.data.keypoints import BODY_CHANNEL_FLIP_INDEX
-        from nasplat.data.transforms import crop_to_image
-        from nasplat.models import decode_part_boxes
-
         if self.val is None:
             raise TrainingError("this evaluator was built without the validation set (load_val=False)")
         flip = self.recipe.eval.flip_test if flip_test is None else flip_test
@@ -229,9 +223,6 @@ class SubnetEvaluator:
         "params": int}. The supernet's own BN statistics are restored afterwards.
         Raises ArchError when `arch` is not in the space.
         """
-        from nasplat.flops import analytic_gflops, analytic_params
-        from nasplat.metrics.wholebody import make_results
-
         self.experiment.space.validate(arch)
         saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
                  for m in batchnorm_modules(self.net)]

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from nasplat.train.bn import recalibrate_bn
+from nasplat.subnet.bn import recalibrate_bn
 
 
 def test_recalibration_is_the_true_average_of_the_batches():

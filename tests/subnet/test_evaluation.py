@@ -10,7 +10,7 @@ from nasplat.errors import ArchError, TrainingError
 
 @pytest.fixture(scope="module")
 def evaluator(trained_tiny):
-    from nasplat.train.evaluation import SubnetEvaluator
+    from nasplat.subnet.evaluator import SubnetEvaluator
 
     torch.set_num_threads(1)
     return SubnetEvaluator(trained_tiny)
@@ -31,7 +31,7 @@ def test_evaluate_reports_every_part_the_gflops_and_params(evaluator, trained_ti
 
 
 def test_a_val_cap_keeps_whole_images_and_scores_only_them(trained_tiny):
-    from nasplat.train.evaluation import SubnetEvaluator
+    from nasplat.subnet.evaluator import SubnetEvaluator
 
     capped = SubnetEvaluator(trained_tiny, net=SubnetEvaluator(trained_tiny).net, max_images=3)
     ids = capped.val.image_id.tolist()
@@ -69,8 +69,8 @@ def test_an_arch_outside_the_space_is_an_arch_error(evaluator, trained_tiny):
 
 
 def test_no_checkpoint_is_a_training_error_naming_the_command(tmp_path, tiny_experiment):
-    from nasplat.train.config import load_experiment
-    from nasplat.train.evaluation import SubnetEvaluator
+    from nasplat.config import load_experiment
+    from nasplat.subnet.evaluator import SubnetEvaluator
 
     experiment = load_experiment(tiny_experiment(tmp_path / "fresh"))
     with pytest.raises(TrainingError, match="nasplat train"):
@@ -78,8 +78,8 @@ def test_no_checkpoint_is_a_training_error_naming_the_command(tmp_path, tiny_exp
 
 
 def test_exported_subnet_loads_without_the_supernet_and_matches_it(tmp_path, trained_tiny):
-    from nasplat.train.evaluation import SubnetEvaluator
-    from nasplat.train.export import export_subnet, load_exported
+    from nasplat.subnet.evaluator import SubnetEvaluator
+    from nasplat.subnet.export import export_subnet, load_exported
 
     arch = trained_tiny.space.min_arch()
     meta = export_subnet(trained_tiny, arch, tmp_path / "min")
@@ -101,7 +101,7 @@ def test_exported_subnet_loads_without_the_supernet_and_matches_it(tmp_path, tra
 
 def test_loading_a_directory_that_is_not_an_export_is_a_config_error(tmp_path):
     from nasplat.errors import ConfigError
-    from nasplat.train.export import load_exported
+    from nasplat.subnet.export import load_exported
 
     with pytest.raises(ConfigError, match="arch.json"):
         load_exported(tmp_path)

@@ -1,0 +1,192 @@
+"""Experiment files (`experiments/*.yaml`): one job of the platform, validated once here.
+
+An experiment names a search space, a trainer recipe, the data, an output directory, a seed and
+the cluster / search / tracking settings. `load_experiment(path)` validates the file (pydantic
+dataclasses, frozen, unknown keys rejected), resolves every path against the file's folder, loads
+the space and the recipe, and returns a frozen `Experiment`. Every phase (training, search,
+export) and every component (the search driver, the searchers, the evaluators) reads these frozen
+sections directly. Every error is one `ConfigError` naming the file, the key path, the value and
+what was allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass as pdataclass
+
+from nasplat.config.recipe import STRICT, TrainerRecipe, load_trainer
+from nasplat.errors import ConfigError
+from nasplat.files import read_yaml, validate
+from nasplat.space import SearchSpace, load_space
+
+
+
+@pdataclass(config=STRICT, frozen=True)
+class SyntheticConfig:
+    train: int = Field(400, ge=1)
+    val: int = Field(100, ge=1)
+    seed: int = 0
+    # Part sizes as fractions of the person height (the generator's defaults are real proportions;
+    # a CPU-sized crop of 128 px leaves a real-size hand box 3 heatmap pixels wide).
+    hand_length: float = Field(0.12, gt=0.02, le=0.4)
+    face_width: float = Field(0.13, gt=0.02, le=0.4)
+
+
+@pdataclass(config=STRICT, frozen=True)
+class DataConfig:
+    root: Path  # COCO-WholeBody layout; absolute after loading
+    synthetic: SyntheticConfig | None = None  # generate into root when it has no annotations
+    detections: Path | None = None  # COCO results file of person detections for val
+
+
+@pdataclass(config=STRICT, frozen=True)
+class ClusterConfig:
+    address: str | None = None  # None: embedded local Ray; "auto" / "ray://host:port"
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: int = Field(1, ge=1)
+
+
+@pdataclass(config=STRICT, frozen=True)
+class EvolutionConfig:
+    """The evolution searcher's settings; the defaults are mmrazor's (population 50, top 10,
+    25 mutations + 25 crossovers per generation)."""
+
+    population: int = Field(50, ge=2)
+    top_k: int = Field(10, ge=1)
+    mutations: int = Field(25, ge=0)
+    crossovers: int = Field(25, ge=0)
+    mutation_prob: float = Field(0.1, ge=0, le=1)
+
+
+@pdataclass(config=STRICT, frozen=True)
+class SearchConfig:
+    sampler: Literal["random", "evolution", "tpe", "nsga2"] = "nsga2"
+    n_trials: int = Field(50, ge=1)
+    budget_gflops: float | None = Field(None, gt=0)
+    seed: int = 0
+    num_evaluators: int = Field(2, ge=1)
+    objective: Literal["wholebody", "analytic"] = "wholebody"
+    storage: str | None = None  # SQLAlchemy URL; None: sqlite:///<output_dir>/study.db
+    evolution: EvolutionConfig = EvolutionConfig()
+    max_retries: int = Field(2, ge=0)  # extra attempts of a failed or lost evaluation
+    # trials that may fail for good (after their retries) before the search stops; None: n_trials
+    max_failures: int | None = Field(None, ge=0)
+
+
+@pdataclass(config=STRICT, frozen=True)
+class TrackingConfig:
+    uri: str | None = None  # None: sqlite:///<output_dir>/mlflow.db
+    experiment: str | None = None  # None: the experiment's name
+
+
+@pdataclass(config=STRICT, frozen=True)
+class ExperimentFile:
+    """The experiment YAML as written (paths still relative to the file)."""
+
+    name: str
+    space: str
+    trainer: str
+    data: DataConfig
+    output_dir: str
+    seed: int = 0
+    cluster: ClusterConfig = ClusterConfig()
+    search: SearchConfig = SearchConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A loaded experiment: every path absolute, the space and the trainer recipe loaded."""
+
+    name: str
+    path: Path  # the experiment file
+    space: SearchSpace
+    space_path: Path
+    trainer: TrainerRecipe
+    trainer_path: Path
+    data: DataConfig
+    output_dir: Path
+    seed: int
+    cluster: ClusterConfig
+    search: SearchConfig
+    tracking: TrackingConfig
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{self.output_dir / 'mlflow.db'}"
+
+    @property
+    def tracking_experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    @property
+    def storage_url(self) -> str:
+        return self.search.storage or f"sqlite:///{self.output_dir / 'study.db'}"
+
+
+
+def _resolve(base: Path, value: str | Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _referenced_file(base: Path, value: str | Path, source: Path, key: str) -> Path:
+    path = _resolve(base, value)
+    if not path.is_file():
+        raise ConfigError(f"file {str(value)!r} not found (resolved to {path})", source=str(source), key=key)
+    return path
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Load an experiment file, resolving paths relative to it and loading its space and recipe.
+
+    Raises ConfigError naming the file, the key path, the value and what was allowed; a missing
+    referenced file (space, trainer, detections) is an error naming its key. The data root is not
+    checked here: a cluster experiment names a data set that lives on the workers, and training
+    raises a DataError naming `data.root` when it is missing there.
+    """
+    p = Path(path).resolve()
+    raw: ExperimentFile = validate(ExperimentFile, read_yaml(p), p)
+    base = p.parent
+    space_path = _referenced_file(base, raw.space, p, "space")
+    trainer_path = _referenced_file(base, raw.trainer, p, "trainer")
+    detections = None
+    if raw.data.detections is not None:
+        detections = _referenced_file(base, raw.data.detections, p, "data.detections")
+    data = DataConfig(root=_resolve(base, raw.data.root), synthetic=raw.data.synthetic, detections=detections)
+    return Experiment(
+        name=raw.name,
+        path=p,
+        space=load_space(space_path),
+        space_path=space_path,
+        trainer=load_trainer(trainer_path),
+        trainer_path=trainer_path,
+        data=data,
+        output_dir=_resolve(base, raw.output_dir),
+        seed=raw.seed,
+        cluster=raw.cluster,
+        search=raw.search,
+        tracking=raw.tracking,
+    )
+
+
+__all__ = [
+    "ClusterConfig",
+    "DataConfig",
+    "EvolutionConfig",
+    "Experiment",
+    "ExperimentFile",
+    "SearchConfig",
+    "SyntheticConfig",
+    "TrackingConfig",
+    "load_experiment",
+]

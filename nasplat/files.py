@@ -1,0 +1,186 @@
+"""Files at the edge: reading YAML into a validated schema, and writes that never leave half a file.
+
+A leaf module (it imports only `nasplat.errors`, PyYAML and pydantic), so every layer can use it:
+
+- `read_yaml(path)` parses one YAML file safely; every failure is one `ConfigError` naming the file.
+- `validate(schema, data, source)` checks parsed data against a pydantic dataclass or model;
+  `config_error(err, source, schema)` turns a pydantic `ValidationError` into the one-line
+  `ConfigError` (file, key path, value, what was allowed) that the CLI prints.
+- `atomic_write(path, write)` and its text / bytes / JSON forms write to a temporary file in the
+  target's directory, fsync it and move it into place with `os.replace`, so a reader (or a resumed
+  run after a kill) sees the previous complete file or the new complete one, never a torn one.
+  Checkpoints use it with `torch.save` as the writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from nasplat.errors import ConfigError
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+# ------------------------------------------------------------------------------------------------
+
+
+def read_yaml(path: str | Path, *, mapping: bool = True) -> Any:
+    """Parse one YAML file with `yaml.safe_load`.
+
+    Raises ConfigError naming the file for a missing or unreadable file, a file that is not UTF-8,
+    invalid YAML (with line and column) and, when `mapping` is True, a top level that is not a
+    mapping.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError("file not found", source=str(path)) from e
+    except IsADirectoryError as e:
+        raise ConfigError("is a directory, not a YAML file", source=str(path)) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError("not a UTF-8 text file", source=str(path)) from e
+    except OSError as e:
+        raise ConfigError(f"cannot read ({e.strerror})", source=str(path)) from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"not valid YAML: {problem}{where}", source=str(path)) from e
+    if mapping and not isinstance(data, dict):
+        raise ConfigError(f"top level must be a mapping, got {type(data).__name__}", source=str(path))
+    return data
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation errors
+# ------------------------------------------------------------------------------------------------
+
+# pydantic puts validator and union-member names into an error's location
+# ("function-after[...]", "union[...]", "int", "list[int]"); a user wrote none of them.
+_INTERNAL_LOC = re.compile(r"^(function-|union\[|tagged-union\[)|^(float|int|str|bool|list\[.*\]|dict\[.*\]|tuple\[.*\])$")
+
+
+def _user_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(p for p in loc if not _INTERNAL_LOC.search(str(p)))
+
+
+def _fields_of(schema: Any) -> dict[str, Any]:
+    """Field name -> type hint of a pydantic dataclass or model (empty for anything else)."""
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return {name: f.annotation for name, f in schema.model_fields.items()}
+    if dataclasses.is_dataclass(schema):
+        hints = typing.get_type_hints(schema)
+        return {f.name: hints.get(f.name) for f in dataclasses.fields(schema)}
+    return {}
+
+
+def _section_keys(schema: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed in the section at `loc` of `schema` (empty if it cannot be told)."""
+    current = schema
+    for part in loc:
+        hint = _fields_of(current).get(str(part))
+        if hint is None:
+            return []
+        nested = [a for a in (hint, *typing.get_args(hint)) if _fields_of(a)]
+        if not nested:
+            return []
+        current = nested[0]
+    return list(_fields_of(current))
+
+
+def config_error(err: ValidationError, source: str | Path, schema: Any = None) -> ConfigError:
+    """The first error of `err` as one ConfigError: key path, value, what was allowed (for an
+    unknown key: the keys of its section, when `schema` is given), and how many more errors."""
+    first = err.errors()[0]
+    loc = _user_loc(tuple(first["loc"]))
+    key = ".".join(str(p) for p in loc) or None
+    value = first.get("input")
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        allowed = _section_keys(schema, loc[:-1]) if schema is not None else []
+        msg = f"unknown key (value {value!r})"
+        if allowed:
+            msg += f"; allowed: {', '.join(allowed)}"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = f"value {value!r} not allowed: {first['msg']}"
+    more = len(err.errors()) - 1
+    if more:
+        msg += f" (and {more} more error{'s' if more > 1 else ''})"
+    return ConfigError(msg, source=str(source), key=key)
+
+
+def validate(schema: Any, data: Any, source: str | Path) -> Any:
+    """`data` validated as `schema` (a pydantic dataclass, model or type). Raises ConfigError."""
+    try:
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            return schema.model_validate(data)
+        return TypeAdapter(schema).validate_python(data)
+    except ValidationError as e:
+        raise config_error(e, source, schema) from e
+
+
+# ------------------------------------------------------------------------------------------------
+# Atomic writes
+# ------------------------------------------------------------------------------------------------
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call `write(f)` on a temporary binary file beside `path`, fsync it and move it into place.
+
+    The parent directory is created. On any failure (including KeyboardInterrupt) the temporary
+    file is removed and `path` is left as it was. Returns `path`.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
+    """Write `data` to `path` atomically (see `atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    """Write UTF-8 `text` to `path` atomically (see `atomic_write`)."""
+    return atomic_write_bytes(text.encode("utf-8"), path)
+
+
+def atomic_write_json(obj: Any, path: str | Path, *, indent: int | None = 2) -> Path:
+    """Write `obj` as JSON to `path` atomically (see `atomic_write`)."""
+    return atomic_write_text(json.dumps(obj, indent=indent), path)
+
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "config_error",
+    "read_yaml",
+    "validate",
+]

@@ -1,0 +1,93 @@
+"""Where a command runs: the one place that decides local vs `--cluster` and calls `ray.init`.
+
+Every command that can use a cluster (`nasplat run`, `train`, `search`) passes its experiment
+through `for_command(experiment, cluster=...)`: with `--cluster` the experiment must name
+`cluster.address` (ConfigError otherwise), without it the address is dropped and everything runs
+on the embedded default (a local Ray started by this process). Training (Ray Train workers) and
+the search (evaluator actors) then start or join Ray through `init_ray` / `ray_session`, with the
+same options: no dashboard, Ray's own logging left alone, worker output kept in Ray's session logs
+rather than on the console, and a worker setup hook that quiets Ray Train's placement-group
+cleaner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from nasplat.config import Experiment
+from nasplat.errors import ConfigError, NasplatError
+
+# Ray Train turns every print() of a worker into a log record (even under redirect_stdout), so
+# pycocotools' summaries would flood the driver at each evaluation; the hook runs in every worker.
+_RUNTIME_ENV = {
+    "env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"},
+    "worker_process_setup_hook": f"{__name__}.quiet_worker_logs",
+}
+
+
+def for_command(experiment: Experiment, *, cluster: bool) -> Experiment:
+    """The experiment as a command runs it: joined to `cluster.address` with `--cluster`, on the
+    embedded local Ray (address dropped) without. Raises ConfigError when `--cluster` is given and
+    the experiment names no address."""
+    if cluster:
+        if not experiment.cluster.address:
+            raise ConfigError("--cluster needs cluster.address (e.g. auto or ray://host:10001)",
+                              source=str(experiment.path), key="cluster.address")
+        return experiment
+    if experiment.cluster.address is None:
+        return experiment
+    return dataclasses.replace(experiment, cluster=dataclasses.replace(experiment.cluster, address=None))
+
+
+def quiet_worker_logs() -> None:
+    """Runs in every Ray worker process of the job (`worker_process_setup_hook`). Without the Ray
+    dashboard (a local Ray here has none: it needs ray[default]) Ray Train's placement-group
+    cleaner cannot reach the state API and warns about it about once a second for the whole run;
+    the placement group goes with the local Ray at shutdown anyway."""
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
+def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
+    """Start an embedded local Ray (`address` None; `num_cpus` / `num_gpus` its size) or join the
+    cluster at `address`. Returns True when this call started or joined Ray, False when this
+    process already had it. Raises NasplatError (naming `cluster.address`) when the cluster cannot
+    be reached."""
+    import ray  # heavy; only the commands that run something start it
+
+    if ray.is_initialized():
+        return False
+    try:
+        if address is None:
+            ray.init(
+                address="local",  # a new embedded cluster, never one another process started
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env=_RUNTIME_ENV,
+            )
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=_RUNTIME_ENV)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise NasplatError(f"cannot connect to Ray at {address!r}: {e}", key="cluster.address") from e
+    return True
+
+
+@contextmanager
+def ray_session(address: str | None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> Iterator[None]:
+    """`init_ray` for the duration of a block; shuts Ray down afterwards if the block started it."""
+    started = init_ray(address, num_cpus=num_cpus, num_gpus=num_gpus)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+__all__ = ["for_command", "init_ray", "quiet_worker_logs", "ray_session"]

@@ -1,0 +1,52 @@
+"""Phase bookkeeping: what an experiment has done, kept in its study store.
+
+An experiment moves through training -> trained -> searching -> searched -> exported. Every
+command that runs a phase (`nasplat run`, `nasplat train`, `nasplat search`) records it through
+`Phases`, so `nasplat status` reads the same state after any of them. A phase is marked running
+when it starts and done only when it finishes: a crash or Ctrl-C leaves it "running", which is
+where the next run resumes.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from nasplat.config import Experiment
+from nasplat.store import ExperimentState, ExperimentStateStore
+
+
+class Phase(str, Enum):
+    TRAINING = "training"
+    TRAINED = "trained"
+    SEARCHING = "searching"
+    SEARCHED = "searched"
+    EXPORTED = "exported"
+
+
+class Phases:
+    """The phase row of one experiment in its study store (`experiment.storage_url`).
+
+    Raises StoreError (URL redacted) when the store cannot be reached."""
+
+    def __init__(self, experiment: Experiment) -> None:
+        self.name = experiment.name
+        self.url = experiment.storage_url
+
+    def mark(self, phase: Phase, **fields: str | None) -> ExperimentState:
+        """Record `phase` (and e.g. `checkpoint=`) now."""
+        states = ExperimentStateStore(self.url)
+        try:
+            return states.update(self.name, phase=phase.value, **fields)
+        finally:
+            states.dispose()
+
+    def current(self) -> ExperimentState | None:
+        """The recorded state, or None before any phase ran."""
+        states = ExperimentStateStore(self.url)
+        try:
+            return states.get(self.name)
+        finally:
+            states.dispose()
+
+
+__all__ = ["Phase", "Phases"]

@@ -1,0 +1,178 @@
+"""The training phase: train (or resume) an experiment's supernet where the experiment says, and
+watch it.
+
+`train_supernet(experiment)` generates the synthetic data first when asked, records the phase,
+and runs the plain training loop in this process (one worker, no cluster address) or on Ray Train
+workers (`nasplat.train.distributed`) inside a Ray session (`nasplat.orchestration.cluster`).
+
+Rank 0's events go to a `TrainingMonitor`: the JSON-lines log `<output_dir>/train_log.jsonl`,
+the MLflow training run (`nasplat.tracking.TrainingTracker`), and every `eval.every_epochs` epochs
+the val AP of the max and min subnets after BN recalibration (`nasplat.subnet.SubnetEvaluator`).
+Under Ray Train the monitor is built inside the rank-0 worker from a picklable `MonitorFactory`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nasplat.config import Experiment
+from nasplat.errors import TrainingError
+from nasplat.orchestration.cluster import ray_session
+from nasplat.orchestration.phases import Phase, Phases
+from nasplat.subnet import SubnetEvaluator
+from nasplat.tracking import TrainingTracker
+from nasplat.train import WorkerContext, run_training
+from nasplat.train.data import ensure_data
+
+log = logging.getLogger(__name__)
+
+RUN_ID_FILE = "mlflow_run_id.txt"  # beside the checkpoints: a resumed training continues its run
+
+
+class TrainingMonitor:
+    """Rank 0's view of training: logs step and epoch events to `<output_dir>/train_log.jsonl`
+    and (if `mlflow`) to the experiment's MLflow training run, and evaluates the max and min
+    subnets at the end of every `eval.every_epochs`-th epoch (if `evaluate`)."""
+
+    def __init__(self, experiment: Experiment, *, mlflow: bool = True, evaluate: bool = True) -> None:
+        self.experiment = experiment
+        self.recipe = recipe = experiment.trainer
+        self.path = experiment.output_dir / "train_log.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._evaluate = evaluate and recipe.eval.every_epochs > 0
+        self._evaluator: SubnetEvaluator | None = None
+        self.last_eval: dict[str, float] = {}
+        self._tracker: TrainingTracker | None = None
+        if mlflow:
+            self._tracker = TrainingTracker(experiment.tracking_uri, experiment.tracking_experiment,
+                                            experiment.checkpoint_dir / RUN_ID_FILE,
+                                            artifact_dir=experiment.output_dir / "mlartifacts")
+            self._tracker.start({
+                "experiment": experiment.name, "space": experiment.space.name, "trainer": recipe.name,
+                "seed": experiment.seed, "num_workers": experiment.cluster.num_workers,
+                "batch_size": recipe.batch_size, "lr": recipe.optimizer.lr, "epochs": recipe.schedule.epochs,
+                "sandwich_random": recipe.sandwich.num_random, "distillation": recipe.distillation.enabled,
+            })
+        self._file = self.path.open("a")
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        metrics = {f"loss/{k}": v for k, v in event["losses"].items()}
+        metrics["samples_per_s"] = event["samples_per_s"]
+        if event["event"] == "step":
+            if event["step"] % self.recipe.log_every_steps == 0:
+                metrics["lr"] = event["lr"]
+                if self._tracker is not None:
+                    self._tracker.log_metrics(metrics, step=event["step"])
+                self._write({"event": "step", "time": time.time(), "epoch": event["epoch"], "step": event["step"],
+                             **metrics})
+            return
+        epoch = event["epoch"]
+        record: dict[str, Any] = {"event": "epoch", "time": time.time(), "epoch": epoch, "step": event["step"],
+                                  **{f"epoch_{k}": v for k, v in metrics.items()}}
+        every = self.recipe.eval.every_epochs
+        if self._evaluate and (epoch % every == 0 or epoch == self.recipe.schedule.epochs):
+            record.update(self._eval(event["net"]))
+        if self._tracker is not None:
+            self._tracker.log_metrics({k: v for k, v in record.items() if isinstance(v, float)}, step=event["step"])
+        self._write(record)
+
+    def _eval(self, net: Any) -> dict[str, float]:
+        if self._evaluator is None:
+            self._evaluator = SubnetEvaluator(self.experiment, device=str(next(net.parameters()).device), net=net,
+                                              max_images=self.recipe.eval.max_images)
+        out: dict[str, float] = {}
+        space = self.experiment.space
+        for role, arch in (("max", space.max_arch()), ("min", space.min_arch())):
+            for part, values in self._evaluator.evaluate(arch)["metrics"].items():
+                out[f"val/{role}/{part}_AP"] = float(values["AP"])
+        self.last_eval = out
+        log.info("val AP: max %.3f, min %.3f", out["val/max/wholebody_AP"], out["val/min/wholebody_AP"])
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
+
+
+@dataclass(frozen=True)
+class MonitorFactory:
+    """Picklable: builds rank 0's `TrainingMonitor` inside a Ray Train worker."""
+
+    mlflow: bool = True
+    evaluate: bool = True
+
+    def __call__(self, experiment: Experiment) -> TrainingMonitor:
+        return TrainingMonitor(experiment, mlflow=self.mlflow, evaluate=self.evaluate)
+
+
+def _train_here(experiment: Experiment, monitor: MonitorFactory,
+                progress: Callable[[dict[str, Any]], None] | None) -> Path:
+    """One worker in this process, no Ray."""
+    cluster = experiment.cluster
+    device = "cuda" if cluster.use_gpu and torch.cuda.is_available() else "cpu"
+    watcher = monitor(experiment)
+
+    def both(event: dict[str, Any]) -> None:
+        watcher(event)
+        if progress is not None:
+            progress(event)
+
+    try:
+        path = run_training(experiment, WorkerContext(device=device, progress=both))
+    finally:
+        watcher.close()
+    if path is None:  # pragma: no cover - rank 0 always returns its checkpoint
+        raise TrainingError("training finished without a checkpoint", source=str(experiment.path))
+    return path
+
+
+def train_supernet(
+    experiment: Experiment,
+    *,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    mlflow: bool = True,
+    evaluate: bool = True,
+) -> Path:
+    """Train the experiment's supernet, or resume it from its latest checkpoint. Returns the path
+    of the final checkpoint.
+
+    Generates the synthetic data set first when the experiment asks for it. One worker without a
+    cluster address trains in this process (no Ray); otherwise Ray Train runs
+    `cluster.num_workers` workers on the Ray at `cluster.address` (None: a local Ray started for
+    this phase; pass the experiment through `cluster.for_command` first). `progress(event)`
+    receives every step and epoch event ({"event": "step" | "epoch", "epoch", "step", "losses",
+    "samples_per_s", ...}; from Ray workers only `distributed.progress_message`'s fields, with
+    losses {"total"}). The phase is recorded in the study store (training, then trained with the
+    checkpoint). Raises DataError, TrainingError, ConfigError, StoreError.
+    """
+    ensure_data(experiment)
+    phases = Phases(experiment)
+    phases.mark(Phase.TRAINING)
+    monitor = MonitorFactory(mlflow=mlflow, evaluate=evaluate)
+    cluster = experiment.cluster
+    if cluster.num_workers == 1 and cluster.address is None:
+        path = _train_here(experiment, monitor, progress)
+    else:
+        from nasplat.train.distributed import train_with_ray  # Ray Train: only where it is used
+
+        with ray_session(cluster.address, num_cpus=max(cluster.num_workers * cluster.cpus_per_worker, 1)):
+            path = train_with_ray(experiment, monitor=monitor, progress=progress)
+    phases.mark(Phase.TRAINED, checkpoint=str(path))
+    return path
+
+
+__all__ = ["MonitorFactory", "TrainingMonitor", "train_supernet"]

@@ -1,0 +1,118 @@
+"""Shared fixtures: a tiny space, recipe and synthetic data set that train in seconds on one CPU
+thread (training, subnet evaluation and the CLI use them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY_SPACE = """
+name: tiny
+body:
+  resolution: [64, 96]
+  blocks_per_module: 1
+  stem: {channels: [8]}
+  stage1: {depth: [1], channels: [4, 8], groups: {halvings: 1}}
+  stage2: {depth: [1]}
+  stage3: {depth: [1]}
+  stage4: {depth: [1]}
+  branch1: {channels: [4, 8], groups: [1]}
+  branch2: {channels: [8], groups: [1]}
+  branch3: {channels: [8], groups: [1]}
+  branch4: {channels: [8], groups: [1]}
+face: &head
+  resolution: [8, 16]
+  feature_stage: [0, 1, 2]
+  roi_expansion: [1.0, 1.2]
+  blocks_per_module: 1
+  stage1: {depth: [1], channels: [4], groups: [1]}
+  stage2: {depth: [1]}
+  stage3: {depth: [1]}
+  stage4: {depth: [1]}
+  branch1: {channels: [4], groups: [1]}
+  branch2: {channels: [4], groups: [1]}
+  branch3: {channels: [4], groups: [1]}
+  branch4: {channels: [4], groups: [1]}
+hand: *head
+"""
+
+TINY_RECIPE = """
+name: tiny
+batch_size: 4
+optimizer: {name: adam, lr: 1.0e-3}
+schedule: {epochs: 3, milestones: [2], gamma: 0.1, warmup_steps: 2}
+heatmap_sigma: 2
+head_sigma: 1.5
+augmentation: {scale: 0.25, rotation: 20, flip: true}
+sandwich: {num_random: 1}
+distillation: {enabled: true, gt_weight: 0.0, distill_weight: 1.0}
+head_boxes: {gt_box_epochs: 1, box_iou_threshold: 0.5}
+bn_recalibration: {images: 8, batch_size: 4}
+checkpoint: {every_steps: 1, keep: 2}
+eval: {flip_test: false, every_epochs: 0, batch_size: 8}
+torch_threads: 1
+max_steps_per_epoch: 3
+"""
+
+
+def write_tiny_experiment(directory: Path, data_root: Path, *, num_workers: int = 1, name: str = "tiny",
+                          recipe: str = TINY_RECIPE) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "space.yaml").write_text(TINY_SPACE)
+    (directory / "trainer.yaml").write_text(recipe)
+    path = directory / "experiment.yaml"
+    path.write_text(
+        f"name: {name}\nspace: space.yaml\ntrainer: trainer.yaml\n"
+        f"data: {{root: {data_root}, synthetic: {{train: 6, val: 3, seed: 0}}}}\n"
+        f"output_dir: out\nseed: 0\n"
+        f"cluster: {{num_workers: {num_workers}, cpus_per_worker: 1}}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nasplat.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    generate_dataset(root, 6, 3, seed=0)
+    return root
+
+
+@pytest.fixture
+def tiny_experiment(tiny_data: Path):  # noqa: ANN201 - a factory
+    """write(directory, **kw) -> path of a tiny experiment YAML using the shared tiny data."""
+
+    def write(directory: Path, **kw: object) -> Path:
+        return write_tiny_experiment(directory, tiny_data, **kw)  # type: ignore[arg-type]
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path):  # noqa: ANN201
+    """A tiny experiment whose supernet has been trained (3 epochs x 3 steps)."""
+    import torch
+
+    from nasplat.config import load_experiment
+    from nasplat.orchestration.training import train_supernet
+
+    threads = torch.get_num_threads()
+    path = write_tiny_experiment(tmp_path_factory.mktemp("trained"), tiny_data)
+    experiment = load_experiment(path)
+    train_supernet(experiment, mlflow=False, evaluate=False)
+    torch.set_num_threads(threads)
+    return experiment
+
+
+def one_torch_thread():  # noqa: ANN201 - a generator for pytest.fixture
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
+    spinning threads slow them down by an order of magnitude. The training and subnet tests use
+    it as an autouse fixture (their conftest.py)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
