@@ -9,15 +9,12 @@ exactly the archs an uninterrupted run would have drawn.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from nasplat.errors import TrainingError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from nasplat.space import SearchSpace
-    from nasplat.space.arch import Arch
+from nasplat.space import Arch, SearchSpace
 
 
 @dataclass(frozen=True)
