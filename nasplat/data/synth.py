@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from nasplat.data.coco import annotation_path, image_dir
-from nasplat.data.keypoints import BODY_NAMES, COCO_SKELETON
+from nasplat.data.keypoints import BODY_NAMES, COCO_SKELETON, PART_SLICES
 from nasplat.errors import DataError
 from nasplat.files import atomic_write_bytes, atomic_write_json
 
@@ -512,13 +512,13 @@ def _person_annotation(
     ann["foot_kpts"] = _kp_list(k[17:23], vis[17:23])
     ann["foot_valid"] = bool(np.any(vis[17:23] > 0))
     # face: valid when drawn with detail, fully inside and not mostly hidden
-    face = slice(23, 91)
+    face = PART_SLICES["face"]
     if p.face_ok and inside[face].all() and hidden[face].mean() < 0.3:
         ann["face_kpts"] = _kp_list(k[face], np.ones(68))
         ann["face_box"] = _xywh(k[face])
         ann["face_valid"] = True
-    for side, base in (("lefthand", 91), ("righthand", 112)):
-        sl = slice(base, base + 21)
+    for side in ("lefthand", "righthand"):
+        sl = PART_SLICES[side]
         ok = p.hands_ok[0 if side == "lefthand" else 1]
         if ok and inside[sl].all() and hidden[sl].mean() < 0.3:
             conf = np.round(rng.uniform(0.1, 1.0, size=21), 4)
