@@ -17,11 +17,11 @@ Contract (every implementation, tested in `tests/search/test_contract.py`):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Callable, ClassVar, TypeVar
 
 import numpy as np
 
+from nasplat.config import EvolutionConfig
 from nasplat.errors import BudgetError, ConfigError, NasplatError
 from nasplat.search.evaluation import Evaluation
 from nasplat.space import Arch, SearchSpace

@@ -40,3 +40,9 @@ def test_parents_are_the_best_by_ap_then_the_front_by_ap() -> None:
     assert len(expected) == 2  # this draw has a front of at least four
     assert parents[2:] == expected
     assert len(set(a.key() for a in parents)) == len(parents)
+
+
+def test_without_settings_the_evolution_searcher_uses_mmrazors_defaults() -> None:
+    searcher = build_searcher("evolution", SPACE, total_gflops_fn(SPACE), None, 0)
+    s = searcher.settings
+    assert (s.population, s.top_k, s.mutations, s.crossovers) == (50, 10, 25, 25)
