@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from nasplat.errors import ConfigError
 
@@ -63,6 +63,13 @@ def read_yaml(path: str | Path, *, mapping: bool = True) -> Any:
         raise ConfigError(f"top level must be a mapping, got {type(data).__name__}", source=str(path))
     return data
 
+
+# ------------------------------------------------------------------------------------------------
+# Validation
+# ------------------------------------------------------------------------------------------------
+
+# Every configuration schema rejects unknown keys: a typo must be an error, not a silent default.
+STRICT = ConfigDict(extra="forbid")
 
 # ------------------------------------------------------------------------------------------------
 # Validation errors
@@ -176,6 +183,7 @@ def atomic_write_json(obj: Any, path: str | Path, *, indent: int | None = 2) -> 
 
 
 __all__ = [
+    "STRICT",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",

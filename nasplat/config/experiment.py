@@ -18,9 +18,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic.dataclasses import dataclass as pdataclass
 
-from nasplat.config.recipe import STRICT, TrainerRecipe, load_trainer
+from nasplat.config.recipe import TrainerRecipe, load_trainer
 from nasplat.errors import ConfigError
-from nasplat.files import read_yaml, validate
+from nasplat.files import STRICT, read_yaml, validate
 from nasplat.space import SearchSpace, load_space
 
 

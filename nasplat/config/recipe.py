@@ -12,13 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
-from nasplat.files import read_yaml, validate
-
-STRICT = ConfigDict(extra="forbid")
-
+from nasplat.files import STRICT, read_yaml, validate
 
 
 @pdataclass(config=STRICT, frozen=True)

@@ -150,7 +150,7 @@ class SearchLoop:
         self.progress, self.tracker = progress, tracker
         self.max_failures = search.n_trials if search.max_failures is None else search.max_failures
         self.requeue: deque[StoredTrial] = deque(store.recover())
-        trials = store.trials()
+        self.opened_with = trials = store.trials()  # the study as it was opened (after recovery)
         self.n_told = replay(searcher, trials)
         self.done_points = [(t.evaluation.total_gflops, t.evaluation.ap) for t in trials if t.evaluation is not None]
         self.n_complete = len(self.done_points)
@@ -299,7 +299,7 @@ def open_search(
             "study": store.study_name,
             "space_fingerprint": space.fingerprint(),
         })
-        tracker.sync(store.trials())
+        tracker.sync(loop.opened_with)
     return loop
 
 

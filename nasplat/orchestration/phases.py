@@ -9,6 +9,8 @@ where the next run resumes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 
 from nasplat.config import Experiment
@@ -32,21 +34,23 @@ class Phases:
         self.name = experiment.name
         self.url = experiment.storage_url
 
-    def mark(self, phase: Phase, **fields: str | None) -> ExperimentState:
-        """Record `phase` (and e.g. `checkpoint=`) now."""
+    @contextmanager
+    def _states(self) -> Iterator[ExperimentStateStore]:
         states = ExperimentStateStore(self.url)
         try:
-            return states.update(self.name, phase=phase.value, **fields)
+            yield states
         finally:
             states.dispose()
 
+    def mark(self, phase: Phase, **fields: str | None) -> ExperimentState:
+        """Record `phase` (and e.g. `checkpoint=`) now."""
+        with self._states() as states:
+            return states.update(self.name, phase=phase.value, **fields)
+
     def current(self) -> ExperimentState | None:
         """The recorded state, or None before any phase ran."""
-        states = ExperimentStateStore(self.url)
-        try:
+        with self._states() as states:
             return states.get(self.name)
-        finally:
-            states.dispose()
 
 
 __all__ = ["Phase", "Phases"]

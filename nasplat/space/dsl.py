@@ -25,7 +25,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from nasplat.errors import ConfigError
-from nasplat.files import read_yaml, validate
+from nasplat.files import validate
 
 NetName = Literal["body", "face", "hand"]
 

@@ -89,13 +89,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
     monitor: Monitor | None = None
-    progress = None
+    progress: Callable[[dict[str, Any]], None] | None = None
     if rank == 0:
         factory = config.get("monitor")
         monitor = factory(experiment) if factory is not None else None
         queue = config.get("progress")
 
-        def progress(event: dict[str, Any]) -> None:
+        def on_event(event: dict[str, Any]) -> None:
             if monitor is not None:
                 monitor(event)
             if queue is not None:
@@ -103,6 +103,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     queue.put_nowait(progress_message(event))
                 except Exception:  # noqa: BLE001 - a full or gone queue must not stop training
                     log.debug("progress queue unavailable", exc_info=True)
+
+        progress = on_event
 
     try:
         run_training(
