@@ -6,11 +6,7 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from nasplat.data.coco import check_dataset
-from nasplat.data.synth import SynthConfig, generate_dataset
 from nasplat.errors import DataError
 
 data_app = typer.Typer(help="Check or generate COCO-WholeBody data.", no_args_is_help=True)
@@ -18,10 +14,20 @@ data_app = typer.Typer(help="Check or generate COCO-WholeBody data.", no_args_is
 
 @data_app.command("check")
 def check(
-    root: Path = typer.Argument(..., help="Dataset root: annotations/coco_wholebody_{train,val}_v1.0.json, train2017/, val2017/."),
+    root: Path = typer.Argument(..., metavar="DATA_DIR", help="Dataset root: annotations/coco_wholebody_{train,val}_v1.0.json, train2017/, val2017/."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Validate every split (fields, lengths, ids, image files) and print its counts."""
+    """Validate every split (fields, lengths, ids, image files); print counts.
+
+    \b
+    Example:
+      nasplat data check data/coco_wholebody
+    """
+    from rich.table import Table
+
+    from nasplat.cli.console import console as make_console
+    from nasplat.data.coco import check_dataset
+
     counts = check_dataset(root)
     if as_json:
         typer.echo(json.dumps({split: vars(c) for split, c in counts.items()}))
@@ -32,7 +38,7 @@ def check(
     for split, c in counts.items():
         table.add_row(split, str(c.images), str(c.persons), str(c.crowd), str(c.valid_faces),
                       str(c.valid_hands), str(c.train_instances))
-    Console().print(table)
+    make_console().print(table)
 
 
 @data_app.command("synth")
@@ -44,13 +50,20 @@ def synth(
     hand_length: float = typer.Option(0.12, "--hand-length", help="Hand length, of the person height."),
     face_width: float = typer.Option(0.13, "--face-width", help="Face width, of the person height."),
 ) -> None:
-    """Write a synthetic COCO-WholeBody data set that the real loader reads unchanged."""
+    """Write a synthetic COCO-WholeBody set in the release layout.
+
+    \b
+    Example:
+      nasplat data synth --out data/synth --train 200 --val 50
+    """
     for name, value in (("--train", train), ("--val", val)):
         if value < 0:
             raise DataError(f"{name} {value} is negative; allowed: 0 or more", key=name)
     for name, frac in (("--hand-length", hand_length), ("--face-width", face_width)):
         if not 0.02 < frac <= 0.4:
             raise DataError(f"{name} {frac} is outside the allowed (0.02, 0.4] of the person height", key=name)
+    from nasplat.data.synth import SynthConfig, generate_dataset
+
     config = SynthConfig(hand_length=hand_length, face_width=face_width)
     train_file, val_file = generate_dataset(out, train, val, seed, config)
     typer.echo(f"wrote {train} train images ({train_file}) and {val} val images ({val_file})")

@@ -6,10 +6,6 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from nasplat.metrics import WholeBodyEvaluator
 
 
 def eval_command(
@@ -17,7 +13,17 @@ def eval_command(
     pred: Path = typer.Option(..., "--pred", help="Results file in the official format."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object {part: {AP, AR}}."),
 ) -> None:
-    """Evaluate results with the official protocol (AP/AR of body, foot, face, hand, whole body)."""
+    """Official whole-body AP/AR (body, foot, face, hand, whole body) of results.
+
+    \b
+    Example:
+      nasplat eval --gt person_keypoints_val.json --pred results.json
+    """
+    from rich.table import Table
+
+    from nasplat.cli.console import console as make_console
+    from nasplat.metrics import WholeBodyEvaluator
+
     report = WholeBodyEvaluator(gt).evaluate(pred)
     if as_json:
         typer.echo(json.dumps(report))
@@ -28,7 +34,7 @@ def eval_command(
     table.add_column("AR", justify="right")
     for part, m in report.items():
         table.add_row(part, f"{m['AP']:.3f}", f"{m['AR']:.3f}")
-    Console().print(table)
+    make_console().print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,20 +5,31 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from nasplat.flops import GFlops, analytic_gflops, fvcore_gflops
-from nasplat.space import load_space
+if TYPE_CHECKING:
+    from nasplat.flops import GFlops
 
 
 def flops(
-    space_file: Path = typer.Argument(..., help="A search-space YAML file."),
+    space_file: Path = typer.Argument(..., metavar="SPACE.yaml", help="A search-space YAML file."),
     arch: str = typer.Option("max", "--arch", help="max, min, an arch JSON file or JSON text."),
     as_json: bool = typer.Option(False, "--json", help='Print {"body", "face", "hand", "total"} (analytic).'),
     use_fvcore: bool = typer.Option(False, "--fvcore", help="Also count with fvcore on the static subnet (slow)."),
 ) -> None:
-    """GFLOPs (conv multiply-adds / 2**30) of an arch of SPACE: body, face, one hand, and the total
-    (body + face + 2 x hand)."""
+    """GFLOPs of one arch: body, face, one hand and the total (body + face + 2 x hand).
+
+    GFLOPs are conv and linear multiply-adds / 2**30, the papers' convention.
+
+    \b
+    Example:
+      nasplat flops search_spaces/zoomnas.yaml --arch min
+    """
+    from nasplat.flops import analytic_gflops, fvcore_gflops
+    from nasplat.space import load_space
+
     space = load_space(space_file)
     chosen = space.load_arch(arch)
     bpm = space.all_blocks_per_module()
@@ -26,8 +37,9 @@ def flops(
     if as_json:
         typer.echo(json.dumps(counted.as_dict()))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from nasplat.cli.console import console as make_console
 
     columns: list[tuple[str, GFlops]] = [("analytic", counted)]
     if use_fvcore:
@@ -38,7 +50,7 @@ def flops(
         table.add_column(name, justify="right")
     for part, label in (("body", "BodyNet"), ("face", "FaceHead"), ("hand", "HandHead (x2)"), ("total", "total")):
         table.add_row(label, *(f"{getattr(g, part):.3f}" for _, g in columns))
-    Console().print(table)
+    make_console().print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,19 +1,38 @@
-"""Assemble the `nasplat` typer app and turn user errors into one line and exit code 2.
+"""Assemble the `nasplat` typer app and turn every failure into one line and an exit code.
 
-Each command group lives in its own module exposing `register(app)`. Every command callback is
-wrapped so that a `NasplatError` (bad YAML, bad data, a mismatched store, ...) prints one line on
-stderr, `nasplat: error: <file>: <key>: <what was wrong>`, and exits 2 instead of a traceback.
+Each command group lives in its own module exposing `register(app)`. Those modules import only
+typer at their top: torch, Ray, MLflow, Optuna and the heavy parts of nasplat are imported inside
+the commands that use them, so `nasplat --help` and the light commands start at once (a test runs
+`python -X importtime -m nasplat --help` to keep it so).
+
+Every command callback is wrapped by `_guard`:
+
+- a `NasplatError` (bad YAML, bad data, a mismatched store, an unreachable service, ...) prints
+  `nasplat: error: <file>: <key>: <what was wrong>` on stderr and exits 2;
+- the failures a user can cause without nasplat raising (a file that is not UTF-8, an output path
+  that cannot be written) are the same one line and exit 2;
+- Ctrl-C says what is kept and exits 130;
+- anything else is a bug: one line `nasplat: internal error: ...` naming the log file that holds
+  the traceback, exit 1.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import os
+import shutil
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 import typer
+import typer.core
 
+from nasplat import __version__
 from nasplat.errors import NasplatError
 
 # Command-group modules, in help order.
@@ -27,13 +46,44 @@ _MODULES = (
     "nasplat.cli.search",
 )
 
+# Plain click help (no boxes): it reads the same in a terminal, a pipe and a log file.
 app = typer.Typer(
     name="nasplat",
-    help="One-shot neural architecture search. First job: ZoomNAS whole-body pose networks.",
+    help=(
+        "One-shot neural architecture search. First job: ZoomNAS whole-body pose networks.\n\n"
+        "Example: nasplat run experiments/quickstart.yaml"
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    # A pipe has no width: format help for 100 columns there instead of click's 80.
+    context_settings={"max_content_width": 100, "terminal_width": shutil.get_terminal_size((100, 24)).columns},
 )
+
+
+def _usage_name(self: typer.core.TyperArgument) -> str:
+    """Usage-line name of an argument in the usual notation: NAME when required, [NAME] when not
+    (typer 0.2x writes `{name}` for a required one)."""
+    name = self.metavar or self.name.upper()
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nasplat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """One-shot neural architecture search. First job: ZoomNAS whole-body pose networks."""
 
 
 def fail(message: str) -> None:
@@ -42,16 +92,57 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def log_dir() -> Path:
+    """Where tracebacks of internal errors go: $NASPLAT_LOG_DIR, else the user's state directory."""
+    if os.environ.get("NASPLAT_LOG_DIR"):
+        return Path(os.environ["NASPLAT_LOG_DIR"])
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "nasplat" / "logs"
+
+
+def _write_traceback(exc: BaseException) -> Path:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in (log_dir(), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"nasplat-{stamp}-{os.getpid()}.log"
+            path.write_text(f"nasplat {__version__}: {' '.join(sys.argv)}\n{text}", encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return Path("-")
+
+
+def _expected_failure(e: BaseException) -> str | None:
+    """The one line for a failure the user caused without nasplat raising, else None."""
+    if isinstance(e, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({e.reason} at byte {e.start})"
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or type(e).__name__}"
+    return None
+
+
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
         except NasplatError as e:
             fail(str(e))
         except KeyboardInterrupt:
             typer.echo("nasplat: interrupted; state up to the last checkpoint/trial is kept", err=True)
             raise typer.Exit(code=130) from None
+        except Exception as e:  # noqa: BLE001 - the one place every other failure becomes one line
+            line = _expected_failure(e)
+            if line is not None:
+                fail(line)
+            path = _write_traceback(e)
+            typer.echo(f"nasplat: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                       f"(traceback in {path})", err=True)
+            raise typer.Exit(code=1) from None
 
     return wrapper
 

@@ -12,27 +12,32 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-
-from nasplat.cli.progress import search_bar, training_bar
-from nasplat.config import load_experiment
-from nasplat.orchestration.cluster import for_command
 
 
 def run(
-    experiment_file: Path = typer.Argument(..., help="An experiment YAML file."),
+    experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="An experiment YAML file."),
     cluster: bool = typer.Option(False, "--cluster", help="Run on the Ray cluster at cluster.address."),
     new_study: bool = typer.Option(False, "--new-study", help="Start a new search study instead of resuming."),
     objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (wholebody | analytic)."),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log training to MLflow."),
 ) -> None:
-    """Train the supernet, search subnets under the FLOPs budget, export the best one."""
+    """Train the supernet, search subnets under the budget, export the best.
+
+    \b
+    Example:
+      nasplat run experiments/quickstart.yaml
+      nasplat run experiments/zoomnas.yaml --cluster
+    """
+    from nasplat.cli.console import console as make_console
+    from nasplat.cli.progress import search_bar, training_bar
+    from nasplat.config import load_experiment
+    from nasplat.orchestration.cluster import for_command
     from nasplat.orchestration.run import export_best, run_search
     from nasplat.orchestration.training import train_supernet
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     console.print(f"[bold]1/3[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
         checkpoint = train_supernet(experiment, progress=update, mlflow=not no_mlflow)

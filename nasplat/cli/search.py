@@ -9,13 +9,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from nasplat.cli.progress import search_bar
-from nasplat.config import load_experiment
 from nasplat.errors import NasplatError
-from nasplat.orchestration.cluster import for_command
 
 
 def _trial_json(t: Any) -> dict[str, Any]:
@@ -23,19 +18,29 @@ def _trial_json(t: Any) -> dict[str, Any]:
 
 
 def search(
-    experiment_file: Path = typer.Argument(..., help="Experiment YAML."),
+    experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="Experiment YAML."),
     report: bool = typer.Option(False, "--report", help="Only re-tag the Pareto front and re-log its figures."),
     new_study: bool = typer.Option(False, "--new-study", help="Start a new study instead of resuming the current one."),
     cluster: bool = typer.Option(False, "--cluster", help="Join cluster.address instead of starting local Ray."),
     local: bool = typer.Option(False, "--local", help="Evaluate in this process, one at a time (no Ray)."),
     objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (analytic | wholebody)."),
 ) -> None:
-    """Run or resume the experiment's search to search.n_trials completed trials."""
+    """Run or resume the search to search.n_trials completed trials.
+
+    \b
+    Example:
+      nasplat search experiments/quickstart.yaml
+      nasplat search experiments/quickstart.yaml --objective analytic --local
+    """
+    from nasplat.cli.console import console as make_console
+    from nasplat.cli.progress import search_bar
+    from nasplat.config import load_experiment
+    from nasplat.orchestration.cluster import for_command
     from nasplat.orchestration.run import report as run_report
     from nasplat.orchestration.run import run_search
 
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     if report:
         result = run_report(experiment)
     else:
@@ -50,10 +55,19 @@ def search(
 
 
 def status(
-    experiment_file: Path = typer.Argument(..., help="Experiment YAML."),
+    experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="Experiment YAML."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Phase, trial counts, budget, best trial and Pareto front, read from the store alone."""
+    """Phase, trials, best subnet and Pareto front, read from the store.
+
+    \b
+    Example:
+      nasplat status experiments/quickstart.yaml --json
+    """
+    from rich.table import Table
+
+    from nasplat.cli.console import console as make_console
+    from nasplat.config import load_experiment
     from nasplat.orchestration.driver import summarize
     from nasplat.orchestration.phases import Phases
     from nasplat.store import load_current_study, redact_url
@@ -89,7 +103,7 @@ def status(
     if as_json:
         typer.echo(json.dumps(out))
         return
-    console = Console()
+    console = make_console()
     console.print(f"[bold]{out['experiment']}[/bold]  phase: {out['phase']}  store: {out['storage']}")
     if store is None:
         console.print("no study yet")
@@ -106,10 +120,17 @@ def status(
 
 
 def ui(
-    experiment_file: Path = typer.Argument(..., help="Experiment YAML."),
+    experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="Experiment YAML."),
     port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
 ) -> None:
-    """Start `mlflow ui` on 127.0.0.1 for the experiment's tracking store (Ctrl-C stops it)."""
+    """Start the MLflow UI on 127.0.0.1 for the experiment (Ctrl-C stops it).
+
+    \b
+    Example:
+      nasplat ui experiments/quickstart.yaml --port 5001
+    """
+    from nasplat.config import load_experiment
+
     experiment = load_experiment(experiment_file)
     uri = experiment.tracking_uri
     if not (uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri):

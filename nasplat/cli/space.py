@@ -6,22 +6,28 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from nasplat.flops import analytic_gflops
-from nasplat.space import load_space
-from nasplat.space.dsl import describe
 
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
 
 
 @space_app.command("show")
 def show(
-    space_file: Path = typer.Argument(..., help="A search-space YAML file."),
+    space_file: Path = typer.Argument(..., metavar="SPACE.yaml", help="A search-space YAML file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """List the dimensions and their choices, the space's size and the GFLOPs of its extremes."""
+    """Dimensions and choices, the space's size, GFLOPs of its extremes.
+
+    \b
+    Example:
+      nasplat space show search_spaces/zoomnas.yaml
+    """
+    from rich.table import Table
+
+    from nasplat.cli.console import console as make_console
+    from nasplat.flops import analytic_gflops
+    from nasplat.space import load_space
+    from nasplat.space.dsl import describe
+
     space = load_space(space_file)
     bpm = space.all_blocks_per_module()
     lo = analytic_gflops(space.min_arch(), bpm)
@@ -46,7 +52,7 @@ def show(
     for d in space.dimensions:
         note = f"  (valid ones divide {d.depends_on})" if d.depends_on else ""
         table.add_row(d.name, describe(d.choices) + note)
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(f"architectures: 10^{space.log10_size():.2f}")
     console.print(f"GFLOPs: min {lo.total:.3f} (body {lo.body:.3f}, face {lo.face:.3f}, hand {lo.hand:.3f})")

@@ -8,11 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-
-from nasplat.cli.progress import training_bar
-from nasplat.config import load_experiment
-from nasplat.orchestration.cluster import for_command
 
 subnet_app = typer.Typer(help="Evaluate or export one subnet of a trained supernet.", no_args_is_help=True)
 
@@ -23,17 +18,26 @@ def _arch(experiment: Any, spec: str) -> Any:
 
 
 def train(
-    experiment_file: Path = typer.Argument(..., help="An experiment YAML file."),
+    experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="An experiment YAML file."),
     cluster: bool = typer.Option(False, "--cluster", help="Train on the Ray cluster at cluster.address."),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the per-epoch val AP of the max/min subnets."),
 ) -> None:
-    """Train the experiment's supernet, or resume it from its latest checkpoint."""
+    """Train the supernet, or resume it from its latest checkpoint.
+
+    \b
+    Example:
+      nasplat train experiments/quickstart.yaml --no-mlflow
+    """
+    from nasplat.cli.console import console as make_console
+    from nasplat.cli.progress import training_bar
+    from nasplat.config import load_experiment
+    from nasplat.orchestration.cluster import for_command
     from nasplat.orchestration.training import train_supernet
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
         path = train_supernet(experiment, progress=update, mlflow=not no_mlflow, evaluate=not no_eval)
     console.print(f"supernet checkpoint: {path}")
@@ -41,13 +45,20 @@ def train(
 
 @subnet_app.command("eval")
 def subnet_eval(
-    experiment_file: Path = typer.Argument(..., help="An experiment YAML file with a trained supernet."),
+    experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="An experiment YAML file with a trained supernet."),
     arch: str = typer.Option("max", "--arch", help="max, min, or an arch JSON file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     no_recalibrate: bool = typer.Option(False, "--no-recalibrate", help="Use the supernet's BN statistics as they are."),
     device: str = typer.Option("cpu", "--device", help="torch device."),
 ) -> None:
-    """BN-recalibrate and evaluate one subnet on the validation set (per-part AP/AR)."""
+    """BN-recalibrate one subnet and evaluate it on the val set (per-part AP/AR).
+
+    \b
+    Example:
+      nasplat subnet eval experiments/quickstart.yaml --arch min --json
+    """
+    from nasplat.cli.console import console as make_console
+    from nasplat.config import load_experiment
     from nasplat.subnet import SubnetEvaluator
 
     experiment = load_experiment(experiment_file)
@@ -57,7 +68,7 @@ def subnet_eval(
         typer.echo(json.dumps({"arch": chosen.to_flat(), "gflops": result["gflops"], "metrics": result["metrics"],
                                "params": result["params"]}))
         return
-    console = Console()
+    console = make_console()
     g = result["gflops"]
     console.print(f"arch {arch}: {g['total']:.4f} GFLOPs (body {g['body']:.4f}, face {g['face']:.4f}, "
                   f"hand {g['hand']:.4f}), {result['params']:,} params")
@@ -67,12 +78,18 @@ def subnet_eval(
 
 @subnet_app.command("export")
 def subnet_export(
-    experiment_file: Path = typer.Argument(..., help="An experiment YAML file with a trained supernet."),
+    experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="An experiment YAML file with a trained supernet."),
     arch: str = typer.Option("max", "--arch", help="max, min, or an arch JSON file."),
     out: Path = typer.Option(..., "--out", help="Directory to write model.pt, arch.json, meta.json."),
     device: str = typer.Option("cpu", "--device", help="torch device."),
 ) -> None:
-    """Write the static subnet (BN-recalibrated weights), its arch JSON and GFLOPs to a directory."""
+    """Write a static subnet (recalibrated weights, arch JSON, GFLOPs) to a folder.
+
+    \b
+    Example:
+      nasplat subnet export experiments/quickstart.yaml --arch max --out exports/max
+    """
+    from nasplat.config import load_experiment
     from nasplat.subnet import export_subnet
 
     experiment = load_experiment(experiment_file)
