@@ -2,7 +2,7 @@
 
 A leaf module (it imports only `nasplat.errors`, PyYAML and pydantic), so every layer can use it:
 
-- `read_yaml(path)` parses one YAML file safely; every failure is one `ConfigError` naming the file.
+- `read_text(path)` reads a UTF-8 file; `read_yaml(path)` parses one YAML file safely; every failure is one `ConfigError` naming the file.
 - `validate(schema, data, source)` checks parsed data against a pydantic dataclass or model;
   `config_error(err, source, schema)` turns a pydantic `ValidationError` into the one-line
   `ConfigError` (file, key path, value, what was allowed) that the CLI prints.
@@ -27,11 +27,27 @@ from typing import IO, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from nasplat.errors import ConfigError
+from nasplat.errors import ConfigError, NasplatError
 
 # ------------------------------------------------------------------------------------------------
 # Reading
 # ------------------------------------------------------------------------------------------------
+
+
+def read_text(path: str | Path, *, what: str = "file", error: type[NasplatError] = ConfigError) -> str:
+    """The UTF-8 text of `path`. Raises `error` (ConfigError by default) naming the file for a
+    missing or unreadable file, a directory, and a file that is not UTF-8."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise error("file not found", source=str(path)) from e
+    except IsADirectoryError as e:
+        raise error(f"is a directory, not a {what}", source=str(path)) from e
+    except UnicodeDecodeError as e:
+        raise error(f"not a UTF-8 text file (byte {e.start})", source=str(path)) from e
+    except OSError as e:
+        raise error(f"cannot read ({e.strerror})", source=str(path)) from e
 
 
 def read_yaml(path: str | Path, *, mapping: bool = True) -> Any:
@@ -41,17 +57,7 @@ def read_yaml(path: str | Path, *, mapping: bool = True) -> Any:
     invalid YAML (with line and column) and, when `mapping` is True, a top level that is not a
     mapping.
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ConfigError("file not found", source=str(path)) from e
-    except IsADirectoryError as e:
-        raise ConfigError("is a directory, not a YAML file", source=str(path)) from e
-    except UnicodeDecodeError as e:
-        raise ConfigError("not a UTF-8 text file", source=str(path)) from e
-    except OSError as e:
-        raise ConfigError(f"cannot read ({e.strerror})", source=str(path)) from e
+    text = read_text(path, what="YAML file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -69,6 +75,7 @@ def read_yaml(path: str | Path, *, mapping: bool = True) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 # Every configuration schema rejects unknown keys: a typo must be an error, not a silent default.
+# (`validate` also rejects values of the wrong type.)
 STRICT = ConfigDict(extra="forbid")
 
 # ------------------------------------------------------------------------------------------------
@@ -131,11 +138,16 @@ def config_error(err: ValidationError, source: str | Path, schema: Any = None) -
 
 
 def validate(schema: Any, data: Any, source: str | Path) -> Any:
-    """`data` validated as `schema` (a pydantic dataclass, model or type). Raises ConfigError."""
+    """`data` (parsed YAML or JSON) validated as `schema` (a pydantic dataclass, model or type).
+
+    Validation is strict, as for JSON text: a value of the wrong type is an error, not coerced
+    (`n_trials: "10"` is a string, not 10; `true` is not 1), while an int is a float, a string a
+    path and a list a tuple, as a file can only write them. Raises ConfigError."""
     try:
+        text = json.dumps(data, default=str)  # YAML's dates and the like arrive as strings
         if isinstance(schema, type) and issubclass(schema, BaseModel):
-            return schema.model_validate(data)
-        return TypeAdapter(schema).validate_python(data)
+            return schema.model_validate_json(text, strict=True)
+        return TypeAdapter(schema).validate_json(text, strict=True)
     except ValidationError as e:
         raise config_error(e, source, schema) from e
 

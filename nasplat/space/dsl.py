@@ -169,7 +169,7 @@ def _fmt(v: float) -> str:
 
 
 def _expand_choices(spec: Any, *, source: str, key: str, integer: bool) -> tuple[int | float, ...]:
-    """Turn one choice set into a sorted tuple of unique values."""
+    """Turn one choice set into a sorted tuple of values; a value listed twice is an error."""
     values: list[float]
     if isinstance(spec, bool):
         raise ConfigError(f"value {spec!r} is not a number", source=source, key=key)
@@ -182,6 +182,11 @@ def _expand_choices(spec: Any, *, source: str, key: str, integer: bool) -> tuple
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ConfigError(f"choice {v!r} is not a number", source=source, key=key)
         values = [float(v) for v in spec]
+        seen: set[float] = set()
+        for v in values:
+            if round(v, _ROUND) in seen:
+                raise ConfigError(f"choice {_fmt(v)} is listed twice; list each choice once", source=source, key=key)
+            seen.add(round(v, _ROUND))
     else:
         if isinstance(spec, str):
             m = _RANGE.match(spec)

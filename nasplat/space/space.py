@@ -17,7 +17,7 @@ import numpy as np
 
 from nasplat.errors import ArchError, ConfigError
 from nasplat.space.arch import FLAT_KEYS, HEADS, NETS, NUM_FEATURE_STAGES, Arch, feature_stage_channels
-from nasplat.files import read_yaml
+from nasplat.files import read_text, read_yaml
 from nasplat.space.dsl import NetSpec, SpaceSpec, describe, parse_space
 
 Value = int | float
@@ -250,7 +250,7 @@ class SearchSpace:
         if not ref.lstrip().startswith("{"):
             if not path.is_file():
                 raise ArchError("arch file not found (expected max, min, a JSON file or JSON text)", source=ref)
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path, what="arch JSON file", error=ArchError)
             source = ref
         else:
             text = ref

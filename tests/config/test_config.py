@@ -84,3 +84,21 @@ def test_invalid_yaml_is_a_config_error(tmp_path):
     path.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="r.yaml"):
         load_trainer(path)
+
+
+@pytest.mark.parametrize("search, key", [
+    ('{n_trials: "10"}', "search.n_trials"),
+    ('{budget_gflops: "0.1"}', "search.budget_gflops"),
+    ("{n_trials: 10.0}", "search.n_trials"),
+    ("{n_trials: true}", "search.n_trials"),
+])
+def test_values_of_the_wrong_type_are_not_coerced(tmp_path, search, key):
+    with pytest.raises(ConfigError) as e:
+        load_experiment(_write_experiment(tmp_path, search=search))
+    assert e.value.key == key
+
+
+def test_ints_are_floats_and_strings_are_paths(tmp_path):
+    exp = load_experiment(_write_experiment(tmp_path, search="{budget_gflops: 1, n_trials: 3}"))
+    assert exp.search.budget_gflops == 1.0 and exp.search.n_trials == 3
+    assert isinstance(exp.data.root, Path)

@@ -36,6 +36,8 @@ def _load(tmp_path, text):
         ('stage3: {depth: "[1, 2; 1]"}', 'stage3: {depth: "[1, 2; 1]"}', None, None),
         ('feature_stage: [0, 1, 2, 3, 4]', "feature_stage: [0, 5]", "face.feature_stage", "feature stage 5"),
         ('roi_expansion: "[1.0, 1.4; 0.2]"', 'roi_expansion: "[1.0, 1.5; 0.2]"', "face.roi_expansion", "does not divide"),
+        ('stem: {channels: "[16, 32; 16]"}', "stem: {channels: [16, 16, 32]}", "body.stem.channels", "listed twice"),
+        ('branch1: {channels: "[8, 16; 8]", groups: [1, 2, 4]}', 'branch1: {channels: "[8, 16; 8]", groups: [1, 2, 2]}', "body.branch1.groups", "listed twice"),
     ],
 )
 def test_bad_space_is_one_clear_error(tmp_path, old, new, key, fragment):
