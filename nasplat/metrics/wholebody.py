@@ -77,7 +77,7 @@ def write_results(path: str | Path, results: Sequence[Mapping[str, Any]]) -> Non
 
 
 def load_results(path: str | Path) -> list[dict[str, Any]]:
-    """Read a results file. Raises DataError: missing, not JSON, or not a list."""
+    """Read a results file. Raises DataError: missing, not JSON, not a list, or an empty list."""
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -86,6 +86,9 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
         raise DataError(f"cannot read results ({e})", source=str(path)) from e
     if not isinstance(data, list):
         raise DataError("expected a JSON list of results", source=str(path))
+    if not data:
+        # All-zero AP from a file with no results says nothing; it is almost always a broken run.
+        raise DataError("the results list is empty; nothing to evaluate", source=str(path))
     return data
 
 

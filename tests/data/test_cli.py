@@ -55,6 +55,11 @@ def test_synth_then_check_then_eval(tmp_path: Path) -> None:
     assert report["body"]["AP"] == 1.0
     assert all(0.0 <= m[k] <= 1.0 for m in report.values() for k in ("AP", "AR"))
 
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    r = runner.invoke(_app(), ["eval", "--gt", str(gt), "--pred", str(empty)])
+    assert "results list is empty" in _error(r) and str(empty) in _error(r)
+
 
 def test_check_of_a_broken_dataset_raises_data_error(tmp_path: Path) -> None:
     r = CliRunner().invoke(_app(), ["data", "check", str(tmp_path)])
