@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from enum import Enum
 
 from nasplat.config import Experiment
-from nasplat.store import ExperimentState, ExperimentStateStore
+from nasplat.store import ExperimentState, ExperimentStateStore, store_exists
 
 
 class Phase(str, Enum):
@@ -35,8 +35,8 @@ class Phases:
         self.url = experiment.storage_url
 
     @contextmanager
-    def _states(self) -> Iterator[ExperimentStateStore]:
-        states = ExperimentStateStore(self.url)
+    def _states(self, *, read_only: bool = False) -> Iterator[ExperimentStateStore]:
+        states = ExperimentStateStore(self.url, read_only=read_only)
         try:
             yield states
         finally:
@@ -48,8 +48,11 @@ class Phases:
             return states.update(self.name, phase=phase.value, **fields)
 
     def current(self) -> ExperimentState | None:
-        """The recorded state, or None before any phase ran."""
-        with self._states() as states:
+        """The recorded state, or None before any phase ran. Read-only: a store that does not
+        exist yet is not created."""
+        if not store_exists(self.url):
+            return None
+        with self._states(read_only=True) as states:
             return states.get(self.name)
 
 

@@ -9,9 +9,11 @@ from nasplat.store.study import (
     StoredTrial,
     StudyIdentity,
     StudyStore,
+    identity_differences,
     load_current_study,
     open_storage,
     open_study,
+    store_exists,
 )
 
 __all__ = [
@@ -21,9 +23,11 @@ __all__ = [
     "StoredTrial",
     "StudyIdentity",
     "StudyStore",
+    "identity_differences",
     "load_current_study",
     "open_storage",
     "open_study",
     "redact_text",
     "redact_url",
+    "store_exists",
 ]

@@ -126,21 +126,54 @@ def _store_error(url: str, what: str, e: BaseException) -> StoreError:
     return StoreError(f"{what}: {text}", source=redact_url(url))
 
 
+def _tables(url: str) -> set[str]:
+    """The tables of the database at `url`, found without creating anything (a SQLite file that
+    is not there has none). Raises StoreError (URL redacted)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if not db or db == ":memory:" or not Path(db).expanduser().is_file():
+            return set()
+    try:
+        engine = sa.create_engine(url)
+        try:
+            return set(sa.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception as e:  # noqa: BLE001 - any driver error becomes one redacted StoreError
+        raise _store_error(url, "cannot open the study database", e) from None
+
+
+def store_exists(url: str) -> bool:
+    """Whether nasplat has written to the database at `url` (experiment state or Optuna's
+    tables), found without creating anything. Raises StoreError (URL redacted)."""
+    return bool(_tables(url) & {"studies", _experiment_table.name})
+
+
 class ExperimentStateStore:
-    """Read and update experiment state rows; creates the table on first use.
+    """Read and update experiment state rows; creates the table on first use (not when
+    `read_only`: then a missing table reads as no rows and `update` is refused).
 
     Raises StoreError (URL redacted) when the database cannot be reached."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         self.url = url
+        self.read_only = read_only
         try:
-            _ensure_sqlite_dir(url)
+            if not read_only:
+                _ensure_sqlite_dir(url)
             self._engine = sa.create_engine(url)
-            _metadata.create_all(self._engine)
+            if read_only:
+                self._has_table = _experiment_table.name in sa.inspect(self._engine).get_table_names()
+            else:
+                _metadata.create_all(self._engine)
+                self._has_table = True
         except Exception as e:  # noqa: BLE001 - any driver error becomes one redacted StoreError
             raise _store_error(url, "cannot open the study database", e) from None
 
     def get(self, name: str) -> ExperimentState | None:
+        if not self._has_table:
+            return None
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(_experiment_table).where(_experiment_table.c.name == name)).mappings().first()
         return ExperimentState(**dict(row)) if row else None
@@ -152,6 +185,11 @@ class ExperimentStateStore:
         unknown = sorted(set(fields) - allowed)
         if unknown:
             raise StoreError(f"unknown experiment state field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+        if self.read_only:
+            raise StoreError("the study database was opened read-only", source=redact_url(self.url))
+        before = self.get(name)
+        if before is not None and all(getattr(before, k) == v for k, v in fields.items()):
+            return before  # nothing changes: the database is not written
         values = dict(fields, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         with self._engine.begin() as conn:
             exists = conn.execute(sa.select(_experiment_table.c.name).where(_experiment_table.c.name == name)).first()
@@ -188,7 +226,9 @@ class StudyStore:
 
     # --- attributes of the study ------------------------------------------------------------
     def set_attr(self, key: str, value: Any) -> None:
-        self.study.set_user_attr(key, value)
+        """Set a study attribute; an unchanged value is not written."""
+        if key not in self.study.user_attrs or self.study.user_attrs[key] != value:
+            self.study.set_user_attr(key, value)
 
     def attrs(self) -> dict[str, Any]:
         return dict(self.study.user_attrs)
@@ -272,16 +312,36 @@ def _study_names(storage: optuna.storages.BaseStorage) -> set[str]:
     return {s.study_name for s in storage.get_all_studies()}
 
 
-def _check_identity(stored: StudyIdentity, current: StudyIdentity, study_name: str, url: str) -> None:
-    for field, label in _FLAG_NAMES.items():
-        old, new = getattr(stored, field), getattr(current, field)
-        if old != new:
-            raise StoreError(
-                f"study {study_name!r} was created with {label} {old!r}, this run has {new!r}; "
-                f"pass {NEW_STUDY_FLAG} to start a new study (the old one is kept)",
-                source=redact_url(url),
-                key=field,
-            )
+def _studies_of(names: set[str], experiment: str) -> list[str]:
+    """The studies of `experiment` (`name`, `name#2`, ...), oldest first."""
+    def number(n: str) -> int:
+        return 1 if n == experiment else int(n.rsplit("#", 1)[1])
+
+    mine = [n for n in names if n == experiment or (n.startswith(f"{experiment}#") and n.rsplit("#", 1)[1].isdigit())]
+    return sorted(mine, key=number)
+
+
+def identity_differences(stored: StudyIdentity, current: StudyIdentity) -> list[tuple[str, Any, Any]]:
+    """(field, stored value, current value) for every identity field that differs."""
+    return [(f, getattr(stored, f), getattr(current, f)) for f in _FLAG_NAMES if getattr(stored, f) != getattr(current, f)]
+
+
+def _check_identity(stored: StudyIdentity, current: StudyIdentity, study_name: str, url: str, others: str = "") -> None:
+    for field, old, new in identity_differences(stored, current)[:1]:
+        raise StoreError(
+            f"study {study_name!r} was created with {_FLAG_NAMES[field]} {old!r}, this run has {new!r}{others}; "
+            f"pass {NEW_STUDY_FLAG} to start a new study (the old one is kept)",
+            source=redact_url(url),
+            key=field,
+        )
+
+
+def _stored_identity(study: optuna.Study, url: str) -> StudyIdentity:
+    raw = study.user_attrs.get("identity")
+    if raw is None:
+        raise StoreError(f"study {study.study_name!r} was not created by nasplat; pass {NEW_STUDY_FLAG} to start a new study",
+                         source=redact_url(url))
+    return StudyIdentity.from_json(raw)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -295,67 +355,90 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         raise _store_error(url, "cannot open the study database", e) from None
 
 
-def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study: bool = False) -> StudyStore:
-    """Open (or create) the current study of `experiment` at `url`.
+def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study: bool = False,
+               study: str | None = None) -> StudyStore:
+    """Open (or create) the study of `experiment` at `url` that matches `identity`.
 
-    The first study of an experiment is named after it; `new_study` starts `<name>#2`, `#3`, ...
-    and makes it current, keeping older ones. Raises StoreError when the database cannot be
-    reached, or when the current study's identity (space fingerprint, objective, sampler, seed,
-    budget) differs from `identity`; the message names `--new-study`.
+    Which study: `study` when given (it must exist, unless `new_study` asks to create it under
+    that name); else, unless `new_study`, the experiment's current study if its identity (space
+    fingerprint, objective, sampler, seed, budget, sampler settings) matches, else the newest of
+    its studies that does; else, when it has none yet, a new one named after it. `new_study`
+    starts `<name>#2`, `#3`, ... (or `study`). The chosen study becomes current. Raises
+    StoreError when the database cannot be reached, when `study` does not exist, or when no
+    study of the experiment matches (the message names the current one's difference and
+    `--new-study`).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     states = ExperimentStateStore(url)
     storage = open_storage(url)
     try:
         row = states.get(experiment)
-        current = row.study_name if row and row.study_name else None
         names = _study_names(storage)
-        if current is None and experiment in names:
-            current = experiment
-        if current is not None and current in names and not new_study:
-            study = optuna.load_study(study_name=current, storage=storage)
-            raw = study.user_attrs.get("identity")
-            if raw is None:
-                raise StoreError(
-                    f"study {current!r} was not created by nasplat; pass {NEW_STUDY_FLAG} to start a new study",
-                    source=redact_url(url),
-                )
-            _check_identity(StudyIdentity.from_json(raw), identity, current, url)
-        else:
-            name = experiment
-            k = 1
-            while name in names:
-                k += 1
+        mine = _studies_of(names, experiment)
+        current = row.study_name if row and row.study_name in names else (mine[-1] if mine else None)
+        chosen: optuna.Study | None = None
+        if study is not None and study in names and not new_study:
+            chosen = optuna.load_study(study_name=study, storage=storage)
+            _check_identity(_stored_identity(chosen, url), identity, study, url)
+        elif study is not None and not new_study:
+            listed = ", ".join(repr(n) for n in mine) or "none"
+            raise StoreError(f"no study {study!r} in the store (studies of {experiment!r}: {listed}); "
+                             f"pass {NEW_STUDY_FLAG} to create it", source=redact_url(url), key="--study")
+        elif current is not None and not new_study:
+            # the current study first, then the others newest first: the first that matches
+            order = [current] + [n for n in reversed(mine) if n != current]
+            for name in order:
+                candidate = optuna.load_study(study_name=name, storage=storage)
+                raw = candidate.user_attrs.get("identity")
+                if raw is not None and not identity_differences(StudyIdentity.from_json(raw), identity):
+                    chosen = candidate
+                    break
+            if chosen is None:
+                first = optuna.load_study(study_name=current, storage=storage)
+                others = f" (and none of its other {len(mine) - 1} studies matches)" if len(mine) > 1 else ""
+                _check_identity(_stored_identity(first, url), identity, current, url, others)
+                chosen = first  # pragma: no cover - identical identities matched above
+        if chosen is None:
+            name = study if study is not None else experiment
+            if name in names:
+                if study is not None:
+                    raise StoreError(f"study {study!r} already exists; drop {NEW_STUDY_FLAG} to resume it",
+                                     source=redact_url(url), key="--study")
+                k = max((int(n.rsplit("#", 1)[1]) for n in mine if "#" in n), default=1) + 1
                 name = f"{experiment}#{k}"
-            study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
-            study.set_user_attr("identity", identity.to_json())
-            current = name
-        states.update(experiment, study_name=current, space_fingerprint=identity.space_fingerprint)
+            chosen = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
+            chosen.set_user_attr("identity", identity.to_json())
+        states.update(experiment, study_name=chosen.study_name, space_fingerprint=identity.space_fingerprint)
     except StoreError:
         raise
     except Exception as e:  # noqa: BLE001
         raise _store_error(url, "cannot open the study", e) from None
     finally:
         states.dispose()
-    return StudyStore(url, experiment, study, identity)
+    return StudyStore(url, experiment, chosen, identity)
 
 
-def load_current_study(url: str, experiment: str) -> StudyStore | None:
-    """The current study of `experiment` for reading (no identity check), or None if there is none."""
+def load_current_study(url: str, experiment: str, study: str | None = None) -> StudyStore | None:
+    """The current study of `experiment` (or the study named `study`) for reading, or None when
+    there is none. Read-only: a missing database or table is not created. Raises StoreError."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    states = ExperimentStateStore(url)
+    if "studies" not in _tables(url):
+        return None
+    states = ExperimentStateStore(url, read_only=True)
     try:
         row = states.get(experiment)
     finally:
         states.dispose()
     storage = open_storage(url)
     names = _study_names(storage)
-    current = row.study_name if row and row.study_name else (experiment if experiment in names else None)
+    mine = _studies_of(names, experiment)
+    if study is not None:
+        current = study
+    else:
+        current = row.study_name if row and row.study_name in names else (mine[-1] if mine else None)
     if current is None or current not in names:
         return None
-    study = optuna.load_study(study_name=current, storage=storage)
-    raw = study.user_attrs.get("identity")
+    loaded = optuna.load_study(study_name=current, storage=storage)
+    raw = loaded.user_attrs.get("identity")
     identity = StudyIdentity.from_json(raw) if raw else StudyIdentity("", "", "", 0, None)
-    return StudyStore(url, experiment, study, identity)
-
-
+    return StudyStore(url, experiment, loaded, identity)
