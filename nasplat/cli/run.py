@@ -19,7 +19,8 @@ def run(
     cluster: bool = typer.Option(False, "--cluster", help="Run on the Ray cluster at cluster.address."),
     new_study: bool = typer.Option(False, "--new-study", help="Start a new search study instead of resuming."),
     objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (wholebody | analytic)."),
-    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log training to MLflow."),
+    study: Optional[str] = typer.Option(None, "--study", metavar="NAME", help="Resume this search study (with --new-study: create it)."),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
 ) -> None:
     """Train the supernet, search subnets under the budget, export the best.
 
@@ -32,11 +33,13 @@ def run(
     from nasplat.cli.progress import search_bar, training_bar
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.run import export_best, run_search
     from nasplat.orchestration.training import train_supernet
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
+    preflight(experiment, objective=objective, tracking=not no_mlflow)
     console = make_console(stderr=True)
     console.print(f"[bold]1/3[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
@@ -48,7 +51,8 @@ def run(
         f"budget {experiment.search.budget_gflops} GFLOPs"
     )
     with search_bar(console, experiment.search.n_trials) as update:
-        result = run_search(experiment, objective=objective, new_study=new_study, progress=update)
+        result = run_search(experiment, objective=objective, new_study=new_study, study_name=study, progress=update,
+                            track=not no_mlflow)
     console.print(
         f"study {result.study_name}: {result.n_complete} completed, {result.n_failed} failed, "
         f"{len(result.pareto)} on the Pareto front"

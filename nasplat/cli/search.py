@@ -24,6 +24,8 @@ def search(
     cluster: bool = typer.Option(False, "--cluster", help="Join cluster.address instead of starting local Ray."),
     local: bool = typer.Option(False, "--local", help="Evaluate in this process, one at a time (no Ray)."),
     objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (analytic | wholebody)."),
+    study: Optional[str] = typer.Option(None, "--study", metavar="NAME", help="Resume this study of the experiment (with --new-study: create it)."),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the search to MLflow."),
 ) -> None:
     """Run or resume the search to search.n_trials completed trials.
 
@@ -36,16 +38,19 @@ def search(
     from nasplat.cli.progress import search_bar
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.run import report as run_report
     from nasplat.orchestration.run import run_search
 
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
+    preflight(experiment, objective=objective, tracking=report or not no_mlflow)
     console = make_console(stderr=True)
     if report:
-        result = run_report(experiment)
+        result = run_report(experiment, study)
     else:
         with search_bar(console, experiment.search.n_trials) as update:
-            result = run_search(experiment, objective=objective, new_study=new_study, progress=update, local=local)
+            result = run_search(experiment, objective=objective, new_study=new_study, study_name=study, progress=update,
+                                local=local, track=not no_mlflow)
     best = result.best
     console.print(
         f"study {result.study_name} at {result.storage}: {result.n_complete} completed, {result.n_failed} failed; "
@@ -57,8 +62,12 @@ def search(
 def status(
     experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="Experiment YAML."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    study: Optional[str] = typer.Option(None, "--study", metavar="NAME", help="Report this study of the experiment instead of the current one."),
 ) -> None:
-    """Phase, trials, best subnet and Pareto front, read from the store.
+    """Phase, trials, best subnet and Pareto front, read from the store (nothing is written).
+
+    When the experiment file no longer matches the stored study (space, objective, sampler, seed,
+    budget), the differences are listed.
 
     \b
     Example:
@@ -68,14 +77,14 @@ def status(
 
     from nasplat.cli.console import console as make_console
     from nasplat.config import load_experiment
-    from nasplat.orchestration.driver import summarize
+    from nasplat.orchestration.driver import identity_of, summarize
     from nasplat.orchestration.phases import Phases
-    from nasplat.store import load_current_study, redact_url
+    from nasplat.store import identity_differences, load_current_study, redact_url
 
     experiment = load_experiment(experiment_file)
     url = experiment.storage_url
     row = Phases(experiment).current()
-    store = load_current_study(url, experiment.name)
+    store = load_current_study(url, experiment.name, study)
     out: dict[str, Any] = {
         "experiment": experiment.name,
         "storage": redact_url(url),
@@ -87,6 +96,7 @@ def status(
         "budget_gflops": experiment.search.budget_gflops,
         "best": None,
         "pareto": [],
+        "differences": [],
     }
     if store is not None:
         result = summarize(store, store.trials())
@@ -99,6 +109,9 @@ def status(
             sampler=store.identity.sampler,
             best=None if result.best is None else _trial_json(result.best) | {"arch": result.best.arch.to_flat()},
             pareto=[_trial_json(t) for t in result.pareto],
+            differences=[{"field": f, "stored": old, "file": new} for f, old, new in
+                         identity_differences(store.identity, identity_of(experiment.space, experiment.search,
+                                                                          store.identity.objective))],
         )
     if as_json:
         typer.echo(json.dumps(out))
@@ -110,6 +123,10 @@ def status(
         return
     counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(out["trials"].items())) or "none"
     console.print(f"study {out['study']} ({out.get('sampler')}): trials {counts}; target {out['n_trials']} completed; budget {out['budget_gflops']} GFLOPs")
+    if out["differences"]:
+        said = "; ".join(f"{d['field']} {d['stored']!r} stored, {d['file']!r} in the file" for d in out["differences"])
+        console.print(f"the experiment file differs from study {out['study']}: {said} "
+                      "(`nasplat search` resumes the study that matches the file, or asks for --new-study)")
     if out["best"]:
         b = out["best"]
         console.print(f"best: trial {b['trial']}  AP {b['ap']:.4f}  {b['gflops']:.4f} GFLOPs")

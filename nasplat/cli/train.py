@@ -33,10 +33,12 @@ def train(
     from nasplat.cli.progress import training_bar
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.training import train_supernet
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
+    preflight(experiment, search=False, tracking=not no_mlflow)
     console = make_console(stderr=True)
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
         path = train_supernet(experiment, progress=update, mlflow=not no_mlflow, evaluate=not no_eval)

@@ -271,19 +271,21 @@ def open_search(
     storage_url: str,
     objective: str | None = None,
     new_study: bool = False,
+    study_name: str | None = None,
     progress: Callable[[ProgressUpdate], None] | None = None,
     tracker: TrialLogger | None = None,
 ) -> SearchLoop:
     """The opening step of a search: build the searcher, open (or resume) the study `study` at
     `storage_url`, rebuild the searcher from the stored trials, start the tracker.
 
-    `objective` names the objective in the study's identity (default `search.objective`).
+    `objective` names the objective in the study's identity (default `search.objective`);
+    `study_name` picks one stored study of the experiment (`--study`; see `open_study`).
     Raises BudgetError (budget below the smallest arch) before anything is stored, StoreError
     (store unreachable or not matching; the message names --new-study).
     """
     cost = total_gflops_fn(space)
     searcher = build_searcher(search.sampler, space, cost, search.budget_gflops, search.seed, evolution=search.evolution)
-    store = open_study(storage_url, study, identity_of(space, search, objective), new_study=new_study)
+    store = open_study(storage_url, study, identity_of(space, search, objective), new_study=new_study, study=study_name)
     store.set_attr("n_trials", search.n_trials)
     store.set_attr("budget_gflops", search.budget_gflops)
     loop = SearchLoop(space, search, searcher, store, progress=progress, tracker=tracker)
@@ -312,6 +314,7 @@ def drive(
     storage_url: str,
     objective: str | None = None,
     new_study: bool = False,
+    study_name: str | None = None,
     progress: Callable[[ProgressUpdate], None] | None = None,
     tracker: TrialLogger | None = None,
     pool: EvaluatorPool | Callable[[], EvaluatorPool] | None = None,
@@ -322,5 +325,5 @@ def drive(
     Raises BudgetError, StoreError, NasplatError (see `open_search` and `SearchLoop.run`).
     """
     loop = open_search(space, search, study=study, storage_url=storage_url, objective=objective,
-                       new_study=new_study, progress=progress, tracker=tracker)
+                       new_study=new_study, study_name=study_name, progress=progress, tracker=tracker)
     return loop.run(pool if pool is not None else (lambda: LocalEvaluatorPool(factory)))

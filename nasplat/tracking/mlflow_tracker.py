@@ -40,7 +40,7 @@ class MlflowTracker:
     def __init__(self, uri: str, experiment: str, artifact_dir: Path | None = None) -> None:
         self.uri = uri
         self.experiment = experiment
-        self._client = client_for(uri)
+        self._client_now: Any = None  # made at first use: constructing the tracker writes nothing
         self._artifact_dir = artifact_dir
         self._experiment_id: str | None = None
         self._parent: str | None = None
@@ -49,6 +49,12 @@ class MlflowTracker:
         self._queue: queue.Queue[StoredTrial | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._errors: list[str] = []
+
+    @property
+    def _client(self) -> Any:
+        if self._client_now is None:
+            self._client_now = client_for(self.uri)
+        return self._client_now
 
     # --- runs --------------------------------------------------------------------------------
     def _search(self, filter_string: str) -> list[Any]:
