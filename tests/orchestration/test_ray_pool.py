@@ -133,3 +133,43 @@ def test_the_automatic_timeout_follows_the_measured_evaluations() -> None:
     assert trial_timeout(None, []) == 3600.0  # nothing measured yet
     assert trial_timeout(None, [1.0, 2.0, 50.0]) == 120.0  # the floor
     assert trial_timeout(None, [20.0, 30.0, 40.0]) == 300.0  # 10x the median
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """Local addresses (hex, as /proc/net/tcp* writes them) of the TCP sockets `pids` listen on."""
+    inodes: set[str] = set()
+    for pid in pids:
+        fds = Path(f"/proc/{pid}/fd")
+        for fd in fds.iterdir() if fds.is_dir() else ():
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN
+                out.append(f[1].split(":")[0])
+    return out
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="needs Linux /proc")
+def test_the_embedded_ray_listens_on_the_loopback_only(ray_local) -> None:  # noqa: ANN001
+    import ray
+
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    node = ray._private.worker._global_node
+    assert node.node_ip_address == "127.0.0.1"
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+    pool = RayEvaluatorPool(AnalyticFactory(str(SPACE)), 1)
+    try:
+        pids = {p.process.pid for procs in node.all_processes.values() for p in procs} | set(pool.actor_pids())
+        addresses = _listening(pids)
+    finally:
+        pool.close()
+    assert addresses, "found no listening socket of Ray's processes"
+    assert set(addresses) <= loopback, addresses
