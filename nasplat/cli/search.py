@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -156,7 +159,43 @@ def ui(
     artifacts = Path(experiment.output_dir) / "mlartifacts"
     cmd += ["--default-artifact-root", artifacts.resolve().as_uri()]
     typer.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)", err=True)
-    subprocess.run(cmd, check=False)
+    serve_until_stopped(cmd)
+
+
+def serve_until_stopped(cmd: list[str], grace_s: float = 10.0) -> int:
+    """Run a server command in its own process group until it exits or this process is stopped
+    (Ctrl-C or SIGTERM); then stop the whole group (the server and its workers): TERM, and KILL
+    what is left after `grace_s`. Returns the server's exit code."""
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def _terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop_group(proc, grace_s)
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return  # the group is gone
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            proc.poll()
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+    proc.wait(timeout=grace_s)
 
 
 def register(app: typer.Typer) -> None:
