@@ -14,6 +14,9 @@ Every command callback is wrapped by `_guard`:
 - Ctrl-C says what is kept and exits 130;
 - anything else is a bug: one line `nasplat: internal error: ...` naming the log file that holds
   the traceback, exit 1.
+
+Before a command runs, log records are routed by `nasplat.logs.configure`: everything to
+`<log dir>/nasplat.log`, only nasplat's warnings and errors to the console (`--verbose`: all).
 """
 
 from __future__ import annotations
@@ -79,11 +82,16 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_options = {"verbose": False}
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every log line (Ray's and MLflow's too) on the console."),
 ) -> None:
     """One-shot neural architecture search. First job: ZoomNAS whole-body pose networks."""
+    _options["verbose"] = verbose
 
 
 def fail(message: str) -> None:
@@ -126,6 +134,9 @@ def _expected_failure(e: BaseException) -> str | None:
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from nasplat import logs
+
+        logs.configure(log_dir() / "nasplat.log", verbose=_options["verbose"] or os.environ.get("NASPLAT_VERBOSE") == "1")
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):

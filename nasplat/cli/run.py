@@ -7,9 +7,8 @@ training from its latest checkpoint, the search from its study store.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -37,7 +36,6 @@ def run(
     from nasplat.orchestration.run import export_best, run_search
     from nasplat.orchestration.training import train_supernet
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     preflight(experiment, objective=objective, tracking=not no_mlflow)
     console = make_console(stderr=True)
@@ -68,8 +66,33 @@ def run(
     g = meta["gflops"]
     console.print(
         f"best subnet exported to {out}: {g['total']:.4f} GFLOPs (body {g['body']:.4f}, face {g['face']:.4f}, "
-        f"hand {g['hand']:.4f}), {meta['params']:,} params; browse the Pareto front with `nasplat ui {experiment_file}`"
+        f"hand {g['hand']:.4f}), {meta['params']:,} params"
     )
+    summary(console, experiment_file, result, out)
+
+
+def summary(console: Any, experiment_file: Path, result: Any, export_dir: Path) -> None:
+    """The end of `nasplat run`: the Pareto front with the chosen subnet marked, where its export
+    is, and the commands to look at it."""
+    import importlib.util
+
+    from rich.table import Table
+
+    from nasplat import logs
+
+    best = result.best
+    table = Table("trial", "GFLOPs", "whole-body AP", "", title=f"Pareto front of study {result.study_name}")
+    for t in sorted(result.pareto, key=lambda t: t.evaluation.total_gflops):
+        table.add_row(str(t.number), f"{t.evaluation.total_gflops:.4f}", f"{t.evaluation.ap:.4f}",
+                      "chosen" if best is not None and t.number == best.number else "")
+    console.print(table)
+    console.print(f"export: {export_dir}")
+    console.print(f"browse:  nasplat ui {experiment_file}")
+    if importlib.util.find_spec("nasplat.cli.predict") is not None:
+        console.print(f"predict: nasplat predict {export_dir} IMAGE... --out predictions")
+    log = logs.log_file()
+    if log is not None:
+        console.print(f"log:     {log}")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +59,6 @@ def train(
     from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.training import train_supernet
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     preflight(experiment, search=False, tracking=not no_mlflow)
     console = make_console(stderr=True)

@@ -77,6 +77,10 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
     (naming `cluster.address`) when Ray cannot be started or the cluster cannot be reached."""
     import ray  # heavy; only the commands that run something start it
 
+    from nasplat import logs
+
+    logs.adopt(*logs.LIBRARY_LOGGERS)  # Ray set its console handler up at import
+
     if ray.is_initialized():
         return False
     try:

@@ -195,6 +195,9 @@ def train_with_ray(
                 checkpoint_config=RayCheckpointConfig(num_to_keep=experiment.trainer.checkpoint.keep + 1),
             ),
         )
+        from nasplat import logs
+
+        logs.adopt(*logs.LIBRARY_LOGGERS)
         try:
             trainer.fit()
         except Exception as e:  # Ray wraps worker errors in its own types
