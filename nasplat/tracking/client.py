@@ -4,6 +4,7 @@ and errors turned into one line with any password in the URI redacted."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -23,8 +24,17 @@ def tracking_error(uri: str, what: str, e: BaseException) -> NasplatError:
     return NasplatError(f"{what}: {redact_text(first, uri)}", source=redact_url(uri), key="tracking.uri")
 
 
+# MLflow's HTTP client retries a refused connection for minutes by default (7 retries, backoff
+# factor 2); nasplat probes the server before it starts, so a server that goes away later is
+# given a bounded number of quick retries. A user's own settings win.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
 def client_for(uri: str) -> MlflowClient:
     """An MLflow client for `uri` (nothing is contacted yet)."""
+    for key, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     return MlflowClient(tracking_uri=uri)
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import socket
+
 import os
 import uuid
 from pathlib import Path
@@ -71,3 +73,22 @@ def test_storage_password_never_reaches_mlflow_params(tmp_path: Path) -> None:
     tracker.start("s", {"storage": "postgresql://bob:Sup3rSecret@db/nas"})
     run = MlflowClient(tracking_uri=uri).get_run(tracker.parent_run_id)
     assert run.data.params["storage"] == "postgresql://bob:***@db/nas"
+
+
+@pytest.mark.timeout(300)
+def test_the_training_logger_redacts_and_converts_a_dead_server(tmp_path: Path) -> None:
+    """A credentialed tracking URI whose server is gone: one NasplatError naming tracking.uri,
+    after a bounded number of retries, with the password nowhere in it."""
+    from nasplat.errors import NasplatError
+    from nasplat.tracking.training import TrainingTracker
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://nasplat:hunter2@127.0.0.1:{port}"
+    tracker = TrainingTracker(uri, "dead", tmp_path / "run_id")
+    with pytest.raises(NasplatError) as e:
+        tracker.start({"storage": uri})
+    assert e.value.key == "tracking.uri"
+    assert "hunter2" not in str(e.value) and "127.0.0.1" in str(e.value)
+    assert not (tmp_path / "run_id").exists()
