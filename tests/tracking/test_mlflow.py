@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import socket
-
 import os
+import socket
 import uuid
 from pathlib import Path
 
