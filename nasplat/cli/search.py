@@ -83,11 +83,14 @@ def status(
     from nasplat.orchestration.driver import identity_of, summarize
     from nasplat.orchestration.phases import Phases
     from nasplat.store import identity_differences, load_current_study, redact_url
+    from nasplat.store.costs import phase_costs
+    from nasplat.store.costs import total as total_cost
 
     experiment = load_experiment(experiment_file)
     url = experiment.storage_url
     row = Phases(experiment).current()
     store = load_current_study(url, experiment.name, study)
+    costs = phase_costs(url, experiment.name)
     out: dict[str, Any] = {
         "experiment": experiment.name,
         "storage": redact_url(url),
@@ -100,6 +103,7 @@ def status(
         "best": None,
         "pareto": [],
         "differences": [],
+        "cost": {"phases": [c.to_dict() for c in costs], "total": total_cost(costs).to_dict()},
     }
     if store is not None:
         result = summarize(store, store.trials())
@@ -121,6 +125,11 @@ def status(
         return
     console = make_console()
     console.print(f"[bold]{out['experiment']}[/bold]  phase: {out['phase']}  store: {out['storage']}")
+    if costs:
+        spent = "; ".join(f"{c.phase} {c.wall_s / 60:.1f} min ({c.core_hours:.3f} core-h, {c.gpu_hours:.3f} GPU-h)"
+                          for c in costs)
+        t = total_cost(costs)
+        console.print(f"cost: {spent}; total {t.core_hours:.3f} core-hours, {t.gpu_hours:.3f} GPU-hours")
     if store is None:
         console.print("no study yet")
         return

@@ -22,6 +22,7 @@ from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, RayEva
 from nasplat.search.objectives import AnalyticFactory, ObjectiveFactory
 from nasplat.space import Arch
 from nasplat.store import load_current_study
+from nasplat.store.costs import phase_cost
 from nasplat.subnet import WholeBodyFactory, export_subnet
 from nasplat.tracking import MlflowTracker
 
@@ -97,11 +98,18 @@ def run_search(
     loop = open_search(experiment.space, experiment.search, study=experiment.name, storage_url=experiment.storage_url,
                        objective=name, new_study=new_study, study_name=study_name, progress=progress,
                        tracker=make_tracker(experiment) if track else None)
-    if loop.finished:  # a finished study is read, not written
-        return loop.run(pool_for(experiment, factory, local=local))
     phases = Phases(experiment)
+    if loop.finished:  # a finished study is read, not written (the phase only if it lags behind)
+        current = phases.current()
+        if current is None or current.phase not in (Phase.SEARCHED.value, Phase.EXPORTED.value):
+            phases.mark(Phase.SEARCHED)
+        return loop.run(pool_for(experiment, factory, local=local))
     phases.mark(Phase.SEARCHING)
-    result = loop.run(pool_for(experiment, factory, local=local))
+    cluster = experiment.cluster
+    slots = 1 if local else experiment.search.num_evaluators
+    with phase_cost(experiment.storage_url, experiment.name, "search", cpus=slots * (1 if local else cluster.cpus_per_worker),
+                    gpus=0 if local or not cluster.use_gpu else slots):
+        result = loop.run(pool_for(experiment, factory, local=local))
     if loop.finished:
         phases.mark(Phase.SEARCHED)
     return result
@@ -126,7 +134,8 @@ def export_best(experiment: Experiment, arch: Arch, *, checkpoint: Path | None =
     """Export `arch` (the search's choice) to `<output_dir>/exports/best` and record the phase.
     Returns the directory and the export's meta. Raises ArchError, TrainingError."""
     out = experiment.output_dir / "exports" / "best"
-    meta = export_subnet(experiment, arch, out, checkpoint=checkpoint)
+    with phase_cost(experiment.storage_url, experiment.name, "export", cpus=1):
+        meta = export_subnet(experiment, arch, out, checkpoint=checkpoint)
     Phases(experiment).mark(Phase.EXPORTED)
     return out, meta
 

@@ -26,6 +26,7 @@ import torch
 from nasplat.config import Experiment
 from nasplat.errors import TrainingError
 from nasplat.orchestration.cluster import ray_session
+from nasplat.store.costs import phase_cost
 from nasplat.orchestration.phases import Phase, Phases
 from nasplat.subnet import SubnetEvaluator
 from nasplat.tracking import TrainingTracker
@@ -157,20 +158,23 @@ def train_supernet(
     receives every step and epoch event ({"event": "step" | "epoch", "epoch", "step", "losses",
     "samples_per_s", ...}; from Ray workers only `distributed.progress_message`'s fields, with
     losses {"total"}). The phase is recorded in the study store (training, then trained with the
-    checkpoint). Raises DataError, TrainingError, ConfigError, StoreError.
+    checkpoint), and so is its cost (`nasplat.store.costs`). Raises DataError, TrainingError, ConfigError, StoreError.
     """
     ensure_data(experiment)
     phases = Phases(experiment)
     phases.mark(Phase.TRAINING)
     monitor = MonitorFactory(mlflow=mlflow, evaluate=evaluate)
     cluster = experiment.cluster
-    if cluster.num_workers == 1 and cluster.address is None:
-        path = _train_here(experiment, monitor, progress)
-    else:
-        from nasplat.train.distributed import train_with_ray  # Ray Train: only where it is used
+    gpus = cluster.num_workers if cluster.use_gpu else 0
+    with phase_cost(experiment.storage_url, experiment.name, "training", cpus=cluster.num_workers * cluster.cpus_per_worker,
+                    gpus=gpus):
+        if cluster.num_workers == 1 and cluster.address is None:
+            path = _train_here(experiment, monitor, progress)
+        else:
+            from nasplat.train.distributed import train_with_ray  # Ray Train: only where it is used
 
-        with ray_session(cluster.address, num_cpus=max(cluster.num_workers * cluster.cpus_per_worker, 1)):
-            path = train_with_ray(experiment, monitor=monitor, progress=progress)
+            with ray_session(cluster.address, num_cpus=max(cluster.num_workers * cluster.cpus_per_worker, 1)):
+                path = train_with_ray(experiment, monitor=monitor, progress=progress)
     phases.mark(Phase.TRAINED, checkpoint=str(path))
     return path
 

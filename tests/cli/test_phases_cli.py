@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from nasplat.cli.main import app
@@ -28,6 +29,13 @@ def test_status_follows_train_then_search(tmp_path, tiny_experiment):
     assert res.exit_code == 0, res.output
     state = _status(path)
     assert state["phase"] == "searched" and state["trials"] == {"COMPLETE": 3}
+    # what it cost: one piece per phase, cores x wall time (one training worker, one local slot)
+    phases = state["cost"]["phases"]
+    assert [(p["phase"], p["pieces"]) for p in phases] == [("training", 1), ("search", 1)]
+    assert all(p["core_hours"] == round(p["wall_s"] / 3600, 6) and p["gpu_hours"] == 0 for p in phases)
+    assert state["cost"]["total"]["core_hours"] == pytest.approx(sum(p["core_hours"] for p in phases), abs=1e-5)
+    res = runner.invoke(app, ["status", str(path)])
+    assert "cost: training" in res.output and "core-hours" in res.output
 
 
 def test_cluster_without_an_address_is_refused_by_every_command(tmp_path, tiny_experiment):
