@@ -283,7 +283,7 @@ def open_search(
     """
     cost = total_gflops_fn(space)
     searcher = build_searcher(search.sampler, space, cost, search.budget_gflops, search.seed, evolution=search.evolution)
-    store = open_study(storage_url, study, identity_of(space, search, objective), new_study=new_study)
+    store = open_study(storage_url, study, identity_of(space, search, objective), new_study=new_study, space=space)
     store.set_attr("n_trials", search.n_trials)
     store.set_attr("budget_gflops", search.budget_gflops)
     loop = SearchLoop(space, search, searcher, store, progress=progress, tracker=tracker)
