@@ -17,8 +17,9 @@ also carries each trial's choices as params (one `CategoricalDistribution` per d
 `arch_distributions`), the metric names `wholebody_AP` and `GFLOPs`, the constraint GFLOPs minus
 budget (Optuna's trial system attr `constraints`; <= 0 is feasible) and, as plain user attrs,
 the per-part AP (`body_AP`, ...) and the parameter count `num_params`. Resume reads none of
-them, so stores written before they existed resume the same. Params and attrs are written in one
-statement per trial (`_RowWriter`), not one storage call each.
+them, so stores written before they existed resume the same. A trial's params and these attrs
+are inserted with its result, in one transaction (`StudyStore._finish_rows`), not one Optuna
+call each: a RUNNING trial shows only its `arch`.
 
 Replaying asks and tells in that recorded order rebuilds any searcher exactly (see
 `nasplat.search.base`). The driver is the only writer.
@@ -281,6 +282,7 @@ class StudyStore:
         engine = getattr(getattr(self._storage, "_backend", self._storage), "engine", None)
         self._engine: sa.engine.Engine | None = engine if isinstance(engine, sa.engine.Engine) else None
         self._tables = _row_tables(self._engine) if self._engine is not None else None
+        self._params: dict[int, dict[str, Any]] = {}  # params of the trials this store started, until finished
 
     @property
     def study_name(self) -> str:
@@ -301,69 +303,68 @@ class StudyStore:
 
     # --- trials ----------------------------------------------------------------------------
     def start_trial(self, arch: Arch, *, ask_seq: int | None, requeued_from: int | None = None) -> int:
-        """Record a RUNNING trial for `arch`; returns its number."""
+        """Record a RUNNING trial for `arch`; returns its number. Its params are written with its
+        result (one transaction fewer per trial), or here where the store leaves rows to Optuna."""
         attrs: dict[str, Any] = {"arch": arch.to_json(), "key": arch.key()}
         if ask_seq is not None:
             attrs["ask_seq"] = ask_seq
         if requeued_from is not None:
             attrs["requeued_from"] = requeued_from
         params = arch_params(arch, self._distributions) if self._distributions is not None else {}
-        if self._tables is None:  # Optuna writes the params itself, one by one
-            template = create_trial(state=TrialState.RUNNING, params=params, distributions=self._distributions or {},
+        if params and self._tables is None:
+            template = create_trial(state=TrialState.RUNNING, params=params, distributions=self._distributions,
                                     user_attrs=attrs)
         else:
             template = create_trial(state=TrialState.RUNNING, user_attrs=attrs)
         trial_id = self._storage.create_new_trial(self.study._study_id, template_trial=template)
-        if params and self._tables is not None:
-            assert self._distributions is not None
-            self._insert([("trial_params", [
-                {"trial_id": trial_id, "param_name": k, "distribution_json": self._dist_json[k],
-                 "param_value": self._distributions[k].to_internal_repr(v)} for k, v in params.items()
-            ])])
         number = self._storage.get_trial_number_from_id(trial_id)
         self._ids[number] = trial_id
+        if params and self._tables is not None:
+            self._params[number] = params
         return number
 
     def complete_trial(self, number: int, evaluation: Evaluation, tell_seq: int) -> None:
-        """Store the evaluation (and, for Optuna's tools, the per-part AP, the parameter count
-        and the constraint GFLOPs minus budget) and mark the trial COMPLETE with values (AP,
-        GFLOPs)."""
-        trial_id = self._ids[number]
+        """Store the evaluation (and, for Optuna's tools, the params, the per-part AP, the
+        parameter count and the constraint GFLOPs minus budget) and mark the trial COMPLETE with
+        values (AP, GFLOPs)."""
         attrs: dict[str, Any] = {"result": {"tell_seq": tell_seq, "evaluation": evaluation.to_dict()}}
         attrs.update({f"{part}_AP": float(m["AP"]) for part, m in evaluation.metrics.items()
                       if part != "wholebody" and "AP" in m})
         attrs["num_params"] = int(evaluation.params)
         budget = self.identity.budget_gflops
         system = {CONSTRAINTS_ATTR: [evaluation.total_gflops - budget]} if budget is not None else {}
-        self._set_attrs(trial_id, attrs, system)
-        self._storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [evaluation.ap, evaluation.total_gflops])
+        self._finish_rows(number, attrs, system)
+        self._storage.set_trial_state_values(self._ids[number], TrialState.COMPLETE,
+                                             [evaluation.ap, evaluation.total_gflops])
 
     def fail_trial(self, number: int, error: str, tell_seq: int) -> None:
         """Mark the trial FAIL for good (retries exhausted); the searcher was told."""
-        trial_id = self._ids[number]
-        self._set_attrs(trial_id, {"result": {"tell_seq": tell_seq, "outcome": "failed", "error": error[:2000]}}, {})
-        self._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        self._finish_rows(number, {"result": {"tell_seq": tell_seq, "outcome": "failed", "error": error[:2000]}}, {})
+        self._storage.set_trial_state_values(self._ids[number], TrialState.FAIL)
 
-    def _set_attrs(self, trial_id: int, user: dict[str, Any], system: dict[str, Any]) -> None:
-        """New user and system attrs of a RUNNING trial, in one transaction where the tables are known."""
+    def _finish_rows(self, number: int, user: dict[str, Any], system: dict[str, Any]) -> None:
+        """The params (kept since `start_trial`) and new user and system attrs of a RUNNING trial:
+        one transaction where the tables are known, else one Optuna call per attr."""
+        trial_id = self._ids[number]
         if self._tables is None:
             for key, value in user.items():
                 self._storage.set_trial_user_attr(trial_id, key, value)
             for key, value in system.items():
                 self._storage.set_trial_system_attr(trial_id, key, value)
             return
+        params = self._params.pop(number, {})
+        assert self._engine is not None and (self._distributions is not None or not params)
         rows = {
+            "trial_params": [{"trial_id": trial_id, "param_name": k, "distribution_json": self._dist_json[k],
+                              "param_value": self._distributions[k].to_internal_repr(v)}  # type: ignore[index]
+                             for k, v in params.items()],
             "trial_user_attributes": [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in user.items()],
             "trial_system_attributes": [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in system.items()],
         }
-        self._insert([(name, r) for name, r in rows.items() if r])
-
-    def _insert(self, batches: list[tuple[str, list[dict[str, Any]]]]) -> None:
-        """Insert rows into `_ROW_TABLES` in one transaction (one executemany per table)."""
-        assert self._tables is not None and self._engine is not None
         with self._engine.begin() as conn:
-            for name, rows in batches:
-                conn.execute(self._tables[name].insert(), rows)
+            for name, values in rows.items():
+                if values:
+                    conn.execute(self._tables[name].insert(), values)
 
     def trials(self) -> list[StoredTrial]:
         """All trials in number order."""
