@@ -3,7 +3,8 @@
 `open_search` is the opening step (searcher, store, replay, tracker); `SearchLoop.run` the loop.
 It asks the searcher for archs, records each as a trial, keeps every evaluator busy, tells the
 searcher each result as soon as it arrives, retries a failed or lost evaluation on another
-evaluator (at most `search.max_retries` times, then the trial is FAIL), and stops when the study has
+evaluator under the same trial (at most `search.max_retries` times, each noted in the trial's
+`failed_attempts`; then the trial is FAIL), and stops when the study has
 `n_trials` COMPLETE trials.
 
 Resume: on start the store marks trials a dead driver left RUNNING as FAIL ("killed") and their
@@ -214,6 +215,7 @@ class SearchLoop:
         f.attempts += 1
         log.warning("trial %d attempt %d failed: %s", f.number, f.attempts, result.error)
         if f.attempts <= self.search.max_retries:
+            self.store.record_attempt(f.number, result.error or "unknown error", lost=result.lost)
             self.retry.append(f)
             return
         error = result.error or "unknown error"

@@ -10,7 +10,9 @@ total GFLOPs down). Its user attributes carry what resume needs:
 - `result`: `tell_seq` (the position of this result in the order results were told to the
   searcher) with the full `Evaluation` dict, or with `outcome` "failed" (retries exhausted, told
   to the searcher as a failure) and `error`; `outcome` "killed": left RUNNING by a dead driver,
-  marked FAIL on recovery.
+  marked FAIL on recovery;
+- `failed_attempts`: the attempts that failed and were retried on another evaluator, each
+  `{"error", "lost"}` (`lost`: the evaluator itself died, e.g. with its node); not read on resume.
 
 For Optuna's own tools (optuna-dashboard, `optuna.visualization`) a study opened with its space
 also carries each trial's choices as params (one `CategoricalDistribution` per dimension, from
@@ -283,6 +285,7 @@ class StudyStore:
         self._engine: sa.engine.Engine | None = engine if isinstance(engine, sa.engine.Engine) else None
         self._tables = _row_tables(self._engine) if self._engine is not None else None
         self._params: dict[int, dict[str, Any]] = {}  # params of the trials this store started, until finished
+        self._attempts: dict[int, list[dict[str, Any]]] = {}
 
     @property
     def study_name(self) -> str:
@@ -341,6 +344,13 @@ class StudyStore:
         """Mark the trial FAIL for good (retries exhausted); the searcher was told."""
         self._finish_rows(number, {"result": {"tell_seq": tell_seq, "outcome": "failed", "error": error[:2000]}}, {})
         self._storage.set_trial_state_values(self._ids[number], TrialState.FAIL)
+
+    def record_attempt(self, number: int, error: str, *, lost: bool) -> None:
+        """Note a failed attempt of a RUNNING trial that is being retried (user attr
+        `failed_attempts`)."""
+        attempts = self._attempts.setdefault(number, [])
+        attempts.append({"error": error[:500], "lost": lost})
+        self._storage.set_trial_user_attr(self._ids[number], "failed_attempts", attempts)
 
     def _finish_rows(self, number: int, user: dict[str, Any], system: dict[str, Any]) -> None:
         """The params (kept since `start_trial`) and new user and system attrs of a RUNNING trial:
