@@ -225,9 +225,9 @@ def main() -> None:
         assert search.poll() is None, "the search ended before the node could be lost:\n" + (work / "search.log").read_text()[-3000:]
         victims = tree(worker.pid)
         snapshot += victims
-        done_before = count_complete(db)
+        done_before, evaluators = count_complete(db), on_worker()
         signal_same([(p, s) for p, s in victims if p in raylets], signal.SIGKILL)
-        print(f"ray_node_loss: killed the worker node's raylet {raylets} (evaluator pids {on_worker()}) "
+        print(f"ray_node_loss: killed the worker node's raylet {raylets} (its evaluator pids {evaluators}) "
               f"after {done_before} completed trials", flush=True)
         try:
             search.wait(timeout=600)
