@@ -58,7 +58,11 @@ def dashboard(storage_url: str, directory: Path) -> Iterator[str]:
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, f"optuna-dashboard exited: {(directory / 'dashboard.log').read_text()[-2000:]}"
+            if proc.poll() is not None:
+                from nasplat.store import redact_text
+
+                raise AssertionError("optuna-dashboard exited: "
+                                     + redact_text((directory / "dashboard.log").read_text()[-2000:], storage_url))
             try:
                 if _get(f"{base}/api/meta", timeout=2)[0] == 200:
                     break
