@@ -3,7 +3,8 @@
 `open_search` is the opening step (searcher, store, replay, tracker); `SearchLoop.run` the loop.
 It asks the searcher for archs, records each as a trial, keeps every evaluator busy, tells the
 searcher each result as soon as it arrives, retries a failed or lost evaluation on another
-evaluator (at most `search.max_retries` times, then the trial is FAIL), and stops when the study has
+evaluator under the same trial (at most `search.max_retries` times, each noted in the trial's
+`failed_attempts`; then the trial is FAIL), and stops when the study has
 `n_trials` COMPLETE trials.
 
 Resume: on start the store marks trials a dead driver left RUNNING as FAIL ("killed") and their
@@ -243,6 +244,7 @@ class SearchLoop:
         f.timeouts += int(result.timed_out)
         log.warning("trial %d attempt %d failed: %s", f.number, f.attempts, result.error)
         if f.attempts <= self.search.max_retries and f.timeouts <= 1:
+            self.store.record_attempt(f.number, result.error or "unknown error", lost=result.lost)
             self.retry.append(f)
             return
         error = result.error or "unknown error"
@@ -316,7 +318,8 @@ def open_search(
     """
     cost = total_gflops_fn(space)
     searcher = build_searcher(search.sampler, space, cost, search.budget_gflops, search.seed, evolution=search.evolution)
-    store = open_study(storage_url, study, identity_of(space, search, objective), new_study=new_study, study=study_name)
+    store = open_study(storage_url, study, identity_of(space, search, objective), new_study=new_study, study=study_name,
+                       space=space)
     store.set_attr("n_trials", search.n_trials)
     store.set_attr("budget_gflops", search.budget_gflops)
     loop = SearchLoop(space, search, searcher, store, progress=progress, tracker=tracker)

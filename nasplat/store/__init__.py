@@ -3,12 +3,15 @@ resume after a killed driver, and URL redaction."""
 
 from nasplat.store.redact import redact_text, redact_url
 from nasplat.store.study import (
+    METRIC_NAMES,
     NEW_STUDY_FLAG,
     ExperimentState,
     ExperimentStateStore,
     StoredTrial,
     StudyIdentity,
     StudyStore,
+    arch_distributions,
+    arch_params,
     identity_differences,
     load_current_study,
     open_storage,
@@ -17,12 +20,15 @@ from nasplat.store.study import (
 )
 
 __all__ = [
+    "METRIC_NAMES",
     "NEW_STUDY_FLAG",
     "ExperimentState",
     "ExperimentStateStore",
     "StoredTrial",
     "StudyIdentity",
     "StudyStore",
+    "arch_distributions",
+    "arch_params",
     "identity_differences",
     "load_current_study",
     "open_storage",

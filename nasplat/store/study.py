@@ -7,9 +7,21 @@ total GFLOPs down). Its user attributes carry what resume needs:
 - `ask_seq`: how many results the searcher had been told when it proposed this arch (absent for a
   re-queued arch, which the searcher did not propose again);
 - `requeued_from`: the trial a killed driver left running, whose arch this trial re-evaluates;
-- `tell_seq`: the position of this result in the order results were told to the searcher;
-- `evaluation`: the full `Evaluation` dict; `outcome`: "failed" (retries exhausted, told to the
-  searcher as a failure) or "killed" (left RUNNING by a dead driver, marked FAIL on recovery).
+- `result`: `tell_seq` (the position of this result in the order results were told to the
+  searcher) with the full `Evaluation` dict, or with `outcome` "failed" (retries exhausted, told
+  to the searcher as a failure) and `error`; `outcome` "killed": left RUNNING by a dead driver,
+  marked FAIL on recovery;
+- `failed_attempts`: the attempts that failed and were retried on another evaluator, each
+  `{"error", "lost"}` (`lost`: the evaluator itself died, e.g. with its node); not read on resume.
+
+For Optuna's own tools (optuna-dashboard, `optuna.visualization`) a study opened with its space
+also carries each trial's choices as params (one `CategoricalDistribution` per dimension, from
+`arch_distributions`), the metric names `wholebody_AP` and `GFLOPs`, the constraint GFLOPs minus
+budget (Optuna's trial system attr `constraints`; <= 0 is feasible) and, as plain user attrs,
+the per-part AP (`body_AP`, ...) and the parameter count `num_params`. Resume reads none of
+them, so stores written before they existed resume the same. A trial's params and these attrs
+are inserted with its result, in one transaction (`StudyStore._finish_rows`), not one Optuna
+call each: a RUNNING trial shows only its `arch`.
 
 Replaying asks and tells in that recorded order rebuilds any searcher exactly (see
 `nasplat.search.base`). The driver is the only writer.
@@ -29,15 +41,63 @@ from typing import Any
 
 import optuna
 import sqlalchemy as sa
+from optuna.distributions import CategoricalDistribution, distribution_to_json
 from optuna.trial import TrialState, create_trial
 
 from nasplat.errors import StoreError
 from nasplat.search.evaluation import Evaluation
-from nasplat.space import Arch
+from nasplat.space import Arch, SearchSpace
 from nasplat.store.redact import redact_text, redact_url
 
 DIRECTIONS = ("maximize", "minimize")  # whole-body AP, total GFLOPs
+METRIC_NAMES = ("wholebody_AP", "GFLOPs")
+CONSTRAINTS_ATTR = "constraints"  # Optuna's trial system attr (`_CONSTRAINTS_KEY`): a list, <= 0 feasible
 NEW_STUDY_FLAG = "--new-study"
+
+
+def arch_distributions(space: SearchSpace) -> dict[str, CategoricalDistribution]:
+    """One `CategoricalDistribution` per dimension of `space`, by flat name. A group dimension
+    gets every group number any of its parent's channel choices allows, so each name has the
+    same distribution in every trial of a study (Optuna requires that)."""
+    return {d.name: CategoricalDistribution(d.choices) for d in space.dimensions}
+
+
+def arch_params(arch: Arch, distributions: dict[str, CategoricalDistribution]) -> dict[str, Any]:
+    """The arch's choices as Optuna params: each value as the equal choice of its distribution.
+    Raises StoreError for a value that is not one of them."""
+    params: dict[str, Any] = {}
+    for name, value in arch.to_flat().items():
+        choice = next((c for c in distributions[name].choices if abs(float(c) - float(value)) < 1e-6), None)
+        if choice is None:
+            raise StoreError(f"value {value!r} is not one of the study's choices", key=name)
+        params[name] = choice
+    return params
+
+
+# The tables and columns Optuna's RDB storage reads params and trial attrs from. Its own calls take
+# a transaction and about two queries per value (~0.7 ms each on SQLite, ~35 ms for 50 params even
+# in one `create_new_trial`), so the store inserts a trial's rows with one statement per table.
+_ROW_TABLES = {
+    "trial_params": ("trial_id", "param_name", "param_value", "distribution_json"),
+    "trial_user_attributes": ("trial_id", "key", "value_json"),
+    "trial_system_attributes": ("trial_id", "key", "value_json"),
+}
+
+
+def _row_tables(engine: sa.engine.Engine) -> dict[str, sa.TableClause] | None:
+    """Insertable forms of `_ROW_TABLES`, or None when the database's tables lack one of those
+    columns (an Optuna schema this code does not know: the store then uses Optuna's calls)."""
+    inspector = sa.inspect(engine)
+    tables: dict[str, sa.TableClause] = {}
+    for name, columns in _ROW_TABLES.items():
+        try:
+            present = {c["name"] for c in inspector.get_columns(name)}
+        except sa.exc.NoSuchTableError:
+            return None
+        if not set(columns) <= present:
+            return None
+        tables[name] = sa.table(name, *(sa.column(c) for c in columns))
+    return tables
 
 
 @dataclass(frozen=True)
@@ -208,13 +268,24 @@ class ExperimentStateStore:
 class StudyStore:
     """The Optuna study of one search. Use `open_study` to get one."""
 
-    def __init__(self, url: str, experiment: str, study: optuna.Study, identity: StudyIdentity) -> None:
+    def __init__(self, url: str, experiment: str, study: optuna.Study, identity: StudyIdentity,
+                 space: SearchSpace | None = None) -> None:
         self.url = url
         self.experiment = experiment
         self.study = study
         self.identity = identity
         self._storage = study._storage
         self._ids: dict[int, int] = {t.number: t._trial_id for t in study.get_trials(deepcopy=False)}
+        # params only when the space is known (the driver's store); readers need none
+        self._distributions = arch_distributions(space) if space is not None else None
+        self._dist_json = {k: distribution_to_json(d) for k, d in (self._distributions or {}).items()}
+        # the RDB storage under Optuna's cache (which rereads unfinished trials, so rows written
+        # before a trial finishes are seen); any other storage gets Optuna's calls
+        engine = getattr(getattr(self._storage, "_backend", self._storage), "engine", None)
+        self._engine: sa.engine.Engine | None = engine if isinstance(engine, sa.engine.Engine) else None
+        self._tables = _row_tables(self._engine) if self._engine is not None else None
+        self._params: dict[int, dict[str, Any]] = {}  # params of the trials this store started, until finished
+        self._attempts: dict[int, list[dict[str, Any]]] = {}
 
     @property
     def study_name(self) -> str:
@@ -235,31 +306,75 @@ class StudyStore:
 
     # --- trials ----------------------------------------------------------------------------
     def start_trial(self, arch: Arch, *, ask_seq: int | None, requeued_from: int | None = None) -> int:
-        """Record a RUNNING trial for `arch`; returns its number."""
+        """Record a RUNNING trial for `arch`; returns its number. Its params are written with its
+        result (one transaction fewer per trial), or here where the store leaves rows to Optuna."""
         attrs: dict[str, Any] = {"arch": arch.to_json(), "key": arch.key()}
         if ask_seq is not None:
             attrs["ask_seq"] = ask_seq
         if requeued_from is not None:
             attrs["requeued_from"] = requeued_from
-        template = create_trial(state=TrialState.RUNNING, user_attrs=attrs)
+        params = arch_params(arch, self._distributions) if self._distributions is not None else {}
+        if params and self._tables is None:
+            template = create_trial(state=TrialState.RUNNING, params=params, distributions=self._distributions,
+                                    user_attrs=attrs)
+        else:
+            template = create_trial(state=TrialState.RUNNING, user_attrs=attrs)
         trial_id = self._storage.create_new_trial(self.study._study_id, template_trial=template)
         number = self._storage.get_trial_number_from_id(trial_id)
         self._ids[number] = trial_id
+        if params and self._tables is not None:
+            self._params[number] = params
         return number
 
     def complete_trial(self, number: int, evaluation: Evaluation, tell_seq: int) -> None:
-        """Store the evaluation and mark the trial COMPLETE with values (AP, GFLOPs)."""
-        trial_id = self._ids[number]
-        self._storage.set_trial_user_attr(trial_id, "result", {"tell_seq": tell_seq, "evaluation": evaluation.to_dict()})
-        self._storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [evaluation.ap, evaluation.total_gflops])
+        """Store the evaluation (and, for Optuna's tools, the params, the per-part AP, the
+        parameter count and the constraint GFLOPs minus budget) and mark the trial COMPLETE with
+        values (AP, GFLOPs)."""
+        attrs: dict[str, Any] = {"result": {"tell_seq": tell_seq, "evaluation": evaluation.to_dict()}}
+        attrs.update({f"{part}_AP": float(m["AP"]) for part, m in evaluation.metrics.items()
+                      if part != "wholebody" and "AP" in m})
+        attrs["num_params"] = int(evaluation.params)
+        budget = self.identity.budget_gflops
+        system = {CONSTRAINTS_ATTR: [evaluation.total_gflops - budget]} if budget is not None else {}
+        self._finish_rows(number, attrs, system)
+        self._storage.set_trial_state_values(self._ids[number], TrialState.COMPLETE,
+                                             [evaluation.ap, evaluation.total_gflops])
 
     def fail_trial(self, number: int, error: str, tell_seq: int) -> None:
         """Mark the trial FAIL for good (retries exhausted); the searcher was told."""
+        self._finish_rows(number, {"result": {"tell_seq": tell_seq, "outcome": "failed", "error": error[:2000]}}, {})
+        self._storage.set_trial_state_values(self._ids[number], TrialState.FAIL)
+
+    def record_attempt(self, number: int, error: str, *, lost: bool) -> None:
+        """Note a failed attempt of a RUNNING trial that is being retried (user attr
+        `failed_attempts`)."""
+        attempts = self._attempts.setdefault(number, [])
+        attempts.append({"error": error[:500], "lost": lost})
+        self._storage.set_trial_user_attr(self._ids[number], "failed_attempts", attempts)
+
+    def _finish_rows(self, number: int, user: dict[str, Any], system: dict[str, Any]) -> None:
+        """The params (kept since `start_trial`) and new user and system attrs of a RUNNING trial:
+        one transaction where the tables are known, else one Optuna call per attr."""
         trial_id = self._ids[number]
-        self._storage.set_trial_user_attr(
-            trial_id, "result", {"tell_seq": tell_seq, "outcome": "failed", "error": error[:2000]}
-        )
-        self._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        if self._tables is None:
+            for key, value in user.items():
+                self._storage.set_trial_user_attr(trial_id, key, value)
+            for key, value in system.items():
+                self._storage.set_trial_system_attr(trial_id, key, value)
+            return
+        params = self._params.pop(number, {})
+        assert self._engine is not None and (self._distributions is not None or not params)
+        rows = {
+            "trial_params": [{"trial_id": trial_id, "param_name": k, "distribution_json": self._dist_json[k],
+                              "param_value": self._distributions[k].to_internal_repr(v)}  # type: ignore[index]
+                             for k, v in params.items()],
+            "trial_user_attributes": [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in user.items()],
+            "trial_system_attributes": [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in system.items()],
+        }
+        with self._engine.begin() as conn:
+            for name, values in rows.items():
+                if values:
+                    conn.execute(self._tables[name].insert(), values)
 
     def trials(self) -> list[StoredTrial]:
         """All trials in number order."""
@@ -356,14 +471,16 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study: bool = False,
-               study: str | None = None) -> StudyStore:
+               study: str | None = None, space: SearchSpace | None = None) -> StudyStore:
     """Open (or create) the study of `experiment` at `url` that matches `identity`.
 
     Which study: `study` when given (it must exist, unless `new_study` asks to create it under
     that name); else, unless `new_study`, the experiment's current study if its identity (space
     fingerprint, objective, sampler, seed, budget, sampler settings) matches, else the newest of
     its studies that does; else, when it has none yet, a new one named after it. `new_study`
-    starts `<name>#2`, `#3`, ... (or `study`). The chosen study becomes current. Raises
+    starts `<name>#2`, `#3`, ... (or `study`). The chosen study becomes current and gets the
+    metric names; with `space` (the study's), trials started record their choices as params
+    (see the module docstring). Raises
     StoreError when the database cannot be reached, when `study` does not exist, or when no
     study of the experiment matches (the message names the current one's difference and
     `--new-study`).
@@ -408,6 +525,10 @@ def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study:
                 name = f"{experiment}#{k}"
             chosen = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
             chosen.set_user_attr("identity", identity.to_json())
+        if chosen.metric_names != list(METRIC_NAMES):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # experimental before Optuna 4
+                chosen.set_metric_names(list(METRIC_NAMES))
         states.update(experiment, study_name=chosen.study_name, space_fingerprint=identity.space_fingerprint)
     except StoreError:
         raise
@@ -415,7 +536,7 @@ def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study:
         raise _store_error(url, "cannot open the study", e) from None
     finally:
         states.dispose()
-    return StudyStore(url, experiment, chosen, identity)
+    return StudyStore(url, experiment, chosen, identity, space)
 
 
 def load_current_study(url: str, experiment: str, study: str | None = None) -> StudyStore | None:

@@ -91,6 +91,13 @@ def test_failed_evaluations_are_retried_then_marked_failed(tmp_path: Path) -> No
     failed = [t for t in result.trials if t.outcome == "failed"]
     assert failed[0].key == flaky.doomed and flaky.attempts[flaky.doomed] == 3
     assert "evaluator hiccup" in (failed[0].error or "")
+    # each retried attempt is noted on its trial: the doomed one twice, a hiccup once
+    notes = {t.number: t.user_attrs.get("failed_attempts", []) for t in load_current_study(settings[1], "exp").study.get_trials()}
+    assert [a["lost"] for a in notes[failed[0].number]] == [False, False]
+    assert all("evaluator hiccup" in a["error"] for a in notes[failed[0].number])
+    hiccups = [t for t in result.trials if t.state == "COMPLETE" and flaky.attempts[t.key] == 2]
+    assert all(len(notes[t.number]) == 1 for t in hiccups)
+    assert all(notes[t.number] == [] for t in result.trials if t.state == "COMPLETE" and flaky.attempts[t.key] == 1)
 
 
 def test_too_many_failures_stop_the_search(tmp_path: Path) -> None:

@@ -56,6 +56,11 @@ def test_two_actors_and_a_lost_actor_is_retried(tmp_path: Path, ray_local) -> No
     assert result.n_complete == 10 and result.n_failed == 0
     assert len({t.key for t in result.trials if t.state == "COMPLETE"}) == 10
     assert all(t.state == "COMPLETE" for t in result.trials)  # the lost trial was retried, not re-created
+    from nasplat.store import load_current_study
+
+    notes = [t.user_attrs.get("failed_attempts") for t in load_current_study(f"sqlite:///{tmp_path}/study.db", "ray").study.get_trials()]
+    noted = [a for n in notes if n for a in n]  # the lost attempt is visible on its trial
+    assert len(noted) == 1 and noted[0]["lost"] and noted[0]["error"].startswith("evaluator lost")
 
 
 class _HangingObjective:

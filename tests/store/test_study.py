@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace as dataclasses_replace
 
 import pytest
 
@@ -69,3 +70,96 @@ def test_postgres_store_resume_and_identity() -> None:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def _optuna_view(url: str, name: str = "exp"):  # noqa: ANN202 - the study as Optuna's own tools load it
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=url)
+
+
+@pytest.mark.parametrize("rows", [True, False], ids=["one-insert", "optuna-calls"])
+def test_trials_carry_params_names_constraints_for_optuna_tools(tmp_path, monkeypatch, rows) -> None:  # noqa: ANN001
+    """What optuna-dashboard reads: params with one CategoricalDistribution per dimension (the
+    same for a group dimension whatever its channels), metric names, the constraint GFLOPs minus
+    budget, per-part AP and the parameter count; the same whether the store inserts the rows
+    itself or leaves them to Optuna's calls."""
+    import nasplat.store.study as study_mod
+    from nasplat.store import METRIC_NAMES, arch_distributions
+
+    if not rows:
+        monkeypatch.setattr(study_mod, "_row_tables", lambda engine: None)
+    space = load_space(SPACE)
+    obj = AnalyticObjective(space)
+    url = f"sqlite:///{tmp_path}/study.db"
+    store = open_study(url, "exp", _identity(), space=space)
+    big, small = space.max_arch(), space.min_arch()
+    assert big.to_flat()["body.stage1.groups"] != small.to_flat()["body.stage1.groups"]
+    n1, n2, n3 = (store.start_trial(a, ask_seq=0) for a in (big, small, small))
+    store.complete_trial(n1, obj.evaluate(big), tell_seq=0)
+    store.complete_trial(n2, obj.evaluate(small), tell_seq=1)
+    store.fail_trial(n3, "boom", tell_seq=2)
+    view = _optuna_view(url)
+    assert view.metric_names == list(METRIC_NAMES)
+    t1, t2, t3 = view.get_trials()
+    expected = arch_distributions(space)
+    assert len(expected) == len(big.to_flat())
+    for t, arch in ((t1, big), (t2, small), (t3, small)):
+        assert t.distributions == expected
+        assert t.params == pytest.approx(arch.to_flat())
+    ev = obj.evaluate(big)
+    assert t1.values == pytest.approx([ev.ap, ev.total_gflops])
+    assert t1.system_attrs["constraints"] == pytest.approx([ev.total_gflops - 0.1])
+    assert t1.user_attrs["num_params"] == ev.params and t1.user_attrs["face_AP"] == ev.metrics["face"]["AP"]
+    assert "wholebody_AP" not in t1.user_attrs
+    assert (t1.system_attrs["constraints"][0] <= 0) == (ev.total_gflops <= 0.1)
+    assert "constraints" not in t3.system_attrs and t3.state.name == "FAIL"
+    # resume reads what it read before
+    stored = open_study(url, "exp", _identity(), space=space).trials()
+    assert [s.evaluation for s in stored[:2]] == [ev, obj.evaluate(small)]
+    assert stored[2].outcome == "failed" and stored[2].error == "boom"
+
+
+def test_a_store_written_before_params_still_resumes(tmp_path) -> None:  # noqa: ANN001
+    """A study whose trials have no params, metric names, constraints or per-part attrs (what the
+    store wrote before them), with one trial left RUNNING by a dead driver, resumes: the killed
+    arch is evaluated again, the search reaches its budget with each arch once, in the order of
+    an uninterrupted search, and the new trials carry params."""
+    import sqlalchemy as sa
+
+    from nasplat.config import SearchConfig
+    from nasplat.orchestration import driver
+    from nasplat.search import AnalyticFactory
+
+    space = load_space(SPACE)
+    search = SearchConfig(sampler="random", n_trials=4, budget_gflops=0.1, seed=1, objective="analytic")
+    url, ref_url = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/ref.db"
+    driver.drive(space, search, AnalyticFactory(str(SPACE)), study="exp", storage_url=url)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # back to the older form: what the store wrote before
+        conn.execute(sa.text("DELETE FROM trial_params"))
+        conn.execute(sa.text("DELETE FROM trial_system_attributes"))
+        conn.execute(sa.text("DELETE FROM study_system_attributes"))
+        conn.execute(sa.text("DELETE FROM trial_user_attributes WHERE key NOT IN ('arch', 'key', 'ask_seq', 'result')"))
+        last = conn.execute(sa.text("SELECT max(trial_id) FROM trials")).scalar_one()
+        conn.execute(sa.text("DELETE FROM trial_values WHERE trial_id = :t"), {"t": last})
+        conn.execute(sa.text("DELETE FROM trial_user_attributes WHERE trial_id = :t AND key = 'result'"), {"t": last})
+        conn.execute(sa.text("UPDATE trials SET state = 'RUNNING', datetime_complete = NULL WHERE trial_id = :t"), {"t": last})
+    engine.dispose()
+    old = _optuna_view(url)
+    assert all(t.params == {} for t in old.get_trials()) and old.metric_names is None
+    assert old.get_trials()[-1].state.name == "RUNNING"
+
+    more = dataclasses_replace(search, n_trials=7)
+    result = driver.drive(space, more, AnalyticFactory(str(SPACE)), study="exp", storage_url=url)
+    ref = driver.drive(space, more, AnalyticFactory(str(SPACE)), study="exp", storage_url=ref_url)
+    assert result.n_complete == 7
+    done = [t for t in result.trials if t.state == "COMPLETE"]
+    assert len({t.key for t in done}) == 7
+    order = lambda ts: [t.key for t in sorted((t for t in ts if t.state == "COMPLETE"), key=lambda t: t.tell_seq)]  # noqa: E731
+    assert sorted(order(result.trials)) == sorted(order(ref.trials))
+    killed = [t for t in result.trials if t.outcome == "killed"]
+    assert len(killed) == 1 and any(t.requeued_from == killed[0].number for t in done)
+    view = _optuna_view(url).get_trials()
+    assert all(t.params == {} for t in view[:4]) and all(len(t.params) == len(space.dimensions) for t in view[4:])
+    assert _optuna_view(url).metric_names == ["wholebody_AP", "GFLOPs"]
