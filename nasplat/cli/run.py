@@ -33,11 +33,13 @@ def run(
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
     from nasplat.orchestration.run import export_best, run_search
+    from nasplat.orchestration.tracking import open_experiment, ui_hint
     from nasplat.orchestration.training import train_supernet
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     console = make_console(stderr=True)
+    mlflow_experiment = open_experiment(experiment)  # on this driver, before any phase (Ray workers log into it)
     console.print(f"[bold]1/3[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
         checkpoint = train_supernet(experiment, progress=update, mlflow=not no_mlflow)
@@ -60,12 +62,13 @@ def run(
 
     console.print(f"[bold]3/3[/] export: trial {best.number}, AP {best.evaluation.ap:.4f}, "
                   f"{best.evaluation.total_gflops:.4f} GFLOPs")
-    out, meta = export_best(experiment, best.arch, checkpoint=checkpoint)
+    out, meta = export_best(experiment, best.arch, checkpoint=checkpoint, trial=(result.study_name, best.number))
     g = meta["gflops"]
     console.print(
         f"best subnet exported to {out}: {g['total']:.4f} GFLOPs (body {g['body']:.4f}, face {g['face']:.4f}, "
-        f"hand {g['hand']:.4f}), {meta['params']:,} params; browse the Pareto front with `nasplat ui {experiment_file}`"
+        f"hand {g['hand']:.4f}), {meta['params']:,} params"
     )
+    console.print(ui_hint(experiment, experiment_file, mlflow_experiment), soft_wrap=True, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,12 +4,20 @@ and errors turned into one line with any password in the URI redacted."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
+from urllib.parse import quote
 
 from mlflow.tracking import MlflowClient
 
 from nasplat.errors import NasplatError
 from nasplat.store import redact_text, redact_url
+
+log = logging.getLogger(__name__)
+
+SOURCE_NAME = "mlflow.source.name"  # what the UI shows as a run's source
+NOTE = "mlflow.note.content"  # a run's description (markdown) in the UI
 
 
 def is_local(uri: str) -> bool:
@@ -30,18 +38,45 @@ def client_for(uri: str) -> MlflowClient:
 
 def experiment_id(client: MlflowClient, uri: str, name: str, artifact_dir: Path | None) -> str:
     """The id of MLflow experiment `name`, created if absent. For a local store a new experiment's
-    artifacts go to `artifact_dir` (a server decides itself). Raises NasplatError (redacted)."""
+    artifacts go to `artifact_dir`; a server puts them under its default artifact root. An existing
+    local experiment whose artifacts live elsewhere is kept (MLflow cannot move them) with a
+    warning naming both places. Raises NasplatError (redacted)."""
     try:
         exp = client.get_experiment_by_name(name)
-        if exp is not None:
-            return str(exp.experiment_id)
-        location = None
+        wanted = None
         if artifact_dir is not None and is_local(uri):
-            artifact_dir.mkdir(parents=True, exist_ok=True)
-            location = artifact_dir.resolve().as_uri()
-        return str(client.create_experiment(name, artifact_location=location))
+            wanted = artifact_dir.resolve().as_uri()
+        if exp is not None:
+            if wanted is not None and exp.artifact_location.rstrip("/") != wanted:
+                log.warning("MLflow experiment %r keeps its artifacts at %s, not %s (it was created there)",
+                            name, exp.artifact_location, wanted)
+            return str(exp.experiment_id)
+        if wanted is not None:
+            artifact_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        return str(client.create_experiment(name, artifact_location=wanted))
     except Exception as e:  # noqa: BLE001 - one redacted line for any tracking-store failure
         raise tracking_error(uri, f"cannot open MLflow experiment {name!r}", e) from None
 
 
-__all__ = ["client_for", "experiment_id", "is_local", "tracking_error"]
+def command_line() -> str:
+    """The nasplat command this process runs (`nasplat run exp.yaml`), for a run's source; a
+    process that is not the CLI (a test, a notebook) is named by its program."""
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if prog in ("nasplat", "__main__.py"):
+        return " ".join(["nasplat", *sys.argv[1:]])
+    return prog
+
+
+def runs_view_url(base: str, experiment: str, *, pareto_only: bool = True) -> str:
+    """The MLflow UI's table of the experiment's runs at `base` (e.g. `http://127.0.0.1:5000`):
+    the classic ML runs view (MLflow 3 opens on its GenAI page otherwise), by default only the
+    Pareto-front trials, sorted by whole-body AP, best first."""
+    query = "workflowType=machine_learning"
+    if pareto_only:
+        query += "&searchFilter=" + quote("tags.pareto = 'true'", safe="")
+        query += "&orderByKey=" + quote("metrics.`wholebody_AP`", safe="") + "&orderByAsc=false"
+    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs?{query}"
+
+
+__all__ = ["NOTE", "SOURCE_NAME", "client_for", "command_line", "experiment_id", "is_local", "runs_view_url",
+           "tracking_error"]

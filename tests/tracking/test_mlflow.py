@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import os
+import re
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -9,8 +12,10 @@ import pytest
 from nasplat.config import SearchConfig
 from nasplat.orchestration.driver import drive
 from nasplat.search import AnalyticFactory
-from nasplat.space import load_space
-from nasplat.tracking import MlflowTracker
+from nasplat.search.objectives import Objective
+from nasplat.space import Arch, load_space
+from nasplat.tracking import MlflowTracker, pareto_html
+from nasplat.tracking.plots import FrontPoint
 
 SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "cpu_small.yaml"
 
@@ -39,7 +44,7 @@ def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path, kind: st
         objective="analytic",
     )
     result = drive(space, settings, AnalyticFactory(str(SPACE)), study=name, storage_url="sqlite:///" + str(tmp_path / "study.db"),
-                   tracker=MlflowTracker(uri, name, tmp_path / "art"))
+                   tracker=MlflowTracker(uri, name, tmp_path / "art", supernet=("abc123", "/ckpt/final.pt"), source="nasplat x"))
     # a second tracker on the same store (a resumed driver) must not duplicate trial runs
     again = MlflowTracker(uri, name, tmp_path / "art")
     again.start(result.study_name, {"sampler": "nsga2"})
@@ -52,12 +57,29 @@ def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path, kind: st
     children = [r for r in runs if r.data.tags.get("nasplat.role") == "trial"]
     assert len(parents) == 1 and len(children) == 8
     parent = parents[0]
+    assert parent.info.run_name == f"search-{result.study_name}"
+    assert parent.data.tags["mlflow.source.name"] == "nasplat x"
+    assert parent.data.tags["nasplat.supernet_run"] == "abc123"
+    assert parent.data.tags["nasplat.supernet_checkpoint"] == "/ckpt/final.pt"
+    assert set(parent.data.metrics) == {"pareto_size", "best_wholebody_AP"}
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    by_trial = {int(c.data.tags["nasplat.trial"]): c for c in children}
+    assert {n: c.info.run_name for n, c in by_trial.items()} == {n: f"trial-{n}" for n in by_trial}
+    best = by_trial[result.best.number]
+    assert parent.data.tags["best_trial"] == f"trial-{result.best.number}"
+    assert parent.data.tags["best_trial_run_id"] == best.info.run_id
+    assert f"#/experiments/{exp.experiment_id}/runs/{best.info.run_id}" in parent.data.tags["mlflow.note.content"]
     one = children[0]
     assert one.data.params["body.resolution"] in ("96", "128")
-    assert {"wholebody_AP", "gflops_total", "params", "hand_AR"} <= set(one.data.metrics)
-    tagged = {int(c.data.tags["nasplat.trial"]) for c in children if c.data.tags.get("pareto") == "true"}
-    assert tagged == {t.number for t in result.pareto}
+    assert set(one.data.metrics) == {"wholebody_AP", "wholebody_AR", "body_AP", "foot_AP", "face_AP", "hand_AP",
+                                     "GFLOPs", "GFLOPs_body", "GFLOPs_face", "GFLOPs_hand", "num_params"}
+    front = {t.number for t in result.pareto}
+    assert {n: c.data.tags.get("pareto") for n, c in by_trial.items()} == {n: str(n in front).lower() for n in by_trial}
+    for n, c in by_trial.items():  # the arch of every front trial, as an artifact of its run
+        files = {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert files == ({"arch.json"} if n in front else set())
+    arch_file = client.download_artifacts(by_trial[min(front)].info.run_id, "arch.json", str(tmp_path))
+    assert Arch.from_json(Path(arch_file).read_text()) == next(t.arch for t in result.trials if t.number == min(front))
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto_front.png", "pareto_front.html"} <= names
     assert parent.info.status == "FINISHED"
@@ -71,3 +93,66 @@ def test_storage_password_never_reaches_mlflow_params(tmp_path: Path) -> None:
     tracker.start("s", {"storage": "postgresql://bob:Sup3rSecret@db/nas"})
     run = MlflowClient(tracking_uri=uri).get_run(tracker.parent_run_id)
     assert run.data.params["storage"] == "postgresql://bob:***@db/nas"
+
+
+def test_pareto_html_embeds_plotly_so_it_works_offline(tmp_path: Path) -> None:
+    points = [FrontPoint(0, 0.05, 0.4, True), FrontPoint(1, 0.08, 0.3, False)]
+    html = pareto_html(points, 0.1, tmp_path / "front.html", "t").read_text()
+    assert not re.search(r"<script[^>]*src=[\"']?https?:", html)
+    assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js itself is in the page
+
+
+def test_trial_runs_take_the_evaluations_start_and_end_times(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    space = load_space(SPACE)
+    tracker = MlflowTracker(uri, "exp", tmp_path / "art")
+    tracker.start("s", {})
+    evaluation = AnalyticFactory(str(SPACE))().evaluate(space.max_arch())
+    from nasplat.store import StoredTrial
+
+    tracker.log_trial(StoredTrial(0, "COMPLETE", space.max_arch(), evaluation, 0, 0, None, None, None), 1000.0, 1009.25)
+    tracker.flush()
+    run = MlflowClient(tracking_uri=uri).search_runs([tracker.experiment_id], "tags.`nasplat.role` = 'trial'")[0]
+    assert (run.info.start_time, run.info.end_time) == (1_000_000, 1_009_250)
+    assert "params" not in run.data.metrics and run.data.metrics["num_params"] == evaluation.params
+
+
+@dataclass(frozen=True)
+class _SlowFactory:
+    """The analytic objective, taking at least `seconds` per evaluation."""
+
+    space_path: str
+    seconds: float
+
+    def __call__(self) -> Objective:
+        inner = AnalyticFactory(self.space_path)()
+        seconds = self.seconds
+
+        class Slow(Objective):
+            name = "slow"
+
+            def evaluate(self, arch: Arch):  # noqa: ANN201
+                time.sleep(seconds)
+                return inner.evaluate(arch)
+
+        return Slow()
+
+
+def test_the_driver_hands_each_trial_its_evaluation_times(tmp_path: Path) -> None:
+    """The run lasts at least the evaluation, not just the logging (lower bounds only)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    settings = SearchConfig(sampler="random", n_trials=3, budget_gflops=0.1, seed=0, objective="analytic")
+    before = int(time.time() * 1000)
+    tracker = MlflowTracker(uri, "exp", tmp_path / "art")
+    drive(load_space(SPACE), settings, _SlowFactory(str(SPACE), 0.2), study="s",
+          storage_url=f"sqlite:///{tmp_path}/study.db", tracker=tracker)
+    runs = MlflowClient(tracking_uri=uri).search_runs([tracker.experiment_id], "tags.`nasplat.role` = 'trial'")
+    assert len(runs) == 3
+    for r in runs:
+        assert r.info.start_time >= before and r.info.end_time - r.info.start_time >= 200
+    ordered = sorted(runs, key=lambda r: int(r.data.tags["nasplat.trial"]))
+    assert all(a.info.end_time <= b.info.start_time + 50 for a, b in zip(ordered, ordered[1:]))  # one slot: in turn
