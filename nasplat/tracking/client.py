@@ -60,23 +60,33 @@ def experiment_id(client: MlflowClient, uri: str, name: str, artifact_dir: Path 
 
 def command_line() -> str:
     """The nasplat command this process runs (`nasplat run exp.yaml`), for a run's source; a
-    process that is not the CLI (a test, a notebook) is named by its program."""
-    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    if prog in ("nasplat", "__main__.py"):
+    process that is not the CLI (a test, a notebook) is named by its program (`pytest`)."""
+    prog = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    if prog.name == "__main__.py":  # python -m <package>
+        prog = prog.parent
+    if prog.name == "nasplat":
         return " ".join(["nasplat", *sys.argv[1:]])
-    return prog
+    return prog.name
 
 
-def runs_view_url(base: str, experiment: str, *, pareto_only: bool = True) -> str:
-    """The MLflow UI's table of the experiment's runs at `base` (e.g. `http://127.0.0.1:5000`):
-    the classic ML runs view (MLflow 3 opens on its GenAI page otherwise), by default only the
-    Pareto-front trials, sorted by whole-body AP, best first."""
-    query = "workflowType=machine_learning"
-    if pareto_only:
-        query += "&searchFilter=" + quote("tags.pareto = 'true'", safe="")
-        query += "&orderByKey=" + quote("metrics.`wholebody_AP`", safe="") + "&orderByAsc=false"
+PARETO_FILTER = "tags.pareto = 'true'"
+BY_AP = "metrics.`wholebody_AP`"
+
+
+def runs_view_url(base: str, experiment: str, *, search_filter: str = PARETO_FILTER, order_by: str = BY_AP,
+                  ascending: bool = False) -> str:
+    """The MLflow UI's table of the experiment's runs at `base` (e.g. `http://127.0.0.1:5000`) in
+    the classic ML view (MLflow 3 opens on its GenAI page otherwise): by default only the
+    Pareto-front trials, best whole-body AP first. The filter and the order are part of the URL
+    (URL-encoded), so they replace whatever view the browser remembers."""
+    query = "&".join([
+        "workflowType=machine_learning",
+        "searchFilter=" + quote(search_filter, safe=""),
+        "orderByKey=" + quote(order_by, safe=""),
+        f"orderByAsc={str(ascending).lower()}",
+    ])
     return f"{base.rstrip('/')}/#/experiments/{experiment}/runs?{query}"
 
 
-__all__ = ["NOTE", "SOURCE_NAME", "client_for", "command_line", "experiment_id", "is_local", "runs_view_url",
+__all__ = ["BY_AP", "NOTE", "PARETO_FILTER", "SOURCE_NAME", "client_for", "command_line", "experiment_id", "is_local", "runs_view_url",
            "tracking_error"]

@@ -115,6 +115,9 @@ class MlflowTracker:
         self._experiment_id = experiment_id(self._client, self.uri, self.experiment, self._artifact_dir)
         self._study = study_name
 
+    def _source_name(self) -> str:
+        return redact_text(self._source or command_line(), self.uri)
+
     def _trial_runs(self) -> list[Any]:
         return self._search(f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{self._study}'")
 
@@ -129,8 +132,7 @@ class MlflowTracker:
             known = found[0].data.params
         else:
             run = self._client.create_run(self.experiment_id, run_name=f"search-{study_name}", tags={
-                ROLE: "search", STUDY: study_name, "mlflow.source.type": "LOCAL",
-                SOURCE_NAME: redact_text(self._source or command_line(), self.uri),
+                ROLE: "search", STUDY: study_name, "mlflow.source.type": "LOCAL", SOURCE_NAME: self._source_name(),
             })
             self._parent = run.info.run_id
             known = {}
@@ -187,6 +189,7 @@ class MlflowTracker:
             STUDY: self._study or "",
             TRIAL: str(trial.number),
             "state": trial.state,
+            SOURCE_NAME: self._source_name(),
         }
         run = self._client.create_run(self.experiment_id, start_time=_ms(started), run_name=f"trial-{trial.number}",
                                       tags=tags)

@@ -87,7 +87,7 @@ def test_a_training_run_logged_elsewhere_uses_the_drivers_experiment(tmp_path: P
 def test_the_runs_view_url_filters_the_front_and_sorts_by_ap() -> None:
     from nasplat.tracking.client import runs_view_url
 
-    url = runs_view_url("http://127.0.0.1:5000/", "7")
+    url = runs_view_url("http://127.0.0.1:5000/", "7")  # the default: the Pareto front, best AP first
     path, query = url.split("?")
     assert path == "http://127.0.0.1:5000/#/experiments/7/runs"
     assert query.split("&") == ["workflowType=machine_learning", "searchFilter=tags.pareto%20%3D%20%27true%27",
