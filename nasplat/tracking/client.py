@@ -59,14 +59,16 @@ def experiment_id(client: MlflowClient, uri: str, name: str, artifact_dir: Path 
 
 
 def command_line() -> str:
-    """The nasplat command this process runs (`nasplat run exp.yaml`), for a run's source; a
-    process that is not the CLI (a test, a notebook) is named by its program (`pytest`)."""
+    """The nasplat command this process runs, for a run's source: `nasplat run quickstart.yaml`
+    (paths shortened to their names: the UI shows a source only after its last `/`). A process
+    that is not the CLI (a test, a notebook) is named by its program (`pytest`)."""
     prog = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
     if prog.name == "__main__.py":  # python -m <package>
         prog = prog.parent
-    if prog.name == "nasplat":
-        return " ".join(["nasplat", *sys.argv[1:]])
-    return prog.name
+    if prog.name != "nasplat":
+        return prog.name
+    args = [Path(a).name if "/" in a and not a.startswith("-") else a for a in sys.argv[1:]]
+    return " ".join(["nasplat", *args])
 
 
 PARETO_FILTER = "tags.pareto = 'true'"
@@ -88,5 +90,5 @@ def runs_view_url(base: str, experiment: str, *, search_filter: str = PARETO_FIL
     return f"{base.rstrip('/')}/#/experiments/{experiment}/runs?{query}"
 
 
-__all__ = ["BY_AP", "NOTE", "PARETO_FILTER", "SOURCE_NAME", "client_for", "command_line", "experiment_id", "is_local", "runs_view_url",
-           "tracking_error"]
+__all__ = ["BY_AP", "NOTE", "PARETO_FILTER", "SOURCE_NAME", "client_for", "command_line", "experiment_id", "is_local",
+           "runs_view_url", "tracking_error"]

@@ -258,7 +258,7 @@ class MlflowTracker:
         """The search run's description (markdown, rendered by the UI) with links to the best
         trial's run and the supernet run."""
         def link(name: str, run_id: str | None) -> str:
-            return f"[{name}](#/experiments/{self._experiment_id}/runs/{run_id})" if run_id else name
+            return f"[{name}](#/experiments/{self._experiment_id}/runs/{run_id}?workflowType=machine_learning)" if run_id else name
 
         lines = [f"Best trial: {link(f'trial-{best}', best_run)}; {n_front} trials on the Pareto front "
                  f"(tag `pareto = 'true'`)."]

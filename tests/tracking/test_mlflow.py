@@ -156,3 +156,15 @@ def test_the_driver_hands_each_trial_its_evaluation_times(tmp_path: Path) -> Non
         assert r.info.start_time >= before and r.info.end_time - r.info.start_time >= 200
     ordered = sorted(runs, key=lambda r: int(r.data.tags["nasplat.trial"]))
     assert all(a.info.end_time <= b.info.start_time + 50 for a, b in zip(ordered, ordered[1:]))  # one slot: in turn
+
+
+@pytest.mark.parametrize("argv, source", [
+    (["/venv/bin/nasplat", "run", "experiments/quickstart.yaml", "--cluster"], "nasplat run quickstart.yaml --cluster"),
+    (["/src/nasplat/__main__.py", "search", "/abs/exp.yaml"], "nasplat search exp.yaml"),
+    (["/venv/lib/pytest/__main__.py", "-q"], "pytest"),
+])
+def test_a_runs_source_is_the_nasplat_command_as_the_ui_shows_it(monkeypatch, argv: list[str], source: str) -> None:
+    from nasplat.tracking.client import command_line
+
+    monkeypatch.setattr("sys.argv", argv)
+    assert command_line() == source

@@ -33,6 +33,14 @@ def _chromedriver() -> str:
 
 
 @pytest.fixture
+def server_uri() -> str:
+    uri = os.environ.get("NASPLAT_TEST_MLFLOW_URI")
+    if not uri:
+        pytest.skip("NASPLAT_TEST_MLFLOW_URI is not set (.ci/run starts an MLflow server)")
+    return uri
+
+
+@pytest.fixture
 def browser(tmp_path: Path):  # noqa: ANN201 - a generator fixture
     pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
     driver_path = _chromedriver()
@@ -79,12 +87,10 @@ def _wait_for_text(driver, texts: list[str], shot: Path) -> str:  # noqa: ANN001
 
 
 @pytest.mark.timeout(600)
-def test_the_mlflow_ui_shows_the_trials_the_front_and_its_figures(tmp_path: Path, browser) -> None:  # noqa: ANN001
+def test_the_mlflow_ui_shows_the_trials_the_front_and_its_figures(tmp_path: Path, server_uri: str, browser) -> None:  # noqa: ANN001
     from mlflow.tracking import MlflowClient
 
-    uri = os.environ.get("NASPLAT_TEST_MLFLOW_URI")
-    if not uri:
-        pytest.skip("NASPLAT_TEST_MLFLOW_URI is not set (.ci/run starts an MLflow server)")
+    uri = server_uri
     name = f"ui-{uuid.uuid4().hex[:8]}"  # the server outlives the test: a fresh experiment each run
     exp_file = tmp_path / "experiment.yaml"
     exp_file.write_text(
