@@ -132,12 +132,13 @@ def ui(
       nasplat ui experiments/quickstart.yaml --port 5001
     """
     from nasplat.config import load_experiment
-    from nasplat.orchestration.tracking import ARTIFACTS, open_experiment, runs_url
+    from nasplat.orchestration.tracking import ARTIFACTS, find_experiment, runs_url, ui_base
     from nasplat.tracking.client import is_local
 
     experiment = load_experiment(experiment_file)
     uri = experiment.tracking_uri
-    url = runs_url(experiment, open_experiment(experiment), port)
+    exp_id = find_experiment(experiment)
+    url = runs_url(experiment, exp_id, port) if exp_id else f"{ui_base(experiment, port)} (nothing logged yet)"
     if not is_local(uri):
         typer.echo(f"tracking.uri is a server; the Pareto front is at {url}")
         return

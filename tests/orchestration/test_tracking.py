@@ -92,3 +92,16 @@ def test_the_runs_view_url_filters_the_front_and_sorts_by_ap() -> None:
     assert path == "http://127.0.0.1:5000/#/experiments/7/runs"
     assert query.split("&") == ["workflowType=machine_learning", "searchFilter=tags.pareto%20%3D%20%27true%27",
                                 "orderByKey=metrics.%60wholebody_AP%60", "orderByAsc=false"]
+
+
+def test_the_ui_url_of_a_server_has_no_credentials_and_a_local_store_uses_nasplat_ui(tmp_path, tiny_experiment):
+    from nasplat.config import load_experiment
+    from nasplat.orchestration.tracking import runs_url, ui_base
+
+    path = tiny_experiment(tmp_path / "exp")
+    local = load_experiment(path)
+    assert ui_base(local, 5001) == "http://127.0.0.1:5001"
+    path.write_text(path.read_text() + "tracking: {uri: 'https://bob:S3cret@mlflow.example:8443/ml/'}\n")
+    server = load_experiment(path)
+    assert ui_base(server) == "https://mlflow.example:8443/ml"
+    assert runs_url(server, "3").startswith("https://mlflow.example:8443/ml/#/experiments/3/runs?")
