@@ -20,9 +20,20 @@ from nasplat.tracking.plots import FrontPoint
 SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "cpu_small.yaml"
 
 
-def _tracking_uri(kind: str, tmp_path: Path) -> str:
+@pytest.fixture(scope="module")
+def local_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One local MLflow store for the module (a new SQLite store costs seconds of migrations);
+    each test uses its own experiment in it."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+def _fresh() -> str:
+    return f"exp-{uuid.uuid4().hex[:8]}"
+
+
+def _tracking_uri(kind: str, local_store: str) -> str:
     if kind == "sqlite":
-        return f"sqlite:///{tmp_path}/mlflow.db"
+        return local_store
     uri = os.environ.get("NASPLAT_TEST_MLFLOW_URI")  # `.ci/run` starts `mlflow server` on 127.0.0.1
     if not uri:
         pytest.skip("NASPLAT_TEST_MLFLOW_URI is not set")
@@ -30,11 +41,11 @@ def _tracking_uri(kind: str, tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "server"])
-def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path, kind: str) -> None:
+def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path, local_store: str, kind: str) -> None:
     from mlflow.tracking import MlflowClient
 
     space = load_space(SPACE)
-    uri = _tracking_uri(kind, tmp_path)
+    uri = _tracking_uri(kind, local_store)
     name = f"exp-{uuid.uuid4().hex[:8]}"  # a server outlives the test: a fresh experiment each run
     settings = SearchConfig(
         sampler="nsga2",
@@ -85,11 +96,11 @@ def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path, kind: st
     assert parent.info.status == "FINISHED"
 
 
-def test_storage_password_never_reaches_mlflow_params(tmp_path: Path) -> None:
+def test_storage_password_never_reaches_mlflow_params(tmp_path: Path, local_store: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracker = MlflowTracker(uri, "exp", tmp_path / "art")
+    uri = local_store
+    tracker = MlflowTracker(uri, _fresh(), tmp_path / "art")
     tracker.start("s", {"storage": "postgresql://bob:Sup3rSecret@db/nas"})
     run = MlflowClient(tracking_uri=uri).get_run(tracker.parent_run_id)
     assert run.data.params["storage"] == "postgresql://bob:***@db/nas"
@@ -102,12 +113,12 @@ def test_pareto_html_embeds_plotly_so_it_works_offline(tmp_path: Path) -> None:
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js itself is in the page
 
 
-def test_trial_runs_take_the_evaluations_start_and_end_times(tmp_path: Path) -> None:
+def test_trial_runs_take_the_evaluations_start_and_end_times(tmp_path: Path, local_store: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = local_store
     space = load_space(SPACE)
-    tracker = MlflowTracker(uri, "exp", tmp_path / "art")
+    tracker = MlflowTracker(uri, _fresh(), tmp_path / "art")
     tracker.start("s", {})
     evaluation = AnalyticFactory(str(SPACE))().evaluate(space.max_arch())
     from nasplat.store import StoredTrial
@@ -140,14 +151,14 @@ class _SlowFactory:
         return Slow()
 
 
-def test_the_driver_hands_each_trial_its_evaluation_times(tmp_path: Path) -> None:
+def test_the_driver_hands_each_trial_its_evaluation_times(tmp_path: Path, local_store: str) -> None:
     """The run lasts at least the evaluation, not just the logging (lower bounds only)."""
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = local_store
     settings = SearchConfig(sampler="random", n_trials=3, budget_gflops=0.1, seed=0, objective="analytic")
     before = int(time.time() * 1000)
-    tracker = MlflowTracker(uri, "exp", tmp_path / "art")
+    tracker = MlflowTracker(uri, _fresh(), tmp_path / "art")
     drive(load_space(SPACE), settings, _SlowFactory(str(SPACE), 0.2), study="s",
           storage_url=f"sqlite:///{tmp_path}/study.db", tracker=tracker)
     runs = MlflowClient(tracking_uri=uri).search_runs([tracker.experiment_id], "tags.`nasplat.role` = 'trial'")
@@ -168,3 +179,20 @@ def test_a_runs_source_is_the_nasplat_command_as_the_ui_shows_it(monkeypatch, ar
 
     monkeypatch.setattr("sys.argv", argv)
     assert command_line() == source
+
+
+def test_an_existing_experiment_keeps_its_artifact_location_and_says_so(tmp_path: Path, local_store: str,
+                                                                       caplog) -> None:
+    from nasplat.tracking.client import client_for, experiment_id
+
+    uri, name = local_store, _fresh()
+    client = client_for(uri)
+    first = experiment_id(client, uri, name, tmp_path / "a")
+    with caplog.at_level("WARNING", logger="nasplat.tracking.client"):
+        assert experiment_id(client, uri, name, tmp_path / "a") == first
+        assert caplog.records == []  # the same place: nothing to say
+        assert experiment_id(client, uri, name, tmp_path / "b") == first
+    assert client.get_experiment(first).artifact_location == (tmp_path / "a").as_uri()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"MLflow experiment {name!r} keeps its artifacts at {(tmp_path / 'a').as_uri()}, not {(tmp_path / 'b').as_uri()} "
+        "(it was created there)"]
