@@ -19,7 +19,8 @@ def run(
     cluster: bool = typer.Option(False, "--cluster", help="Run on the Ray cluster at cluster.address."),
     new_study: bool = typer.Option(False, "--new-study", help="Start a new search study instead of resuming."),
     objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (wholebody | analytic)."),
-    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log training to MLflow."),
+    study: Optional[str] = typer.Option(None, "--study", metavar="NAME", help="Resume this search study (with --new-study: create it)."),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
 ) -> None:
     """Train the supernet, search subnets under the budget, export the best.
 
@@ -32,14 +33,17 @@ def run(
     from nasplat.cli.progress import search_bar, training_bar
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.run import export_best, run_search
     from nasplat.orchestration.tracking import open_experiment, ui_hint
     from nasplat.orchestration.training import train_supernet
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
+    preflight(experiment, objective=objective, tracking=not no_mlflow)
     console = make_console(stderr=True)
-    mlflow_experiment = open_experiment(experiment)  # on this driver, before any phase (Ray workers log into it)
+    # on this driver, before any phase: the Ray workers of training log into it
+    mlflow_experiment = None if no_mlflow else open_experiment(experiment)
     console.print(f"[bold]1/3[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
         checkpoint = train_supernet(experiment, progress=update, mlflow=not no_mlflow)
@@ -50,7 +54,8 @@ def run(
         f"budget {experiment.search.budget_gflops} GFLOPs"
     )
     with search_bar(console, experiment.search.n_trials) as update:
-        result = run_search(experiment, objective=objective, new_study=new_study, progress=update)
+        result = run_search(experiment, objective=objective, new_study=new_study, study_name=study, progress=update,
+                            track=not no_mlflow)
     console.print(
         f"study {result.study_name}: {result.n_complete} completed, {result.n_failed} failed, "
         f"{len(result.pareto)} on the Pareto front"
@@ -62,13 +67,15 @@ def run(
 
     console.print(f"[bold]3/3[/] export: trial {best.number}, AP {best.evaluation.ap:.4f}, "
                   f"{best.evaluation.total_gflops:.4f} GFLOPs")
-    out, meta = export_best(experiment, best.arch, checkpoint=checkpoint, trial=(result.study_name, best.number))
+    out, meta = export_best(experiment, best.arch, checkpoint=checkpoint,
+                            trial=None if no_mlflow else (result.study_name, best.number))
     g = meta["gflops"]
     console.print(
         f"best subnet exported to {out}: {g['total']:.4f} GFLOPs (body {g['body']:.4f}, face {g['face']:.4f}, "
         f"hand {g['hand']:.4f}), {meta['params']:,} params"
     )
-    console.print(ui_hint(experiment, experiment_file, mlflow_experiment), soft_wrap=True, markup=False)
+    if mlflow_experiment is not None:
+        console.print(ui_hint(experiment, experiment_file, mlflow_experiment), soft_wrap=True, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,6 +25,8 @@ def search(
     cluster: bool = typer.Option(False, "--cluster", help="Join cluster.address instead of starting local Ray."),
     local: bool = typer.Option(False, "--local", help="Evaluate in this process, one at a time (no Ray)."),
     objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (analytic | wholebody)."),
+    study: Optional[str] = typer.Option(None, "--study", metavar="NAME", help="Resume this study of the experiment (with --new-study: create it)."),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the search to MLflow."),
 ) -> None:
     """Run or resume the search to search.n_trials completed trials.
 
@@ -34,31 +39,40 @@ def search(
     from nasplat.cli.progress import search_bar
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.run import report as run_report
     from nasplat.orchestration.run import run_search
-    from nasplat.orchestration.tracking import open_experiment, ui_hint
+    from nasplat.orchestration.tracking import find_experiment, ui_hint
 
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
+    preflight(experiment, objective=objective, tracking=report or not no_mlflow)
     console = make_console(stderr=True)
     if report:
-        result = run_report(experiment)
+        result = run_report(experiment, study)
     else:
         with search_bar(console, experiment.search.n_trials) as update:
-            result = run_search(experiment, objective=objective, new_study=new_study, progress=update, local=local)
+            result = run_search(experiment, objective=objective, new_study=new_study, study_name=study, progress=update,
+                                local=local, track=not no_mlflow)
     best = result.best
     console.print(
         f"study {result.study_name} at {result.storage}: {result.n_complete} completed, {result.n_failed} failed; "
         + (f"best trial {best.number} AP {best.evaluation.ap:.4f} at {best.evaluation.total_gflops:.4f} GFLOPs; " if best else "")
         + f"{len(result.pareto)} on the Pareto front"
     )
-    console.print(ui_hint(experiment, experiment_file, open_experiment(experiment)), soft_wrap=True, markup=False)
+    exp_id = find_experiment(experiment) if report or not no_mlflow else None
+    if exp_id is not None:
+        console.print(ui_hint(experiment, experiment_file, exp_id), soft_wrap=True, markup=False)
 
 
 def status(
     experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="Experiment YAML."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    study: Optional[str] = typer.Option(None, "--study", metavar="NAME", help="Report this study of the experiment instead of the current one."),
 ) -> None:
-    """Phase, trials, best subnet and Pareto front, read from the store.
+    """Phase, trials, best subnet and Pareto front, read from the store (nothing is written).
+
+    When the experiment file no longer matches the stored study (space, objective, sampler, seed,
+    budget), the differences are listed.
 
     \b
     Example:
@@ -68,14 +82,14 @@ def status(
 
     from nasplat.cli.console import console as make_console
     from nasplat.config import load_experiment
-    from nasplat.orchestration.driver import summarize
+    from nasplat.orchestration.driver import identity_of, summarize
     from nasplat.orchestration.phases import Phases
-    from nasplat.store import load_current_study, redact_url
+    from nasplat.store import identity_differences, load_current_study, redact_url
 
     experiment = load_experiment(experiment_file)
     url = experiment.storage_url
     row = Phases(experiment).current()
-    store = load_current_study(url, experiment.name)
+    store = load_current_study(url, experiment.name, study)
     out: dict[str, Any] = {
         "experiment": experiment.name,
         "storage": redact_url(url),
@@ -87,6 +101,7 @@ def status(
         "budget_gflops": experiment.search.budget_gflops,
         "best": None,
         "pareto": [],
+        "differences": [],
     }
     if store is not None:
         result = summarize(store, store.trials())
@@ -99,6 +114,9 @@ def status(
             sampler=store.identity.sampler,
             best=None if result.best is None else _trial_json(result.best) | {"arch": result.best.arch.to_flat()},
             pareto=[_trial_json(t) for t in result.pareto],
+            differences=[{"field": f, "stored": old, "file": new} for f, old, new in
+                         identity_differences(store.identity, identity_of(experiment.space, experiment.search,
+                                                                          store.identity.objective))],
         )
     if as_json:
         typer.echo(json.dumps(out))
@@ -110,6 +128,10 @@ def status(
         return
     counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(out["trials"].items())) or "none"
     console.print(f"study {out['study']} ({out.get('sampler')}): trials {counts}; target {out['n_trials']} completed; budget {out['budget_gflops']} GFLOPs")
+    if out["differences"]:
+        said = "; ".join(f"{d['field']} {d['stored']!r} stored, {d['file']!r} in the file" for d in out["differences"])
+        console.print(f"the experiment file differs from study {out['study']}: {said} "
+                      "(`nasplat search` resumes the study that matches the file, or asks for --new-study)")
     if out["best"]:
         b = out["best"]
         console.print(f"best: trial {b['trial']}  AP {b['ap']:.4f}  {b['gflops']:.4f} GFLOPs")
@@ -145,7 +167,43 @@ def ui(
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--default-artifact-root", (Path(experiment.output_dir) / ARTIFACTS).resolve().as_uri()]
     typer.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop); the Pareto front: {url}")
-    subprocess.run(cmd, check=False)
+    serve_until_stopped(cmd)
+
+
+def serve_until_stopped(cmd: list[str], grace_s: float = 10.0) -> int:
+    """Run a server command in its own process group until it exits or this process is stopped
+    (Ctrl-C or SIGTERM); then stop the whole group (the server and its workers): TERM, and KILL
+    what is left after `grace_s`. Returns the server's exit code."""
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def _terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop_group(proc, grace_s)
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return  # the group is gone
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            proc.poll()
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+    proc.wait(timeout=grace_s)
 
 
 def register(app: typer.Typer) -> None:

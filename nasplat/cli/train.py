@@ -17,6 +17,30 @@ def _arch(experiment: Any, spec: str) -> Any:
     return experiment.space.load_arch(spec)
 
 
+def checked_device(device: str) -> str:
+    """`device` when this machine has it (`cpu`, `cuda`, `cuda:1`, `mps`, ...); else ConfigError
+    naming --device."""
+    import torch
+
+    from nasplat.errors import ConfigError
+
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{device!r} is not a torch device (e.g. cpu, cuda, cuda:1)", key="--device") from None
+    if d.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{device!r}: this machine has no CUDA device", key="--device")
+        if d.index is not None and d.index >= count:
+            raise ConfigError(f"{device!r}: this machine has {count} CUDA device(s)", key="--device")
+    elif d.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{device!r}: MPS is not available on this machine", key="--device")
+    elif d.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{device!r}: nasplat runs on cpu, cuda or mps", key="--device")
+    return device
+
+
 def train(
     experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="An experiment YAML file."),
     cluster: bool = typer.Option(False, "--cluster", help="Train on the Ray cluster at cluster.address."),
@@ -33,10 +57,12 @@ def train(
     from nasplat.cli.progress import training_bar
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.training import train_supernet
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
+    preflight(experiment, search=False, tracking=not no_mlflow)
     console = make_console(stderr=True)
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
         path = train_supernet(experiment, progress=update, mlflow=not no_mlflow, evaluate=not no_eval)
@@ -63,7 +89,7 @@ def subnet_eval(
 
     experiment = load_experiment(experiment_file)
     chosen = _arch(experiment, arch)
-    result = SubnetEvaluator(experiment, device).evaluate(chosen, recalibrate=not no_recalibrate)
+    result = SubnetEvaluator(experiment, checked_device(device)).evaluate(chosen, recalibrate=not no_recalibrate)
     if as_json:
         typer.echo(json.dumps({"arch": chosen.to_flat(), "gflops": result["gflops"], "metrics": result["metrics"],
                                "params": result["params"]}))
@@ -93,7 +119,7 @@ def subnet_export(
     from nasplat.subnet import export_subnet
 
     experiment = load_experiment(experiment_file)
-    meta = export_subnet(experiment, _arch(experiment, arch), out, device=device)
+    meta = export_subnet(experiment, _arch(experiment, arch), out, device=checked_device(device))
     typer.echo(f"exported to {out} ({meta['gflops']['total']:.4f} GFLOPs, {meta['params']:,} params)")
 
 

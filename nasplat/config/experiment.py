@@ -76,6 +76,10 @@ class SearchConfig:
     max_retries: int = Field(2, ge=0)  # extra attempts of a failed or lost evaluation
     # trials that may fail for good (after their retries) before the search stops; None: n_trials
     max_failures: int | None = Field(None, ge=0)
+    # an evaluation running longer is abandoned (its Ray actor replaced) and retried once on
+    # another slot, then failed; None: 10x the median evaluation so far, at least 120 s, and
+    # 1 h until the first evaluation completes. The in-process (--local) pool has no timeout.
+    trial_timeout_s: float | None = Field(None, gt=0)
 
 
 @pdataclass(config=STRICT, frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -50,16 +51,36 @@ def quiet_worker_logs() -> None:
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
+# Ray's switch for "this node is part of a multi-node cluster"; off, Ray takes 127.0.0.1 as the
+# node's address, and its servers (GCS, raylet, workers) then listen on the loopback only. Ray
+# reads it when `ray._private.ray_constants` is imported, so `_loopback_only` sets both.
+_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _loopback_only(on: bool) -> None:
+    """Make the Ray this process starts next bind and advertise 127.0.0.1 (`on`), or the
+    machine's address as Ray decides itself (joining a cluster)."""
+    from ray._private import ray_constants
+
+    if on:
+        os.environ[_CLUSTER_SWITCH] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    elif os.environ.get(_CLUSTER_SWITCH) == "0":
+        del os.environ[_CLUSTER_SWITCH]
+        ray_constants.ENABLE_RAY_CLUSTER = not ray_constants.IS_WINDOWS_OR_OSX
+
+
 def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
-    """Start an embedded local Ray (`address` None; `num_cpus` / `num_gpus` its size) or join the
-    cluster at `address`. Returns True when this call started or joined Ray, False when this
-    process already had it. Raises NasplatError (naming `cluster.address`) when the cluster cannot
-    be reached."""
+    """Start an embedded local Ray (`address` None; `num_cpus` / `num_gpus` its size), which
+    listens on and advertises 127.0.0.1 only, or join the cluster at `address`. Returns True when
+    this call started or joined Ray, False when this process already had it. Raises NasplatError
+    (naming `cluster.address`) when Ray cannot be started or the cluster cannot be reached."""
     import ray  # heavy; only the commands that run something start it
 
     if ray.is_initialized():
         return False
     try:
+        _loopback_only(address is None)
         if address is None:
             ray.init(
                 address="local",  # a new embedded cluster, never one another process started
@@ -72,8 +93,11 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
             )
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=_RUNTIME_ENV)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise NasplatError(f"cannot connect to Ray at {address!r}: {e}", key="cluster.address") from e
+    except Exception as e:  # noqa: BLE001 - whatever Ray raises is one line naming the key
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if address is None:
+            raise NasplatError(f"cannot start a local Ray: {first}", key="cluster") from e
+        raise NasplatError(f"cannot connect to Ray at {address!r}: {first}", key="cluster.address") from e
     return True
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -135,7 +136,26 @@ class _Flight:
     arch: Arch
     attempts: int = 0
     worker: int | None = None
+    timeouts: int = 0
+    submitted: float = 0.0  # time.monotonic() of the current attempt's submit
     started: float = field(default_factory=time.time)  # wall clock: the trial run's start in MLflow
+
+
+# The automatic evaluation timeout (search.trial_timeout_s None): a multiple of the median
+# measured evaluation, never below a floor, and generous before anything was measured.
+TIMEOUT_MEDIAN_FACTOR = 10.0
+TIMEOUT_FLOOR_S = 120.0
+TIMEOUT_FIRST_S = 3600.0
+
+
+def trial_timeout(configured: float | None, durations: list[float]) -> float:
+    """The evaluation timeout in seconds: `configured`, else 10x the median of `durations` (the
+    evaluations measured so far), at least 120 s, and 1 h while none is measured."""
+    if configured is not None:
+        return configured
+    if not durations:
+        return TIMEOUT_FIRST_S
+    return max(TIMEOUT_FLOOR_S, TIMEOUT_MEDIAN_FACTOR * statistics.median(durations))
 
 
 class SearchLoop:
@@ -160,6 +180,7 @@ class SearchLoop:
         self.retry: deque[_Flight] = deque()
         self.driver_seconds = 0.0
         self.evaluated = 0
+        self.durations: list[float] = []  # seconds of each successful evaluation (the timeout's base)
         self._started = time.perf_counter()
 
     @property
@@ -192,16 +213,23 @@ class SearchLoop:
             if flight is None:
                 break
             flight.worker = pool.submit(flight.number, flight.arch, avoid=flight.worker)
+            flight.submitted = time.monotonic()
             self.inflight[flight.number] = flight
+
+    @property
+    def timeout_s(self) -> float:
+        return trial_timeout(self.search.trial_timeout_s, self.durations)
 
     def handle(self, result: PoolResult) -> None:
         """Store one finished evaluation and tell the searcher; a failed attempt is retried on
-        another slot up to `search.max_retries` times, then the trial fails for good. Raises
-        NasplatError when more than `max_failures` trials have failed for good."""
+        another slot up to `search.max_retries` times (a timed-out one once), then the trial
+        fails for good. Raises NasplatError when more than `max_failures` trials have failed for
+        good."""
         self.evaluated += 1
         f = self.inflight.pop(result.token)
         f.worker = result.worker
         if result.evaluation is not None:
+            self.durations.append(time.monotonic() - f.submitted)
             self.store.complete_trial(f.number, result.evaluation, tell_seq=self.n_told)
             self.n_told += 1
             self.searcher.tell(f.arch, result.evaluation)
@@ -214,11 +242,14 @@ class SearchLoop:
                 )
             return
         f.attempts += 1
+        f.timeouts += int(result.timed_out)
         log.warning("trial %d attempt %d failed: %s", f.number, f.attempts, result.error)
-        if f.attempts <= self.search.max_retries:
+        if f.attempts <= self.search.max_retries and f.timeouts <= 1:
             self.retry.append(f)
             return
         error = result.error or "unknown error"
+        if f.timeouts > 1:
+            error = f"{error} (twice, on two evaluators)"
         self.store.fail_trial(f.number, error, tell_seq=self.n_told)
         self.n_told += 1
         self.searcher.tell(f.arch, None)
@@ -247,7 +278,7 @@ class SearchLoop:
                     self.driver_seconds += time.perf_counter() - t0
                     if not self.inflight:
                         break
-                    result = live.next_result()
+                    result = live.next_result(self.timeout_s)
                     t0 = time.perf_counter()
                     self.handle(result)
                     self.driver_seconds += time.perf_counter() - t0
@@ -274,19 +305,21 @@ def open_search(
     storage_url: str,
     objective: str | None = None,
     new_study: bool = False,
+    study_name: str | None = None,
     progress: Callable[[ProgressUpdate], None] | None = None,
     tracker: TrialLogger | None = None,
 ) -> SearchLoop:
     """The opening step of a search: build the searcher, open (or resume) the study `study` at
     `storage_url`, rebuild the searcher from the stored trials, start the tracker.
 
-    `objective` names the objective in the study's identity (default `search.objective`).
+    `objective` names the objective in the study's identity (default `search.objective`);
+    `study_name` picks one stored study of the experiment (`--study`; see `open_study`).
     Raises BudgetError (budget below the smallest arch) before anything is stored, StoreError
     (store unreachable or not matching; the message names --new-study).
     """
     cost = total_gflops_fn(space)
     searcher = build_searcher(search.sampler, space, cost, search.budget_gflops, search.seed, evolution=search.evolution)
-    store = open_study(storage_url, study, identity_of(space, search, objective), new_study=new_study)
+    store = open_study(storage_url, study, identity_of(space, search, objective), new_study=new_study, study=study_name)
     store.set_attr("n_trials", search.n_trials)
     store.set_attr("budget_gflops", search.budget_gflops)
     loop = SearchLoop(space, search, searcher, store, progress=progress, tracker=tracker)
@@ -315,6 +348,7 @@ def drive(
     storage_url: str,
     objective: str | None = None,
     new_study: bool = False,
+    study_name: str | None = None,
     progress: Callable[[ProgressUpdate], None] | None = None,
     tracker: TrialLogger | None = None,
     pool: EvaluatorPool | Callable[[], EvaluatorPool] | None = None,
@@ -325,5 +359,5 @@ def drive(
     Raises BudgetError, StoreError, NasplatError (see `open_search` and `SearchLoop.run`).
     """
     loop = open_search(space, search, study=study, storage_url=storage_url, objective=objective,
-                       new_study=new_study, progress=progress, tracker=tracker)
+                       new_study=new_study, study_name=study_name, progress=progress, tracker=tracker)
     return loop.run(pool if pool is not None else (lambda: LocalEvaluatorPool(factory)))

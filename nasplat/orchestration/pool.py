@@ -7,11 +7,16 @@ evaluates archs one at a time. `LocalEvaluatorPool` evaluates in the driver proc
 
 The driver submits work only to idle slots and collects results one by one
 (`next_result`, a `ray.wait` on every running evaluation), so every slot is kept busy.
+
+An evaluation that runs longer than the `timeout_s` given to `next_result` is given up on the
+Ray pool: its actor is killed and replaced, and the result says `timed_out`. The local pool
+evaluates in the driver's own thread and cannot interrupt it: it has no timeout.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
@@ -24,6 +29,9 @@ from nasplat.space import Arch
 
 log = logging.getLogger(__name__)
 
+# How long an evaluator may take to build its objective before its evaluation's timeout runs.
+_STARTUP_ALLOWANCE_S = 600.0
+
 
 @dataclass(frozen=True)
 class PoolResult:
@@ -35,6 +43,7 @@ class PoolResult:
     evaluation: Evaluation | None
     error: str | None = None
     lost: bool = False
+    timed_out: bool = False
 
 
 class EvaluatorPool(ABC):
@@ -51,8 +60,10 @@ class EvaluatorPool(ABC):
         """Start evaluating `arch` on an idle slot (not `avoid` if another is idle); returns the slot."""
 
     @abstractmethod
-    def next_result(self) -> PoolResult:
-        """Block until one running evaluation finishes. Raises NasplatError when none is running."""
+    def next_result(self, timeout_s: float | None = None) -> PoolResult:
+        """Block until one running evaluation finishes, or (where the pool can interrupt one)
+        until one has run `timeout_s` seconds: that one is abandoned and returned `timed_out`.
+        Raises NasplatError when none is running."""
 
     def close(self) -> None:
         """Release the evaluators."""
@@ -75,7 +86,8 @@ class LocalEvaluatorPool(EvaluatorPool):
         self._queue.append((token, arch))
         return 0
 
-    def next_result(self) -> PoolResult:
+    def next_result(self, timeout_s: float | None = None) -> PoolResult:
+        """Evaluate the queued arch now (in this thread; `timeout_s` cannot apply)."""
         if not self._queue:
             raise NasplatError("no evaluation is running")
         token, arch = self._queue.popleft()
@@ -121,14 +133,32 @@ class RayEvaluatorPool(EvaluatorPool):
         self._cpus = cpus
         self._gpus = gpus
         self._restarts_left = max_restarts
-        self._actors = [self._new_actor() for _ in range(size)]
         self._busy: dict[int, int] = {}  # slot -> token
         self._running: dict[Any, tuple[int, int]] = {}  # ObjectRef -> (token, slot)
+        self._since: dict[Any, float] = {}  # ObjectRef -> when it was submitted (monotonic)
+        # An evaluation's timeout runs from when its actor was built (the objective loads a
+        # supernet and caches crops first): slot -> the actor's readiness probe / when it answered.
+        self._probe: dict[int, Any] = {}
+        self._ready_at: dict[int, float] = {}
+        self._actors: list[Any] = []
+        for slot in range(size):
+            self._actors.append(self._new_actor(slot))
 
-    def _new_actor(self) -> Any:
-        return self._cls.options(num_cpus=self._cpus, num_gpus=self._gpus, max_restarts=0).remote(
+    def _new_actor(self, slot: int) -> Any:
+        actor = self._cls.options(num_cpus=self._cpus, num_gpus=self._gpus, max_restarts=0).remote(
             self._factory, self._cpus
         )
+        self._probe[slot] = actor.pid.remote()
+        self._ready_at.pop(slot, None)
+        return actor
+
+    def _clock_start(self, ref: Any, now: float) -> float:
+        """When `ref`'s timeout clock started: at submit, or when its actor became ready if
+        later; an actor still being built counts from submit with a start-up allowance."""
+        slot = self._running[ref][1]
+        if slot in self._ready_at:
+            return max(self._since[ref], self._ready_at[slot])
+        return self._since[ref] + _STARTUP_ALLOWANCE_S
 
     def actor_pids(self) -> list[int]:
         """Process ids of the actors (for tests that kill one)."""
@@ -145,16 +175,43 @@ class RayEvaluatorPool(EvaluatorPool):
         ref = self._actors[slot].evaluate.remote(arch.to_json())
         self._busy[slot] = token
         self._running[ref] = (token, slot)
+        self._since[ref] = time.monotonic()
         return slot
 
-    def next_result(self) -> PoolResult:
+    def next_result(self, timeout_s: float | None = None) -> PoolResult:
         ray = self._ray
         if not self._running:
             raise NasplatError("no evaluation is running")
-        ready, _ = ray.wait(list(self._running), num_returns=1)
+        while True:
+            now = time.monotonic()
+            wait = None
+            if timeout_s is not None:
+                start = {r: self._clock_start(r, now) for r in self._running}
+                late = [r for r in self._running if now - start[r] >= timeout_s]
+                if late:
+                    ref = min(late, key=start.__getitem__)
+                    token, slot = self._running.pop(ref)
+                    ran = now - self._since.pop(ref)
+                    del self._busy[slot]
+                    log.warning("evaluation on evaluator %d ran %.0f s (timeout %.0f s); replacing the evaluator",
+                                slot, ran, timeout_s)
+                    self._replace(slot)
+                    return PoolResult(token, slot, None, error=f"evaluation timed out after {timeout_s:.0f} s",
+                                      timed_out=True)
+                wait = max(0.0, min(start.values()) + timeout_s - now)
+            probes = {p: s for s, p in self._probe.items() if s in self._busy}
+            ready, _ = ray.wait(list(self._running) + list(probes), num_returns=1, timeout=wait)
+            if not ready:
+                continue
+            if ready[0] in probes:  # an actor finished building: its evaluation's clock starts now
+                slot = probes[ready[0]]
+                self._ready_at[slot] = time.monotonic()
+                del self._probe[slot]
+                continue
+            break
         ref = ready[0]
         token, slot = self._running.pop(ref)
-        del self._busy[slot]
+        del self._busy[slot], self._since[ref]
         try:
             data = ray.get(ref)
             return PoolResult(token, slot, Evaluation.from_dict(data))
@@ -167,14 +224,14 @@ class RayEvaluatorPool(EvaluatorPool):
 
     def _replace(self, slot: int) -> None:
         if self._restarts_left <= 0:
-            raise NasplatError("evaluators keep dying; no restarts left (see the Ray logs)")
+            raise NasplatError("evaluators keep dying or hanging; no restarts left (see the Ray logs)")
         self._restarts_left -= 1
         try:
-            self._ray.kill(self._actors[slot])
+            self._ray.kill(self._actors[slot], no_restart=True)
         except Exception:  # noqa: BLE001 - the actor is already gone
             pass
-        log.warning("evaluator %d lost; starting a new one", slot)
-        self._actors[slot] = self._new_actor()
+        log.warning("evaluator %d replaced by a new one", slot)
+        self._actors[slot] = self._new_actor(slot)
 
     def close(self) -> None:
         for actor in self._actors:

@@ -74,6 +74,7 @@ def run_search(
     *,
     objective: ObjectiveFactory | str | None = None,
     new_study: bool = False,
+    study_name: str | None = None,
     progress: Callable[[ProgressUpdate], None] | None = None,
     local: bool = False,
     track: bool = True,
@@ -86,6 +87,9 @@ def run_search(
         `custom`) is part of the stored study's identity.
     local: evaluate in this process, one at a time (no Ray); otherwise on Ray actors, joined to
         `cluster.address` when the experiment has one (see `cluster.for_command`).
+    study_name: resume (or, with `new_study`, create) this study of the experiment (`--study`).
+    A study that is already finished is only read: neither the study nor the phase row is
+    written, and no evaluator is started.
     Raises BudgetError and ConfigError before anything is written, StoreError (the message names
     --new-study), NasplatError.
     """
@@ -96,8 +100,10 @@ def run_search(
         factory = objective
         name = _FACTORY_NAMES.get(type(objective), "custom")
     loop = open_search(experiment.space, experiment.search, study=experiment.name, storage_url=experiment.storage_url,
-                       objective=name, new_study=new_study, progress=progress,
+                       objective=name, new_study=new_study, study_name=study_name, progress=progress,
                        tracker=make_tracker(experiment) if track else None)
+    if loop.finished:  # a finished study is read, not written
+        return loop.run(pool_for(experiment, factory, local=local))
     phases = Phases(experiment)
     phases.mark(Phase.SEARCHING)
     result = loop.run(pool_for(experiment, factory, local=local))
@@ -106,10 +112,10 @@ def run_search(
     return result
 
 
-def report(experiment: Experiment) -> SearchResult:
+def report(experiment: Experiment, study_name: str | None = None) -> SearchResult:
     """Re-tag the Pareto front and re-log the figures from the store (`nasplat search --report`).
     Raises StoreError when the experiment has no study yet."""
-    store = load_current_study(experiment.storage_url, experiment.name)
+    store = load_current_study(experiment.storage_url, experiment.name, study_name)
     if store is None:
         raise StoreError(f"experiment {experiment.name!r} has no study yet; run `nasplat search` first", source=str(experiment.path))
     trials = store.trials()

@@ -423,6 +423,8 @@ def load_current_study(url: str, experiment: str, study: str | None = None) -> S
     there is none. Read-only: a missing database or table is not created. Raises StoreError."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if "studies" not in _tables(url):
+        if study is not None:
+            raise StoreError(f"no study {study!r} in the store (it has no studies yet)", source=redact_url(url), key="--study")
         return None
     states = ExperimentStateStore(url, read_only=True)
     try:
@@ -433,10 +435,14 @@ def load_current_study(url: str, experiment: str, study: str | None = None) -> S
     names = _study_names(storage)
     mine = _studies_of(names, experiment)
     if study is not None:
+        if study not in names:
+            listed = ", ".join(repr(n) for n in mine) or "none"
+            raise StoreError(f"no study {study!r} in the store (studies of {experiment!r}: {listed})",
+                             source=redact_url(url), key="--study")
         current = study
     else:
         current = row.study_name if row and row.study_name in names else (mine[-1] if mine else None)
-    if current is None or current not in names:
+    if current is None:
         return None
     loaded = optuna.load_study(study_name=current, storage=storage)
     raw = loaded.user_attrs.get("identity")

@@ -79,7 +79,7 @@ class MlflowTracker:
                  supernet: tuple[str | None, str | None] = (None, None), source: str | None = None) -> None:
         self.uri = uri
         self.experiment = experiment
-        self._client = client_for(uri)
+        self._client_now: Any = None  # made at first use: constructing the tracker writes nothing
         self._artifact_dir = artifact_dir
         self._supernet = supernet
         self._source = source
@@ -90,6 +90,12 @@ class MlflowTracker:
         self._queue: queue.Queue[tuple[StoredTrial, float | None, float | None] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._errors: list[str] = []
+
+    @property
+    def _client(self) -> Any:
+        if self._client_now is None:
+            self._client_now = client_for(self.uri)
+        return self._client_now
 
     # --- runs --------------------------------------------------------------------------------
     def _search(self, filter_string: str) -> list[Any]:

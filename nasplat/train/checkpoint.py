@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,14 @@ def save_checkpoint(directory: Path, payload: dict[str, Any], *, step: int, keep
     return latest
 
 
+def copy_checkpoint(source: Path, target: Path) -> Path:
+    """Copy a checkpoint file to `target` atomically (see `nasplat.files.atomic_write`)."""
+    if target.exists() and source.resolve() == target.resolve():
+        return target
+    with source.open("rb") as f:
+        return atomic_write(target, lambda out: shutil.copyfileobj(f, out))
+
+
 def find_latest(directory: Path) -> Path | None:
     """The newest complete checkpoint in `directory`, or None."""
     latest = directory / LATEST
@@ -139,6 +148,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 __all__ = [
     "LATEST",
+    "copy_checkpoint",
     "atomic_torch_save",
     "capture_rng_state",
     "find_latest",

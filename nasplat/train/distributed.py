@@ -23,11 +23,12 @@ import ray
 import ray.train
 import ray.train.torch
 from ray.train import Checkpoint, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig as RayCheckpointConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.util.queue import Empty, Queue
 
 from nasplat.config import Experiment, load_experiment
-from nasplat.errors import TrainingError
+from nasplat.errors import NasplatError, TrainingError
 from nasplat.train.checkpoint import LATEST, find_latest
 from nasplat.train.loop import Monitor, MonitorFactory, WorkerContext, run_training
 
@@ -131,6 +132,25 @@ def _drain(queue: Any, progress: Callable[[dict[str, Any]], None], stop: threadi
             return
 
 
+def worker_cause(error: BaseException) -> NasplatError | None:
+    """The NasplatError a Ray Train worker (or its controller) raised, found inside Ray's wrapper
+    (`worker_failures`, `controller_failure`, task-error causes, exception chains), or None."""
+    seen: set[int] = set()
+    todo: list[object] = [error]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, NasplatError):
+            return e
+        failures = getattr(e, "worker_failures", None)
+        if isinstance(failures, dict):
+            todo.extend(failures[k] for k in sorted(failures, reverse=True))  # rank 0 first
+        todo.extend([getattr(e, "controller_failure", None), getattr(e, "cause", None), e.__cause__, e.__context__])
+    return None
+
+
 def train_with_ray(
     experiment: Experiment,
     *,
@@ -168,11 +188,19 @@ def train_with_ray(
                 use_gpu=cluster.use_gpu,
                 resources_per_worker={"CPU": cluster.cpus_per_worker},
             ),
-            run_config=RunConfig(name=experiment.name, storage_path=str(experiment.output_dir / "ray")),
+            run_config=RunConfig(
+                name=experiment.name,
+                storage_path=str(experiment.output_dir / "ray"),
+                # Ray keeps the reported checkpoints too: as many as the output directory does
+                checkpoint_config=RayCheckpointConfig(num_to_keep=experiment.trainer.checkpoint.keep + 1),
+            ),
         )
         try:
             trainer.fit()
         except Exception as e:  # Ray wraps worker errors in its own types
+            cause = worker_cause(e)
+            if cause is not None:  # a nasplat error on a worker (bad data, MLflow, ...) reads as itself
+                raise cause from e
             raise TrainingError(f"Ray Train run failed: {e}".splitlines()[0], source=str(experiment.path)) from e
     finally:
         stop.set()
@@ -186,4 +214,4 @@ def train_with_ray(
     return latest
 
 
-__all__ = ["progress_message", "train_loop_per_worker", "train_with_ray"]
+__all__ = ["progress_message", "train_loop_per_worker", "train_with_ray", "worker_cause"]

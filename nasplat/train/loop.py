@@ -33,7 +33,15 @@ from nasplat.data.topdown import collate
 from nasplat.errors import DataError, TrainingError
 from nasplat.files import atomic_write_json
 from nasplat.models import create_model
-from nasplat.train.checkpoint import capture_rng_state, find_latest, load_checkpoint, restore_rng_state, save_checkpoint
+from nasplat.train.checkpoint import (
+    LATEST,
+    capture_rng_state,
+    copy_checkpoint,
+    find_latest,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from nasplat.train.data import ShardedEpochSampler, train_dataset
 from nasplat.train.ddp import allreduce_gradients, allreduce_scalars, broadcast_module
 from nasplat.train.sandwich import SandwichSampler
@@ -140,6 +148,9 @@ class SupernetTrainer:
             )
         self.epoch = self.batch_in_epoch = self.step = self.samples = 0
         self.resumed_from_step: int | None = None
+        # where the resumed checkpoint came from: "worker_context" (e.g. Ray Train's restore) or
+        # "checkpoint_dir" (the output directory's newest); None when training started afresh
+        self.resume_source: str | None = None
         self.latest: Path | None = None
 
     def _batches(self, epoch: int, skip: int) -> ShardedEpochSampler:
@@ -154,6 +165,7 @@ class SupernetTrainer:
         path = self.ctx.resume_from or find_latest(self.experiment.checkpoint_dir)
         if path is None:
             return
+        source = "worker_context" if self.ctx.resume_from is not None else "checkpoint_dir"
         payload = load_checkpoint(path, map_location=self.device)
         _check_resume(payload, self.experiment, self.ctx.world_size, path)
         self.net.load_state_dict(payload["model"])
@@ -163,6 +175,11 @@ class SupernetTrainer:
         self.epoch, self.batch_in_epoch = int(payload["epoch"]), int(payload["batch_in_epoch"])
         self.step, self.samples = int(payload["step"]), int(payload["samples"])
         self.resumed_from_step = self.step
+        self.resume_source = source
+        if source == "worker_context" and self.is_main:
+            # the context's checkpoint lives in a scratch folder: the output directory gets it too,
+            # so its latest checkpoint is the one training continues from (or ends with)
+            path = copy_checkpoint(path, self.experiment.checkpoint_dir / LATEST)
         self.latest = path
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
 
@@ -262,7 +279,8 @@ class SupernetTrainer:
         ckpt_dir = self.experiment.checkpoint_dir
         latest = self.latest or find_latest(ckpt_dir)  # nothing trained: the resumed one is final
         atomic_write_json({"checkpoint": str(latest), "epochs": self.epoch, "steps": self.step,
-                           "samples": self.samples, "resumed_from_step": self.resumed_from_step},
+                           "samples": self.samples, "resumed_from_step": self.resumed_from_step,
+                           "resume_source": self.resume_source},
                           ckpt_dir / "final.json")
         return latest
 

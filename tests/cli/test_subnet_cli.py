@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 
@@ -38,3 +39,14 @@ def test_train_on_a_missing_experiment_file_is_exit_2(tmp_path):
 
     res = CliRunner().invoke(app, ["train", str(tmp_path / "missing.yaml")])
     assert res.exit_code == 2 and "missing.yaml" in res.output
+
+
+@pytest.mark.parametrize("device", ["banana", "cuda:99", "meta"])
+def test_a_bad_device_is_one_error_line_and_exit_2(trained_tiny, device, tmp_path):
+    from nasplat.cli.main import app
+
+    for command in (["subnet", "eval", str(trained_tiny.path)], ["subnet", "export", str(trained_tiny.path), "--out", str(tmp_path / "x")]):
+        res = CliRunner().invoke(app, [*command, "--device", device])
+        assert res.exit_code == 2, res.output
+        assert "--device" in res.output and repr(device) in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "x").exists()

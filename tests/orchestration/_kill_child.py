@@ -1,4 +1,5 @@
-"""Child process of the kill test: run (or resume) a serial search on the analytic objective."""
+"""Child process of the kill test: run (or resume) a search on the analytic objective, serially in
+this process (`local`) or on two Ray evaluator actors of an embedded Ray (`ray`)."""
 
 import sys
 
@@ -8,6 +9,7 @@ from nasplat.search import AnalyticFactory
 from nasplat.space import load_space
 
 space_path, url, sampler, n_trials, work = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+executor = sys.argv[6] if len(sys.argv) > 6 else "local"
 settings = SearchConfig(
     sampler=sampler,
     n_trials=n_trials,
@@ -28,6 +30,13 @@ def on_progress(update) -> None:  # noqa: ANN001
         print("trial", flush=True)
 
 
-result = drive(load_space(space_path), settings, AnalyticFactory(space_path, work=work), study="kill", storage_url=url,
-               progress=on_progress)
+factory = AnalyticFactory(space_path, work=work)
+pool = None
+if executor == "ray":
+    from nasplat.orchestration.cluster import init_ray
+    from nasplat.orchestration.pool import RayEvaluatorPool
+
+    init_ray(None, num_cpus=2)
+    pool = RayEvaluatorPool(factory, 2)
+result = drive(load_space(space_path), settings, factory, study="kill", storage_url=url, progress=on_progress, pool=pool)
 print("done", result.n_complete, flush=True)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,120 @@ def test_two_actors_and_a_lost_actor_is_retried(tmp_path: Path, ray_local) -> No
     assert result.n_complete == 10 and result.n_failed == 0
     assert len({t.key for t in result.trials if t.state == "COMPLETE"}) == 10
     assert all(t.state == "COMPLETE" for t in result.trials)  # the lost trial was retried, not re-created
+
+
+class _HangingObjective:
+    """The analytic objective, except that an evaluation that can take one of the token files in
+    `tokens` (an atomic remove, so each token hangs exactly one evaluation) never returns."""
+
+    def __init__(self, space_path: str, tokens: str) -> None:
+        from nasplat.search.objectives import AnalyticObjective
+
+        self._inner = AnalyticObjective(load_space(space_path))
+        self._tokens = Path(tokens)
+
+    def evaluate(self, arch):  # noqa: ANN001, ANN201
+        import time
+
+        for token in sorted(self._tokens.glob("hang-*")):
+            try:
+                token.unlink()
+            except FileNotFoundError:
+                continue  # another evaluator took it
+            time.sleep(3600)
+        return self._inner.evaluate(arch)
+
+
+@dataclass(frozen=True)
+class _HangingFactory:
+    space_path: str
+    tokens: str
+
+    def __call__(self) -> _HangingObjective:
+        return _HangingObjective(self.space_path, self.tokens)
+
+
+def _hang_tokens(folder: Path, n: int) -> str:
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"hang-{i}").touch()
+    return str(folder)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("size, hangs", [(2, 1), (1, 2)])
+def test_a_hung_evaluation_times_out_is_retried_once_then_fails(tmp_path: Path, ray_local, caplog, size, hangs) -> None:  # noqa: ANN001
+    """One hang: the evaluator is replaced and the trial completes on the retry. The same trial
+    hanging twice (one slot, so both attempts hang): it fails for good, saying why, and the
+    search goes on to its budget."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test module is not importable in workers
+    factory = _HangingFactory(str(SPACE), _hang_tokens(tmp_path / "tokens", hangs))
+    pool = RayEvaluatorPool(factory, size)
+    settings = SearchConfig(sampler="random", n_trials=4, budget_gflops=0.1, seed=0, objective="analytic",
+                            num_evaluators=size, trial_timeout_s=3)
+    try:
+        with caplog.at_level("WARNING"):
+            result = drive(load_space(SPACE), settings, factory, study="hang", storage_url=f"sqlite:///{tmp_path}/study.db",
+                           pool=pool)
+    finally:
+        pool.close()
+    assert not list((tmp_path / "tokens").iterdir())  # every hang happened
+    assert "evaluation timed out after 3 s" in caplog.text
+    assert result.n_complete == 4
+    failed = [t for t in result.trials if t.outcome == "failed"]
+    if hangs == 1:
+        assert not failed and all(t.state == "COMPLETE" for t in result.trials)
+    else:
+        assert len(failed) == 1 and "timed out after 3 s (twice" in failed[0].error
+
+
+def test_the_automatic_timeout_follows_the_measured_evaluations() -> None:
+    from nasplat.orchestration.driver import trial_timeout
+
+    assert trial_timeout(30.0, [100.0]) == 30.0  # configured wins
+    assert trial_timeout(None, []) == 3600.0  # nothing measured yet
+    assert trial_timeout(None, [1.0, 2.0, 50.0]) == 120.0  # the floor
+    assert trial_timeout(None, [20.0, 30.0, 40.0]) == 300.0  # 10x the median
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """Local addresses (hex, as /proc/net/tcp* writes them) of the TCP sockets `pids` listen on."""
+    inodes: set[str] = set()
+    for pid in pids:
+        fds = Path(f"/proc/{pid}/fd")
+        for fd in fds.iterdir() if fds.is_dir() else ():
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN
+                out.append(f[1].split(":")[0])
+    return out
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="needs Linux /proc")
+def test_the_embedded_ray_listens_on_the_loopback_only(ray_local) -> None:  # noqa: ANN001
+    import ray
+
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    node = ray._private.worker._global_node
+    assert node.node_ip_address == "127.0.0.1"
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+    pool = RayEvaluatorPool(AnalyticFactory(str(SPACE)), 1)
+    try:
+        pids = {p.process.pid for procs in node.all_processes.values() for p in procs} | set(pool.actor_pids())
+        addresses = _listening(pids)
+    finally:
+        pool.close()
+    assert addresses, "found no listening socket of Ray's processes"
+    assert set(addresses) <= loopback, addresses

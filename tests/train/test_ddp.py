@@ -86,3 +86,38 @@ def test_two_process_step_equals_one_process_on_the_concatenated_batch(tmp_path)
             torch.testing.assert_close(result["grads"][name], p.grad, rtol=1e-5, atol=1e-6)
     assert sorted(result["none"]) == ["unused.bias", "unused.weight"]
     assert result["calls"] > 1
+
+
+def _loop_worker(rank: int, world: int, port: int, experiment_path: str, out: str) -> None:
+    """One rank of the real supernet loop (what a Ray Train worker runs, without Ray)."""
+    from nasplat.config import load_experiment
+    from nasplat.train.loop import SupernetTrainer, WorkerContext
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        trainer = SupernetTrainer(load_experiment(experiment_path), WorkerContext(rank=rank, world_size=world))
+        trainer.run()
+        torch.save({"step": trainer.step, "params": {n: p.detach().clone() for n, p in trainer.net.named_parameters()},
+                    "buffers": {n: b.detach().clone() for n, b in trainer.net.named_buffers()}}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(600)
+def test_two_ranks_of_the_supernet_loop_keep_identical_parameters(tmp_path, tiny_experiment):
+    """After several sandwich steps on different shards, both ranks hold the same parameters
+    (gradients are all-reduced); their BN running statistics differ (each rank's own batches),
+    which shows the shards really differed."""
+    path = tiny_experiment(tmp_path / "ddp", num_workers=2)
+    out = str(tmp_path / "params")
+    mp.start_processes(_loop_worker, args=(2, _free_port(), str(path), out), nprocs=2, join=True, start_method="spawn")
+    r0, r1 = (torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1))
+    assert r0["step"] == r1["step"] >= 3
+    assert r0["params"].keys() == r1["params"].keys()
+    for name in r0["params"]:
+        torch.testing.assert_close(r0["params"][name], r1["params"][name], rtol=0, atol=0, msg=name)
+    means = [n for n in r0["buffers"] if n.endswith("running_mean")]
+    assert any(not torch.equal(r0["buffers"][n], r1["buffers"][n]) for n in means)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -40,11 +41,27 @@ def test_two_ray_workers_train_and_a_rerun_resumes_from_rays_checkpoint(tmp_path
                for e in events)
     assert any((experiment.output_dir / "ray" / experiment.name).glob("checkpoint_*"))
 
+    # Ray keeps no more checkpoints than the output directory does (checkpoint.keep + the latest)
+    kept = [p for p in (experiment.output_dir / "ray" / experiment.name).glob("checkpoint_*") if p.is_dir()]
+    assert 1 <= len(kept) <= experiment.trainer.checkpoint.keep + 1
+
+    # Ray's restore on its own: the output directory's checkpoints are gone
+    saved = {p.name: p.read_bytes() for p in experiment.checkpoint_dir.glob("*.pt")}
+    for p in experiment.checkpoint_dir.glob("*.pt"):
+        p.unlink()
     train_supernet(experiment, mlflow=False)  # nothing left: resumes at the end and stops
     final = json.loads((experiment.checkpoint_dir / "final.json").read_text())
-    assert final["resumed_from_step"] == payload["step"]
-    again = torch.load(experiment.checkpoint_dir / "latest.pt", weights_only=True)
+    assert final["resume_source"] == "worker_context" and final["resumed_from_step"] == payload["step"]
+    again = torch.load(final["checkpoint"], weights_only=True)
     assert all(torch.equal(again["model"][k], payload["model"][k]) for k in payload["model"])
+
+    # the output directory's checkpoint on its own: Ray's storage is gone
+    shutil.rmtree(experiment.output_dir / "ray")
+    for name, data in saved.items():
+        (experiment.checkpoint_dir / name).write_bytes(data)
+    train_supernet(experiment, mlflow=False)
+    final = json.loads((experiment.checkpoint_dir / "final.json").read_text())
+    assert final["resume_source"] == "checkpoint_dir" and final["resumed_from_step"] == payload["step"]
 
 
 def test_progress_message_keeps_the_bars_fields_and_drops_the_network():
@@ -57,3 +74,17 @@ def test_progress_message_keeps_the_bars_fields_and_drops_the_network():
     epoch = {"event": "epoch", "epoch": 1, "step": 10, "losses": {"total": 0.25}, "samples_per_s": 11.0, "net": net}
     assert progress_message(epoch) == {"event": "epoch", "epoch": 1, "step": 10, "samples_per_s": 11.0,
                                        "losses": {"total": 0.25}}
+
+
+def test_a_nasplat_error_on_a_worker_is_found_inside_rays_wrapper():
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from nasplat.errors import DataError, NasplatError
+    from nasplat.train.distributed import worker_cause
+
+    bad = DataError("no images", source="data.json", key="images")
+    wrapped = WorkerGroupError("rank 1 failed", {1: RuntimeError("peer gone"), 0: RuntimeError("in loop")})
+    wrapped.worker_failures[0].__cause__ = bad
+    assert worker_cause(wrapped) is bad
+    assert worker_cause(WorkerGroupError("x", {0: RuntimeError("plain")})) is None
+    assert isinstance(worker_cause(NasplatError("direct")), NasplatError)

@@ -1,0 +1,149 @@
+"""Preflight: everything a command needs is checked before it draws a bar or writes a file.
+
+`preflight(experiment, ...)` runs right after `cluster.for_command` in `nasplat run`, `train` and
+`search`. It checks, each with a bounded timeout (`timeout_s`, default 5 s), that the services the
+command will talk to answer: the tracking server (an `http(s)://` tracking URI: its `/health`),
+the study database when it is a server (a TCP connection to its host and port), and the Ray
+cluster (`cluster.address` as `host:port` or `ray://host:port`: a TCP connection). It also
+rejects, before anything is opened, an unknown `--objective` and a GFLOPs budget below the
+smallest subnet of the space. Every failure is one ConfigError naming the experiment file, the
+key and the address (password redacted).
+
+A probe proves reachability, not that the service will accept the command's requests; those
+errors still come later, as StoreError / NasplatError lines.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from nasplat.config import Experiment
+from nasplat.errors import BudgetError, ConfigError
+from nasplat.store.redact import redact_url
+
+DEFAULT_TIMEOUT_S = 5.0
+OBJECTIVES = ("analytic", "wholebody")
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code}"
+    if isinstance(e, urllib.error.URLError):
+        e = e.reason if isinstance(e.reason, BaseException) else e
+    if isinstance(e, (socket.timeout, TimeoutError)):
+        return "no answer (timed out)"
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def tcp_reachable(host: str, port: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> str | None:
+    """None when a TCP connection to host:port opens within `timeout_s`, else why not."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as e:
+        return _reason(e)
+
+
+def http_healthy(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str | None:
+    """None when GET `url` answers 2xx within `timeout_s`, else why not. Proxies are ignored:
+    the services we probe are the ones the command itself connects to directly."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout_s) as response:
+            return None if 200 <= response.status < 300 else f"HTTP {response.status}"
+    except (OSError, ValueError) as e:
+        return _reason(e)
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of `host:port` or `scheme://host:port`; None for `auto` / no port."""
+    parsed = urllib.parse.urlsplit(address if "://" in address else f"//{address}")
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    if not parsed.hostname or port is None:
+        return None
+    return parsed.hostname, port
+
+
+def check_tracking(experiment: Experiment, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    uri = experiment.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return
+    why = http_healthy(uri.rstrip("/") + "/health", timeout_s)
+    if why is not None:
+        raise ConfigError(f"the tracking server {redact_url(uri)} does not answer within {timeout_s:g} s: {why}",
+                          source=str(experiment.path), key="tracking.uri")
+
+
+def check_storage(experiment: Experiment, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    import sqlalchemy as sa
+
+    url = experiment.storage_url
+    key = "search.storage"
+    try:
+        parsed = sa.engine.make_url(url)
+    except Exception:  # noqa: BLE001 - any parse error is one line naming the key
+        raise ConfigError(f"{redact_url(url)} is not a database URL", source=str(experiment.path), key=key) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" or not parsed.host:
+        return  # a file (or a local socket the driver reaches without a TCP port)
+    port = parsed.port or _DEFAULT_PORTS.get(backend)
+    if port is None:
+        return
+    why = tcp_reachable(parsed.host, port, timeout_s)
+    if why is not None:
+        raise ConfigError(f"the study database {redact_url(url)} does not answer within {timeout_s:g} s: {why}",
+                          source=str(experiment.path), key=key)
+
+
+def check_cluster(experiment: Experiment, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    address = experiment.cluster.address
+    if not address or address == "auto":
+        return
+    hp = _host_port(address)
+    if hp is None:
+        raise ConfigError(f"cluster.address {address!r} is neither auto nor host:port (or ray://host:port)",
+                          source=str(experiment.path), key="cluster.address")
+    why = tcp_reachable(*hp, timeout_s)
+    if why is not None:
+        raise ConfigError(f"the Ray cluster at {redact_url(address)} does not answer within {timeout_s:g} s: {why}",
+                          source=str(experiment.path), key="cluster.address")
+
+
+def check_search(experiment: Experiment, objective: str | None = None) -> None:
+    """An unknown objective and a budget no subnet fits, before anything is opened."""
+    if objective is not None and objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}",
+                          source=str(experiment.path), key="--objective")
+    budget = experiment.search.budget_gflops
+    if budget is None:
+        return
+    from nasplat.search.cost import total_gflops_fn
+
+    floor = total_gflops_fn(experiment.space)(experiment.space.min_arch())
+    if budget < floor:
+        raise BudgetError(f"budget {budget} GFLOPs is below the smallest subnet of space {experiment.space.name!r} "
+                          f"({floor:.4f} GFLOPs)", source=str(experiment.path), key="search.budget_gflops")
+
+
+def preflight(experiment: Experiment, *, search: bool = True, tracking: bool = True, objective: str | None = None,
+              timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Check what a command needs (see the module doc). `search`: the command runs a search
+    (objective, budget and study database checked); `tracking`: it logs to MLflow. Raises
+    ConfigError / BudgetError naming the experiment file and key."""
+    if search:
+        check_search(experiment, objective)
+    check_cluster(experiment, timeout_s)
+    check_storage(experiment, timeout_s)
+    if tracking:
+        check_tracking(experiment, timeout_s)
+
+
+__all__ = ["DEFAULT_TIMEOUT_S", "check_cluster", "check_search", "check_storage", "check_tracking", "http_healthy",
+           "preflight", "tcp_reachable"]
