@@ -34,11 +34,14 @@ def run(
     from nasplat.orchestration.cluster import for_command
     from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.run import export_best, run_search
+    from nasplat.orchestration.tracking import open_experiment, ui_hint
     from nasplat.orchestration.training import train_supernet
 
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     preflight(experiment, objective=objective, tracking=not no_mlflow)
     console = make_console(stderr=True)
+    # on this driver, before any phase: the Ray workers of training log into it
+    mlflow_experiment = None if no_mlflow else open_experiment(experiment)
     console.print(f"[bold]1/3[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
         checkpoint = train_supernet(experiment, progress=update, mlflow=not no_mlflow)
@@ -62,12 +65,15 @@ def run(
 
     console.print(f"[bold]3/3[/] export: trial {best.number}, AP {best.evaluation.ap:.4f}, "
                   f"{best.evaluation.total_gflops:.4f} GFLOPs")
-    out, meta = export_best(experiment, best.arch, checkpoint=checkpoint)
+    out, meta = export_best(experiment, best.arch, checkpoint=checkpoint,
+                            trial=None if no_mlflow else (result.study_name, best.number))
     g = meta["gflops"]
     console.print(
         f"best subnet exported to {out}: {g['total']:.4f} GFLOPs (body {g['body']:.4f}, face {g['face']:.4f}, "
         f"hand {g['hand']:.4f}), {meta['params']:,} params"
     )
+    if mlflow_experiment is not None:
+        console.print(ui_hint(experiment, experiment_file, mlflow_experiment), soft_wrap=True, markup=False)
     summary(console, experiment_file, result, out)
 
 

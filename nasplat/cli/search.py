@@ -13,8 +13,6 @@ from typing import Any, Optional
 
 import typer
 
-from nasplat.errors import NasplatError
-
 
 def _trial_json(t: Any) -> dict[str, Any]:
     return {"trial": t.number, "gflops": round(t.evaluation.total_gflops, 6), "ap": round(t.evaluation.ap, 6)}
@@ -44,6 +42,7 @@ def search(
     from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.run import report as run_report
     from nasplat.orchestration.run import run_search
+    from nasplat.orchestration.tracking import find_experiment, ui_hint
 
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     preflight(experiment, objective=objective, tracking=report or not no_mlflow)
@@ -60,6 +59,9 @@ def search(
         + (f"best trial {best.number} AP {best.evaluation.ap:.4f} at {best.evaluation.total_gflops:.4f} GFLOPs; " if best else "")
         + f"{len(result.pareto)} on the Pareto front"
     )
+    exp_id = find_experiment(experiment) if report or not no_mlflow else None
+    if exp_id is not None:
+        console.print(ui_hint(experiment, experiment_file, exp_id), soft_wrap=True, markup=False)
 
 
 def status(
@@ -152,22 +154,28 @@ def ui(
     experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="Experiment YAML."),
     port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
 ) -> None:
-    """Start the MLflow UI on 127.0.0.1 for the experiment (Ctrl-C stops it).
+    """Start the MLflow UI on 127.0.0.1 for the experiment (Ctrl-C stops it) and print the URL of
+    its runs view: the Pareto-front trials, best whole-body AP first. For a tracking server, only
+    print that URL.
 
     \b
     Example:
       nasplat ui experiments/quickstart.yaml --port 5001
     """
     from nasplat.config import load_experiment
+    from nasplat.orchestration.tracking import ARTIFACTS, find_experiment, runs_url, ui_base
+    from nasplat.tracking.client import is_local
 
     experiment = load_experiment(experiment_file)
     uri = experiment.tracking_uri
-    if not (uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri):
-        raise NasplatError(f"tracking.uri is a server ({uri.split('@')[-1]}); open it in a browser instead", key="tracking.uri")
+    exp_id = find_experiment(experiment)
+    url = runs_url(experiment, exp_id, port) if exp_id else f"{ui_base(experiment, port)} (nothing logged yet)"
+    if not is_local(uri):
+        typer.echo(f"tracking.uri is a server; the Pareto front is at {url}")
+        return
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    artifacts = Path(experiment.output_dir) / "mlartifacts"
-    cmd += ["--default-artifact-root", artifacts.resolve().as_uri()]
-    typer.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)", err=True)
+    cmd += ["--default-artifact-root", (Path(experiment.output_dir) / ARTIFACTS).resolve().as_uri()]
+    typer.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop); the Pareto front: {url}")
     serve_until_stopped(cmd)
 
 

@@ -66,7 +66,7 @@ class TrialLogger(Protocol):
 
     def sync(self, trials: list[StoredTrial]) -> None: ...
 
-    def log_trial(self, trial: StoredTrial) -> None: ...
+    def log_trial(self, trial: StoredTrial, started: float | None = None, ended: float | None = None) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -139,6 +139,7 @@ class _Flight:
     worker: int | None = None
     timeouts: int = 0
     submitted: float = 0.0  # time.monotonic() of the current attempt's submit
+    started: float = field(default_factory=time.time)  # wall clock: the trial run's start in MLflow
 
 
 # The automatic evaluation timeout (search.trial_timeout_s None): a multiple of the median
@@ -237,7 +238,8 @@ class SearchLoop:
             self.done_points.append((result.evaluation.total_gflops, result.evaluation.ap))
             if self.tracker is not None:
                 self.tracker.log_trial(
-                    StoredTrial(f.number, "COMPLETE", f.arch, result.evaluation, None, self.n_told - 1, None, None, None)
+                    StoredTrial(f.number, "COMPLETE", f.arch, result.evaluation, None, self.n_told - 1, None, None, None),
+                    f.started, time.time(),
                 )
             return
         f.attempts += 1
@@ -255,7 +257,8 @@ class SearchLoop:
         self.searcher.tell(f.arch, None)
         self.n_failed += 1
         if self.tracker is not None:
-            self.tracker.log_trial(StoredTrial(f.number, "FAIL", f.arch, None, None, self.n_told - 1, None, "failed", error))
+            self.tracker.log_trial(StoredTrial(f.number, "FAIL", f.arch, None, None, self.n_told - 1, None, "failed", error),
+                                   f.started, time.time())
         if self.n_failed > self.max_failures:
             raise NasplatError(f"{self.n_failed} trials failed for good (more than {self.max_failures}); last error: {error}",
                                key="search")

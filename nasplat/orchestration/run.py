@@ -4,7 +4,7 @@
 `run_search(experiment)` builds the experiment's objective and evaluator pool (Ray actors on the
 Ray that `cluster.init_ray` starts or joins, or one in-process slot), runs or resumes the study
 through the driver, logs it to MLflow and records the phase. `export_best` writes the chosen
-subnet and records the export.
+subnet, records the export and logs its files on the trial's MLflow run.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from nasplat.errors import ConfigError, StoreError
 from nasplat.orchestration.cluster import init_ray
 from nasplat.orchestration.driver import ProgressUpdate, SearchResult, open_search, summarize
 from nasplat.orchestration.phases import Phase, Phases
+from nasplat.orchestration.tracking import ARTIFACTS, supernet_run
 from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, RayEvaluatorPool
 from nasplat.search.objectives import AnalyticFactory, ObjectiveFactory
 from nasplat.space import Arch
@@ -59,7 +60,11 @@ def pool_for(experiment: Experiment, factory: ObjectiveFactory, *, local: bool =
 
 
 def make_tracker(experiment: Experiment) -> MlflowTracker:
-    return MlflowTracker(experiment.tracking_uri, experiment.tracking_experiment, experiment.output_dir / "mlartifacts")
+    """The search tracker of the experiment, linking its search run to the supernet's training
+    run and checkpoint when they are known."""
+    state = Phases(experiment).current()
+    return MlflowTracker(experiment.tracking_uri, experiment.tracking_experiment, experiment.output_dir / ARTIFACTS,
+                         supernet=(supernet_run(experiment), state.checkpoint if state else None))
 
 
 _FACTORY_NAMES = {AnalyticFactory: "analytic", WholeBodyFactory: "wholebody"}
@@ -130,13 +135,18 @@ def report(experiment: Experiment, study_name: str | None = None) -> SearchResul
     return summarize(store, trials)
 
 
-def export_best(experiment: Experiment, arch: Arch, *, checkpoint: Path | None = None) -> tuple[Path, dict[str, Any]]:
+def export_best(experiment: Experiment, arch: Arch, *, checkpoint: Path | None = None,
+                trial: tuple[str, int] | None = None) -> tuple[Path, dict[str, Any]]:
     """Export `arch` (the search's choice) to `<output_dir>/exports/best` and record the phase.
-    Returns the directory and the export's meta. Raises ArchError, TrainingError."""
+    With `trial` (study name, trial number) the exported files are also logged under
+    `best_subnet/` of that trial's MLflow run. Returns the directory and the export's meta.
+    Raises ArchError, TrainingError, NasplatError (tracking)."""
     out = experiment.output_dir / "exports" / "best"
     with phase_cost(experiment.storage_url, experiment.name, "export", cpus=1):
         meta = export_subnet(experiment, arch, out, checkpoint=checkpoint)
     Phases(experiment).mark(Phase.EXPORTED)
+    if trial is not None:
+        make_tracker(experiment).log_best_subnet(trial[0], trial[1], out)
     return out, meta
 
 

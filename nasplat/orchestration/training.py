@@ -28,22 +28,24 @@ from nasplat.errors import TrainingError
 from nasplat.orchestration.cluster import ray_session
 from nasplat.store.costs import phase_cost
 from nasplat.orchestration.phases import Phase, Phases
+from nasplat.orchestration.tracking import ARTIFACTS, RUN_ID_FILE, open_experiment
 from nasplat.subnet import SubnetEvaluator
 from nasplat.tracking import TrainingTracker
+from nasplat.tracking.client import command_line
 from nasplat.train import WorkerContext, run_training
 from nasplat.train.data import ensure_data
 
 log = logging.getLogger(__name__)
 
-RUN_ID_FILE = "mlflow_run_id.txt"  # beside the checkpoints: a resumed training continues its run
-
 
 class TrainingMonitor:
     """Rank 0's view of training: logs step and epoch events to `<output_dir>/train_log.jsonl`
-    and (if `mlflow`) to the experiment's MLflow training run, and evaluates the max and min
+    and (if `mlflow`) to the experiment's MLflow training run (in MLflow experiment
+    `experiment_id`, opened by the driver; None: opened here), and evaluates the max and min
     subnets at the end of every `eval.every_epochs`-th epoch (if `evaluate`)."""
 
-    def __init__(self, experiment: Experiment, *, mlflow: bool = True, evaluate: bool = True) -> None:
+    def __init__(self, experiment: Experiment, *, mlflow: bool = True, evaluate: bool = True,
+                 experiment_id: str | None = None, source: str | None = None) -> None:
         self.experiment = experiment
         self.recipe = recipe = experiment.trainer
         self.path = experiment.output_dir / "train_log.jsonl"
@@ -55,7 +57,8 @@ class TrainingMonitor:
         if mlflow:
             self._tracker = TrainingTracker(experiment.tracking_uri, experiment.tracking_experiment,
                                             experiment.checkpoint_dir / RUN_ID_FILE,
-                                            artifact_dir=experiment.output_dir / "mlartifacts")
+                                            artifact_dir=experiment.output_dir / ARTIFACTS,
+                                            experiment_id=experiment_id, source=source)
             self._tracker.start({
                 "experiment": experiment.name, "space": experiment.space.name, "trainer": recipe.name,
                 "seed": experiment.seed, "num_workers": experiment.cluster.num_workers,
@@ -85,8 +88,9 @@ class TrainingMonitor:
         every = self.recipe.eval.every_epochs
         if self._evaluate and (epoch % every == 0 or epoch == self.recipe.schedule.epochs):
             record.update(self._eval(event["net"]))
-        if self._tracker is not None:
-            self._tracker.log_metrics({k: v for k, v in record.items() if isinstance(v, float)}, step=event["step"])
+        if self._tracker is not None:  # the wall-clock `time` is MLflow's own timestamp, not a metric
+            self._tracker.log_metrics({k: v for k, v in record.items() if isinstance(v, float) and k != "time"},
+                                      step=event["step"])
         self._write(record)
 
     def _eval(self, net: Any) -> dict[str, float]:
@@ -111,13 +115,17 @@ class TrainingMonitor:
 
 @dataclass(frozen=True)
 class MonitorFactory:
-    """Picklable: builds rank 0's `TrainingMonitor` inside a Ray Train worker."""
+    """Picklable: builds rank 0's `TrainingMonitor` inside a Ray Train worker, logging into the
+    MLflow experiment the driver opened, with the driver's command as the run's source."""
 
     mlflow: bool = True
     evaluate: bool = True
+    experiment_id: str | None = None
+    source: str | None = None
 
     def __call__(self, experiment: Experiment) -> TrainingMonitor:
-        return TrainingMonitor(experiment, mlflow=self.mlflow, evaluate=self.evaluate)
+        return TrainingMonitor(experiment, mlflow=self.mlflow, evaluate=self.evaluate,
+                               experiment_id=self.experiment_id, source=self.source)
 
 
 def _train_here(experiment: Experiment, monitor: MonitorFactory,
@@ -163,7 +171,8 @@ def train_supernet(
     ensure_data(experiment)
     phases = Phases(experiment)
     phases.mark(Phase.TRAINING)
-    monitor = MonitorFactory(mlflow=mlflow, evaluate=evaluate)
+    exp_id = open_experiment(experiment) if mlflow else None  # here, not in a Ray worker's cwd
+    monitor = MonitorFactory(mlflow=mlflow, evaluate=evaluate, experiment_id=exp_id, source=command_line())
     cluster = experiment.cluster
     gpus = cluster.num_workers if cluster.use_gpu else 0
     with phase_cost(experiment.storage_url, experiment.name, "training", cpus=cluster.num_workers * cluster.cpus_per_worker,

@@ -4,13 +4,21 @@ and errors turned into one line with any password in the URI redacted."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
+from urllib.parse import quote
 
 from mlflow.tracking import MlflowClient
 
 from nasplat.errors import NasplatError
 from nasplat.store import redact_text, redact_url
+
+log = logging.getLogger(__name__)
+
+SOURCE_NAME = "mlflow.source.name"  # what the UI shows as a run's source
+NOTE = "mlflow.note.content"  # a run's description (markdown) in the UI
 
 
 def is_local(uri: str) -> bool:
@@ -40,18 +48,57 @@ def client_for(uri: str) -> MlflowClient:
 
 def experiment_id(client: MlflowClient, uri: str, name: str, artifact_dir: Path | None) -> str:
     """The id of MLflow experiment `name`, created if absent. For a local store a new experiment's
-    artifacts go to `artifact_dir` (a server decides itself). Raises NasplatError (redacted)."""
+    artifacts go to `artifact_dir`; a server puts them under its default artifact root. An existing
+    local experiment whose artifacts live elsewhere is kept (MLflow cannot move them) with a
+    warning naming both places. Raises NasplatError (redacted)."""
     try:
         exp = client.get_experiment_by_name(name)
-        if exp is not None:
-            return str(exp.experiment_id)
-        location = None
+        wanted = None
         if artifact_dir is not None and is_local(uri):
-            artifact_dir.mkdir(parents=True, exist_ok=True)
-            location = artifact_dir.resolve().as_uri()
-        return str(client.create_experiment(name, artifact_location=location))
+            wanted = artifact_dir.resolve().as_uri()
+        if exp is not None:
+            if wanted is not None and exp.artifact_location.rstrip("/") != wanted:
+                log.warning("MLflow experiment %r keeps its artifacts at %s, not %s (it was created there)",
+                            name, exp.artifact_location, wanted)
+            return str(exp.experiment_id)
+        if wanted is not None:
+            artifact_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        return str(client.create_experiment(name, artifact_location=wanted))
     except Exception as e:  # noqa: BLE001 - one redacted line for any tracking-store failure
         raise tracking_error(uri, f"cannot open MLflow experiment {name!r}", e) from None
 
 
-__all__ = ["client_for", "experiment_id", "is_local", "tracking_error"]
+def command_line() -> str:
+    """The nasplat command this process runs, for a run's source: `nasplat run quickstart.yaml`
+    (paths shortened to their names: the UI shows a source only after its last `/`). A process
+    that is not the CLI (a test, a notebook) is named by its program (`pytest`)."""
+    prog = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    if prog.name == "__main__.py":  # python -m <package>
+        prog = prog.parent
+    if prog.name != "nasplat":
+        return prog.name
+    args = [Path(a).name if "/" in a and not a.startswith("-") else a for a in sys.argv[1:]]
+    return " ".join(["nasplat", *args])
+
+
+PARETO_FILTER = "tags.pareto = 'true'"
+BY_AP = "metrics.`wholebody_AP`"
+
+
+def runs_view_url(base: str, experiment: str, *, search_filter: str = PARETO_FILTER, order_by: str = BY_AP,
+                  ascending: bool = False) -> str:
+    """The MLflow UI's table of the experiment's runs at `base` (e.g. `http://127.0.0.1:5000`) in
+    the classic ML view (MLflow 3 opens on its GenAI page otherwise): by default only the
+    Pareto-front trials, best whole-body AP first. The filter and the order are part of the URL
+    (URL-encoded), so they replace whatever view the browser remembers."""
+    query = "&".join([
+        "workflowType=machine_learning",
+        "searchFilter=" + quote(search_filter, safe=""),
+        "orderByKey=" + quote(order_by, safe=""),
+        f"orderByAsc={str(ascending).lower()}",
+    ])
+    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs?{query}"
+
+
+__all__ = ["BY_AP", "NOTE", "PARETO_FILTER", "SOURCE_NAME", "client_for", "command_line", "experiment_id", "is_local",
+           "runs_view_url", "tracking_error"]

@@ -1,5 +1,17 @@
 """MLflow: one run per search (study), a nested run per trial, the Pareto front as artifacts.
 
+What a user sees (the contract in docs/DESIGN.md, "Tracking"):
+
+- the search run `search-<study>`: the search settings as params, `pareto_size` and
+  `best_wholebody_AP` as its only metrics, the Pareto figures (`pareto_front.png`, and
+  `pareto_front.html` with plotly.js embedded, so it works offline), tags linking the supernet
+  run (`nasplat.supernet_run`, `nasplat.supernet_checkpoint`) and the best trial's run
+  (`best_trial` = `trial-N`, `best_trial_run_id`), and a description with those links;
+- a nested run `trial-N` per trial with the driver's start and end of its evaluation as the run's
+  times, the arch's choices as params, `wholebody_AP`, `wholebody_AR`, `<part>_AP`, `GFLOPs`,
+  `GFLOPs_<part>` and `num_params` as metrics, the tag `pareto` (`true` / `false`) and, on the
+  front, the arch as the artifact `arch.json` (the exported best subnet under `best_subnet/`).
+
 Only the driver logs. Trials are keyed by the tag `nasplat.trial`, so `sync` can log, after a
 crash, the finished trials the store has and MLflow lacks, without duplicating any.
 
@@ -15,6 +27,7 @@ import logging
 import queue
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +36,58 @@ from mlflow.entities import Metric, Param, RunTag
 from nasplat.errors import NasplatError
 from nasplat.search.pareto import pareto_indices
 from nasplat.store import StoredTrial, redact_text
-from nasplat.tracking.client import client_for, experiment_id
+from nasplat.tracking.client import NOTE, SOURCE_NAME, client_for, command_line, experiment_id, tracking_error
 from nasplat.tracking.plots import FrontPoint, pareto_html, pareto_png
 
 log = logging.getLogger(__name__)
 
 ROLE, STUDY, TRIAL, PARETO = "nasplat.role", "nasplat.study", "nasplat.trial", "pareto"
+SUPERNET_RUN, SUPERNET_CHECKPOINT = "nasplat.supernet_run", "nasplat.supernet_checkpoint"
+BEST_TRIAL, BEST_TRIAL_RUN = "best_trial", "best_trial_run_id"
+ARCH_ARTIFACT, BEST_SUBNET = "arch.json", "best_subnet"
+
+
+def trial_metrics(evaluation: Any) -> dict[str, float]:
+    """The few metrics of a trial run: whole-body AP and AR, AP per part, GFLOPs in total and
+    per net, and the parameter count (`num_params`: MLflow's "Parameters" are the arch choices)."""
+    out: dict[str, float] = {}
+    for part, m in evaluation.metrics.items():
+        out[f"{part}_AP"] = float(m["AP"])
+        if part == "wholebody" and "AR" in m:
+            out["wholebody_AR"] = float(m["AR"])
+    out["GFLOPs"] = float(evaluation.gflops["total"])
+    out.update({f"GFLOPs_{k}": float(v) for k, v in evaluation.gflops.items() if k != "total"})
+    out["num_params"] = float(evaluation.params)
+    return out
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
 
 
 class MlflowTracker:
     """Logs a search to MLflow at `uri` (a local `sqlite:///...` store or a server URL).
 
-    artifact_dir: where artifacts go for a local store (a server decides itself).
+    artifact_dir: where artifacts go for a new experiment in a local store (a server decides
+        itself); the driver normally opened the experiment before (`orchestration.tracking`);
+    supernet: (run id, checkpoint path) of the supernet the search evaluates, linked from the
+        search run (either may be None);
+    source: the runs' source in the UI (default: this process's command).
     Raises NasplatError (URI redacted) when the store cannot be opened."""
 
-    def __init__(self, uri: str, experiment: str, artifact_dir: Path | None = None) -> None:
+    def __init__(self, uri: str, experiment: str, artifact_dir: Path | None = None, *,
+                 supernet: tuple[str | None, str | None] = (None, None), source: str | None = None) -> None:
         self.uri = uri
         self.experiment = experiment
         self._client_now: Any = None  # made at first use: constructing the tracker writes nothing
         self._artifact_dir = artifact_dir
+        self._supernet = supernet
+        self._source = source
         self._experiment_id: str | None = None
         self._parent: str | None = None
         self._study: str | None = None
         self._logged: set[int] = set()
-        self._queue: queue.Queue[StoredTrial | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[StoredTrial, float | None, float | None] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._errors: list[str] = []
 
@@ -70,26 +111,43 @@ class MlflowTracker:
                 break
         return runs
 
-    def start(self, study_name: str, params: dict[str, str]) -> None:
-        """Find or create the parent run of `study_name` and log the search settings."""
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            raise NasplatError("MlflowTracker.start was not called")
+        return self._experiment_id
+
+    def _open(self, study_name: str) -> None:
         self._experiment_id = experiment_id(self._client, self.uri, self.experiment, self._artifact_dir)
         self._study = study_name
+
+    def _source_name(self) -> str:
+        return redact_text(self._source or command_line(), self.uri)
+
+    def _trial_runs(self) -> list[Any]:
+        return self._search(f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{self._study}'")
+
+    def start(self, study_name: str, params: dict[str, str]) -> None:
+        """Find or create the parent run `search-<study_name>`, log the search settings and link
+        the supernet run."""
+        self._open(study_name)
         found = self._search(f"tags.`{ROLE}` = 'search' and tags.`{STUDY}` = '{study_name}'")
         if found:
             self._parent = found[0].info.run_id
             self._client.update_run(self._parent, status="RUNNING")
             known = found[0].data.params
         else:
-            run = self._client.create_run(
-                self._experiment_id, run_name=study_name, tags={ROLE: "search", STUDY: study_name}
-            )
+            run = self._client.create_run(self.experiment_id, run_name=f"search-{study_name}", tags={
+                ROLE: "search", STUDY: study_name, "mlflow.source.type": "LOCAL", SOURCE_NAME: self._source_name(),
+            })
             self._parent = run.info.run_id
             known = {}
         new = [Param(k, redact_text(str(v), self.uri)) for k, v in params.items() if k not in known]
-        if new:
-            self._client.log_batch(self._parent, params=new)
-        children = self._search(f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{study_name}'")
-        self._logged = {int(r.data.tags[TRIAL]) for r in children if TRIAL in r.data.tags}
+        run_id, checkpoint = self._supernet
+        links = [RunTag(k, v) for k, v in ((SUPERNET_RUN, run_id), (SUPERNET_CHECKPOINT, checkpoint)) if v]
+        if new or links:
+            self._client.log_batch(self._parent, params=new, tags=links)
+        self._logged = {int(r.data.tags[TRIAL]) for r in self._trial_runs() if TRIAL in r.data.tags}
 
     @property
     def parent_run_id(self) -> str:
@@ -97,20 +155,22 @@ class MlflowTracker:
             raise NasplatError("MlflowTracker.start was not called")
         return self._parent
 
-    def log_trial(self, trial: StoredTrial) -> None:
-        """Queue a nested run for `trial` (written by the background thread)."""
+    def log_trial(self, trial: StoredTrial, started: float | None = None, ended: float | None = None) -> None:
+        """Queue a nested run for `trial` (written by the background thread). `started` and
+        `ended` (seconds since the epoch) are when its evaluation began and finished: the run's
+        start and end time (unknown: when the run is written)."""
         if trial.number in self._logged:
             return
         self._logged.add(trial.number)
         if self._thread is None:
             self._thread = threading.Thread(target=self._drain, name="mlflow-logger", daemon=True)
             self._thread.start()
-        self._queue.put(trial)
+        self._queue.put((trial, started, ended))
 
     def _drain(self) -> None:
-        for trial in iter(self._queue.get, None):
+        for trial, started, ended in iter(self._queue.get, None):
             try:
-                self._write_trial(trial)
+                self._write_trial(trial, started, ended)
             except Exception as e:  # noqa: BLE001 - keep logging the others; reported by flush
                 self._logged.discard(trial.number)
                 self._errors.append(f"trial {trial.number}: {redact_text(str(e).splitlines()[0], self.uri)}")
@@ -126,8 +186,8 @@ class MlflowTracker:
             log.warning("MLflow logging failed for %s", err)
         self._errors.clear()
 
-    def _write_trial(self, trial: StoredTrial) -> None:
-        """A nested run: params = the arch's flat choices; metrics = GFLOPs parts, params, AP/AR."""
+    def _write_trial(self, trial: StoredTrial, started: float | None, ended: float | None) -> None:
+        """A nested run: params = the arch's flat choices; metrics = `trial_metrics`."""
         parent = self.parent_run_id
         tags = {
             "mlflow.parentRunId": parent,
@@ -135,23 +195,21 @@ class MlflowTracker:
             STUDY: self._study or "",
             TRIAL: str(trial.number),
             "state": trial.state,
+            SOURCE_NAME: self._source_name(),
         }
-        run = self._client.create_run(self._experiment_id, run_name=f"trial-{trial.number}", tags=tags)
+        run = self._client.create_run(self.experiment_id, start_time=_ms(started), run_name=f"trial-{trial.number}",
+                                      tags=tags)
         params = [Param(k, str(v)) for k, v in trial.arch.to_flat().items()]
+        stamp = _ms(ended) or int(time.time() * 1000)
         metrics: list[Metric] = []
         extra_tags: list[RunTag] = []
         if trial.evaluation is not None:
-            ev = trial.evaluation
-            values = {f"gflops_{k}": v for k, v in ev.gflops.items()}
-            values["params"] = float(ev.params)
-            for part, m in ev.metrics.items():
-                for name, v in m.items():
-                    values[f"{part}_{name}"] = float(v)
-            metrics = [Metric(k, float(v), 0, 0) for k, v in values.items()]
+            metrics = [Metric(k, v, stamp, 0) for k, v in trial_metrics(trial.evaluation).items()]
         elif trial.error:
             extra_tags.append(RunTag("error", trial.error[:4000]))
         self._client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=extra_tags)
-        self._client.set_terminated(run.info.run_id, status="FINISHED" if trial.evaluation is not None else "FAILED")
+        self._client.set_terminated(run.info.run_id, status="FINISHED" if trial.evaluation is not None else "FAILED",
+                                    end_time=_ms(ended))
 
     def sync(self, trials: list[StoredTrial]) -> None:
         """Log every finished trial of the store that MLflow lacks (after a crash)."""
@@ -160,20 +218,25 @@ class MlflowTracker:
                 self.log_trial(t)
 
     def finish(self, trials: list[StoredTrial], budget_gflops: float | None, finished: bool) -> list[str]:
-        """Tag the non-dominated trials `pareto=true` (others that had it `false`), log the front
-        as `pareto_front.png` and `pareto_front.html` on the parent run, and end the parent run
-        when the search is finished. Returns the artifact names logged."""
+        """Tag every trial run `pareto=true` or `false`, log `arch.json` on each front trial's
+        run, log the front as `pareto_front.png` and `pareto_front.html` on the parent run, link
+        the best trial, and end the parent run when the search is finished. Returns the artifact
+        names logged on the parent run."""
         self.sync(trials)
         self.flush()
         done = [t for t in trials if t.evaluation is not None]
         points = [(t.evaluation.total_gflops, t.evaluation.ap) for t in done]  # type: ignore[union-attr]
         front = {done[i].number for i in pareto_indices(points)}
-        children = self._search(f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{self._study}'")
-        for run in children:
+        by_number = {t.number: t for t in trials}
+        run_of: dict[int, str] = {}
+        for run in self._trial_runs():
             number = int(run.data.tags.get(TRIAL, -1))
+            run_of[number] = run.info.run_id
             want = "true" if number in front else "false"
-            if run.data.tags.get(PARETO, "false" if want == "false" else None) != want:
+            if run.data.tags.get(PARETO) != want:
                 self._client.set_tag(run.info.run_id, PARETO, want)
+            if number in front and number in by_number:
+                self._client.log_text(run.info.run_id, by_number[number].arch.to_json(), ARCH_ARTIFACT)
         front_points = [
             FrontPoint(t.number, t.evaluation.total_gflops, t.evaluation.ap, t.number in front)  # type: ignore[union-attr]
             for t in done
@@ -187,9 +250,42 @@ class MlflowTracker:
                 for p in (png, html):
                     self._client.log_artifact(self.parent_run_id, str(p))
                     out.append(p.name)
-                self._client.log_metric(self.parent_run_id, "pareto_size", float(len(front)))
-                best = max(done, key=lambda t: t.evaluation.ap)  # type: ignore[union-attr]
-                self._client.log_metric(self.parent_run_id, "best_wholebody_AP", best.evaluation.ap)  # type: ignore[union-attr]
-                self._client.set_tag(self.parent_run_id, "best_trial", str(best.number))
+            best = max(done, key=lambda t: t.evaluation.ap)  # type: ignore[union-attr]
+            self._client.log_batch(self.parent_run_id, metrics=[
+                Metric("pareto_size", float(len(front)), int(time.time() * 1000), 0),
+                Metric("best_wholebody_AP", best.evaluation.ap, int(time.time() * 1000), 0),  # type: ignore[union-attr]
+            ], tags=[RunTag(BEST_TRIAL, f"trial-{best.number}")]
+                + ([RunTag(BEST_TRIAL_RUN, run_of[best.number])] if best.number in run_of else []))
+            self._client.set_tag(self.parent_run_id, NOTE, self._note(best.number, run_of.get(best.number), len(front)))
         self._client.set_terminated(self.parent_run_id, status="FINISHED" if finished else "KILLED")
         return out
+
+    def _note(self, best: int, best_run: str | None, n_front: int) -> str:
+        """The search run's description (markdown, rendered by the UI) with links to the best
+        trial's run and the supernet run."""
+        def link(name: str, run_id: str | None) -> str:
+            return f"[{name}](#/experiments/{self._experiment_id}/runs/{run_id}?workflowType=machine_learning)" if run_id else name
+
+        lines = [f"Best trial: {link(f'trial-{best}', best_run)}; {n_front} trials on the Pareto front "
+                 f"(tag `pareto = 'true'`)."]
+        run_id, checkpoint = self._supernet
+        if run_id or checkpoint:
+            lines.append(f"Supernet: {link('supernet run', run_id)}" + (f", checkpoint `{checkpoint}`" if checkpoint else "") + ".")
+        return "\n\n".join(lines)
+
+    def log_best_subnet(self, study_name: str, trial: int, directory: Path) -> str | None:
+        """Log the files of an exported subnet (`directory`) under `best_subnet/` of trial
+        `trial`'s run of study `study_name`. Returns that run's id, None when the trial has no
+        run (it was not tracked). Changes no run's state. Raises NasplatError (redacted)."""
+        try:
+            self._open(study_name)
+            runs = [r for r in self._trial_runs() if r.data.tags.get(TRIAL) == str(trial)]
+            if not runs:
+                return None
+            run_id = runs[0].info.run_id
+            self._client.log_artifacts(run_id, str(directory), BEST_SUBNET)
+            return run_id
+        except NasplatError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one redacted line for any tracking-store failure
+            raise tracking_error(self.uri, "cannot log the exported subnet to MLflow", e) from None

@@ -48,7 +48,8 @@ def pareto_png(points: Sequence[FrontPoint], budget: float | None, path: Path, t
 
 
 def pareto_html(points: Sequence[FrontPoint], budget: float | None, path: Path, title: str) -> Path:
-    """Interactive plotly figure (plotly.js from the CDN); hover shows the trial number."""
+    """Interactive plotly figure, self-contained: plotly.js is embedded (the page works offline,
+    on an air-gapped cluster too); hover shows the trial number."""
     import plotly.graph_objects as go
 
     rest = [p for p in points if not p.pareto]
@@ -77,5 +78,5 @@ def pareto_html(points: Sequence[FrontPoint], budget: float | None, path: Path, 
     if budget is not None:
         fig.add_vline(x=budget, line_dash="dash", line_color="#1f77b4", annotation_text=f"budget {budget:g}")
     fig.update_layout(title=title, xaxis_title="GFLOPs", yaxis_title="whole-body AP", template="plotly_white")
-    atomic_write_text(fig.to_html(include_plotlyjs="cdn", full_html=True), path)
+    atomic_write_text(fig.to_html(include_plotlyjs=True, full_html=True), path)
     return path

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -10,15 +13,28 @@ import pytest
 from nasplat.config import SearchConfig
 from nasplat.orchestration.driver import drive
 from nasplat.search import AnalyticFactory
-from nasplat.space import load_space
-from nasplat.tracking import MlflowTracker
+from nasplat.search.objectives import Objective
+from nasplat.space import Arch, load_space
+from nasplat.tracking import MlflowTracker, pareto_html
+from nasplat.tracking.plots import FrontPoint
 
 SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "cpu_small.yaml"
 
 
-def _tracking_uri(kind: str, tmp_path: Path) -> str:
+@pytest.fixture(scope="module")
+def local_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One local MLflow store for the module (a new SQLite store costs seconds of migrations);
+    each test uses its own experiment in it."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+def _fresh() -> str:
+    return f"exp-{uuid.uuid4().hex[:8]}"
+
+
+def _tracking_uri(kind: str, local_store: str) -> str:
     if kind == "sqlite":
-        return f"sqlite:///{tmp_path}/mlflow.db"
+        return local_store
     uri = os.environ.get("NASPLAT_TEST_MLFLOW_URI")  # `.ci/run` starts `mlflow server` on 127.0.0.1
     if not uri:
         pytest.skip("NASPLAT_TEST_MLFLOW_URI is not set")
@@ -26,11 +42,11 @@ def _tracking_uri(kind: str, tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "server"])
-def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path, kind: str) -> None:
+def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path, local_store: str, kind: str) -> None:
     from mlflow.tracking import MlflowClient
 
     space = load_space(SPACE)
-    uri = _tracking_uri(kind, tmp_path)
+    uri = _tracking_uri(kind, local_store)
     name = f"exp-{uuid.uuid4().hex[:8]}"  # a server outlives the test: a fresh experiment each run
     settings = SearchConfig(
         sampler="nsga2",
@@ -40,7 +56,7 @@ def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path, kind: st
         objective="analytic",
     )
     result = drive(space, settings, AnalyticFactory(str(SPACE)), study=name, storage_url="sqlite:///" + str(tmp_path / "study.db"),
-                   tracker=MlflowTracker(uri, name, tmp_path / "art"))
+                   tracker=MlflowTracker(uri, name, tmp_path / "art", supernet=("abc123", "/ckpt/final.pt"), source="nasplat x"))
     # a second tracker on the same store (a resumed driver) must not duplicate trial runs
     again = MlflowTracker(uri, name, tmp_path / "art")
     again.start(result.study_name, {"sampler": "nsga2"})
@@ -53,22 +69,39 @@ def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path, kind: st
     children = [r for r in runs if r.data.tags.get("nasplat.role") == "trial"]
     assert len(parents) == 1 and len(children) == 8
     parent = parents[0]
+    assert parent.info.run_name == f"search-{result.study_name}"
+    assert parent.data.tags["mlflow.source.name"] == "nasplat x"
+    assert parent.data.tags["nasplat.supernet_run"] == "abc123"
+    assert parent.data.tags["nasplat.supernet_checkpoint"] == "/ckpt/final.pt"
+    assert set(parent.data.metrics) == {"pareto_size", "best_wholebody_AP"}
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    by_trial = {int(c.data.tags["nasplat.trial"]): c for c in children}
+    assert {n: c.info.run_name for n, c in by_trial.items()} == {n: f"trial-{n}" for n in by_trial}
+    best = by_trial[result.best.number]
+    assert parent.data.tags["best_trial"] == f"trial-{result.best.number}"
+    assert parent.data.tags["best_trial_run_id"] == best.info.run_id
+    assert f"#/experiments/{exp.experiment_id}/runs/{best.info.run_id}" in parent.data.tags["mlflow.note.content"]
     one = children[0]
     assert one.data.params["body.resolution"] in ("96", "128")
-    assert {"wholebody_AP", "gflops_total", "params", "hand_AR"} <= set(one.data.metrics)
-    tagged = {int(c.data.tags["nasplat.trial"]) for c in children if c.data.tags.get("pareto") == "true"}
-    assert tagged == {t.number for t in result.pareto}
+    assert set(one.data.metrics) == {"wholebody_AP", "wholebody_AR", "body_AP", "foot_AP", "face_AP", "hand_AP",
+                                     "GFLOPs", "GFLOPs_body", "GFLOPs_face", "GFLOPs_hand", "num_params"}
+    front = {t.number for t in result.pareto}
+    assert {n: c.data.tags.get("pareto") for n, c in by_trial.items()} == {n: str(n in front).lower() for n in by_trial}
+    for n, c in by_trial.items():  # the arch of every front trial, as an artifact of its run
+        files = {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert files == ({"arch.json"} if n in front else set())
+    arch_file = client.download_artifacts(by_trial[min(front)].info.run_id, "arch.json", str(tmp_path))
+    assert Arch.from_json(Path(arch_file).read_text()) == next(t.arch for t in result.trials if t.number == min(front))
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto_front.png", "pareto_front.html"} <= names
     assert parent.info.status == "FINISHED"
 
 
-def test_storage_password_never_reaches_mlflow_params(tmp_path: Path) -> None:
+def test_storage_password_never_reaches_mlflow_params(tmp_path: Path, local_store: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracker = MlflowTracker(uri, "exp", tmp_path / "art")
+    uri = local_store
+    tracker = MlflowTracker(uri, _fresh(), tmp_path / "art")
     tracker.start("s", {"storage": "postgresql://bob:Sup3rSecret@db/nas"})
     run = MlflowClient(tracking_uri=uri).get_run(tracker.parent_run_id)
     assert run.data.params["storage"] == "postgresql://bob:***@db/nas"
@@ -91,3 +124,95 @@ def test_the_training_logger_redacts_and_converts_a_dead_server(tmp_path: Path) 
     assert e.value.key == "tracking.uri"
     assert "hunter2" not in str(e.value) and "127.0.0.1" in str(e.value)
     assert not (tmp_path / "run_id").exists()
+
+
+def test_pareto_html_embeds_plotly_so_it_works_offline(tmp_path: Path) -> None:
+    points = [FrontPoint(0, 0.05, 0.4, True), FrontPoint(1, 0.08, 0.3, False)]
+    html = pareto_html(points, 0.1, tmp_path / "front.html", "t").read_text()
+    assert not re.search(r"<script[^>]*src=[\"']?https?:", html)
+    assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js itself is in the page
+
+
+def test_trial_runs_take_the_evaluations_start_and_end_times(tmp_path: Path, local_store: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = local_store
+    space = load_space(SPACE)
+    tracker = MlflowTracker(uri, _fresh(), tmp_path / "art")
+    tracker.start("s", {})
+    evaluation = AnalyticFactory(str(SPACE))().evaluate(space.max_arch())
+    from nasplat.store import StoredTrial
+
+    tracker.log_trial(StoredTrial(0, "COMPLETE", space.max_arch(), evaluation, 0, 0, None, None, None), 1000.0, 1009.25)
+    tracker.flush()
+    run = MlflowClient(tracking_uri=uri).search_runs([tracker.experiment_id], "tags.`nasplat.role` = 'trial'")[0]
+    assert (run.info.start_time, run.info.end_time) == (1_000_000, 1_009_250)
+    assert "params" not in run.data.metrics and run.data.metrics["num_params"] == evaluation.params
+
+
+@dataclass(frozen=True)
+class _SlowFactory:
+    """The analytic objective, taking at least `seconds` per evaluation."""
+
+    space_path: str
+    seconds: float
+
+    def __call__(self) -> Objective:
+        inner = AnalyticFactory(self.space_path)()
+        seconds = self.seconds
+
+        class Slow(Objective):
+            name = "slow"
+
+            def evaluate(self, arch: Arch):  # noqa: ANN201
+                time.sleep(seconds)
+                return inner.evaluate(arch)
+
+        return Slow()
+
+
+def test_the_driver_hands_each_trial_its_evaluation_times(tmp_path: Path, local_store: str) -> None:
+    """The run lasts at least the evaluation, not just the logging (lower bounds only)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = local_store
+    settings = SearchConfig(sampler="random", n_trials=3, budget_gflops=0.1, seed=0, objective="analytic")
+    before = int(time.time() * 1000)
+    tracker = MlflowTracker(uri, _fresh(), tmp_path / "art")
+    drive(load_space(SPACE), settings, _SlowFactory(str(SPACE), 0.2), study="s",
+          storage_url=f"sqlite:///{tmp_path}/study.db", tracker=tracker)
+    runs = MlflowClient(tracking_uri=uri).search_runs([tracker.experiment_id], "tags.`nasplat.role` = 'trial'")
+    assert len(runs) == 3
+    for r in runs:
+        assert r.info.start_time >= before and r.info.end_time - r.info.start_time >= 200
+    ordered = sorted(runs, key=lambda r: int(r.data.tags["nasplat.trial"]))
+    assert all(a.info.end_time <= b.info.start_time + 50 for a, b in zip(ordered, ordered[1:]))  # one slot: in turn
+
+
+@pytest.mark.parametrize("argv, source", [
+    (["/venv/bin/nasplat", "run", "experiments/quickstart.yaml", "--cluster"], "nasplat run quickstart.yaml --cluster"),
+    (["/src/nasplat/__main__.py", "search", "/abs/exp.yaml"], "nasplat search exp.yaml"),
+    (["/venv/lib/pytest/__main__.py", "-q"], "pytest"),
+])
+def test_a_runs_source_is_the_nasplat_command_as_the_ui_shows_it(monkeypatch, argv: list[str], source: str) -> None:
+    from nasplat.tracking.client import command_line
+
+    monkeypatch.setattr("sys.argv", argv)
+    assert command_line() == source
+
+
+def test_an_existing_experiment_keeps_its_artifact_location_and_says_so(tmp_path: Path, local_store: str,
+                                                                       caplog) -> None:
+    from nasplat.tracking.client import client_for, experiment_id
+
+    uri, name = local_store, _fresh()
+    client = client_for(uri)
+    first = experiment_id(client, uri, name, tmp_path / "a")
+    with caplog.at_level("WARNING", logger="nasplat.tracking.client"):
+        assert experiment_id(client, uri, name, tmp_path / "a") == first
+        assert caplog.records == []  # the same place: nothing to say
+        assert experiment_id(client, uri, name, tmp_path / "b") == first
+    assert client.get_experiment(first).artifact_location == (tmp_path / "a").as_uri()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"MLflow experiment {name!r} keeps its artifacts at {(tmp_path / 'a').as_uri()}, not {(tmp_path / 'b').as_uri()} "
+        "(it was created there)"]

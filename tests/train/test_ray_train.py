@@ -19,8 +19,17 @@ def test_two_ray_workers_train_and_a_rerun_resumes_from_rays_checkpoint(tmp_path
     path = tiny_experiment(tmp_path / "ray", num_workers=2)
     experiment = load_experiment(path)
     events: list[dict] = []
-    ckpt = train_supernet(experiment, mlflow=False, evaluate=False, progress=events.append)
+    ckpt = train_supernet(experiment, mlflow=True, evaluate=False, progress=events.append)
     payload = torch.load(ckpt, weights_only=True)
+    # rank 0 logged from its Ray worker (cwd: Ray's) into the experiment the driver opened
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=experiment.tracking_uri)
+    exp = client.get_experiment_by_name(experiment.tracking_experiment)
+    assert exp.artifact_location == (experiment.output_dir / "mlartifacts").as_uri()
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.tags["nasplat.role"] == "supernet" and "default_worker" not in run.data.tags["mlflow.source.name"]
+    assert run.info.artifact_uri.startswith(exp.artifact_location + "/")
     assert payload["world_size"] == 2
     # 6 train images hold > 8 persons: at least one global batch of 2 x 4 per epoch, 3 epochs
     assert payload["epoch"] == 3 and payload["step"] >= 3
