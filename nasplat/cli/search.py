@@ -87,6 +87,7 @@ def status(
         "budget_gflops": experiment.search.budget_gflops,
         "best": None,
         "pareto": [],
+        "retrain": json.loads(row.retrain_best) if row and row.retrain_best else None,
     }
     if store is not None:
         result = summarize(store, store.trials())
@@ -105,6 +106,11 @@ def status(
         return
     console = make_console()
     console.print(f"[bold]{out['experiment']}[/bold]  phase: {out['phase']}  store: {out['storage']}")
+    if out["retrain"] and out["retrain"]["best"]:
+        r = out["retrain"]["best"]
+        console.print(f"retrained ({out['retrain']['sweep']}, {out['retrain']['trials']} trials): best subnet {r['rank']} "
+                      f"(study trial {r['study_trial']}) lr {r['lr']:g}, {r['epochs']} epochs: whole-body AP "
+                      f"{r['before']['wholebody']:.4f} -> {r['after']['wholebody']:.4f}, exported to {r['export']}")
     if store is None:
         console.print("no study yet")
         return
