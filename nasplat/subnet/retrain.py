@@ -177,12 +177,14 @@ class SubnetRetrainer:
 
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """A snapshot (copies, not views of the live tensors) of everything `load_state_dict`
+        needs to continue exactly."""
         return {
             "version": RETRAIN_VERSION,
             "arch": self.arch.to_json(),
             "init": self.init,
-            "model": {k: v.detach().cpu() for k, v in self.net.static.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
+            "model": {k: v.detach().cpu().clone() for k, v in self.net.static.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "epoch": self.epoch,
             "step": self.step,
             "rng": capture_rng_state(),
