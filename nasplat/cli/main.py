@@ -47,6 +47,7 @@ _MODULES = (
     "nasplat.cli.eval",
     "nasplat.cli.train",
     "nasplat.cli.search",
+    "nasplat.cli.retrain",
 )
 
 # Plain click help (no boxes): it reads the same in a terminal, a pipe and a log file.

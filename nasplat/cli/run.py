@@ -1,8 +1,9 @@
 """`nasplat run`: the whole ZoomNAS job in one resumable command.
 
-Train (or resume) the supernet, run (or resume) the FLOPs-constrained search, and export the best
-subnet under the budget as a standalone model. Each phase picks up where a crash or Ctrl-C left it:
-training from its latest checkpoint, the search from its study store.
+Train (or resume) the supernet, run (or resume) the FLOPs-constrained search, retrain the best
+subnets on Ray Tune (when the experiment has a `retrain:` section) and export the best subnet under
+the budget as a standalone model. Each phase picks up where a crash or Ctrl-C left it: training
+from its latest checkpoint, the search from its study store, retraining from its Tune sweep.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ def run(
     new_study: bool = typer.Option(False, "--new-study", help="Start a new search study instead of resuming."),
     objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (wholebody | analytic)."),
     study: Optional[str] = typer.Option(None, "--study", metavar="NAME", help="Resume this search study (with --new-study: create it)."),
-    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log training, search and retraining to MLflow."),
 ) -> None:
-    """Train the supernet, search subnets under the budget, export the best.
+    """Train the supernet, search subnets under the budget, retrain the best, export them.
 
     \b
     Example:
@@ -30,9 +31,11 @@ def run(
     """
     from nasplat.cli.console import console as make_console
     from nasplat.cli.progress import search_bar, training_bar
+    from nasplat.cli.retrain import print_retrain, progress_printer
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
     from nasplat.orchestration.probe import preflight
+    from nasplat.orchestration.retrain import run_retrain
     from nasplat.orchestration.run import export_best, run_search
     from nasplat.orchestration.tracking import open_experiment, ui_hint
     from nasplat.orchestration.training import train_supernet
@@ -42,13 +45,13 @@ def run(
     console = make_console(stderr=True)
     # on this driver, before any phase: the Ray workers of training log into it
     mlflow_experiment = None if no_mlflow else open_experiment(experiment)
-    console.print(f"[bold]1/3[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
+    console.print(f"[bold]1/4[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
         checkpoint = train_supernet(experiment, progress=update, mlflow=not no_mlflow)
     console.print(f"supernet checkpoint: {checkpoint}")
 
     console.print(
-        f"[bold]2/3[/] search: {experiment.search.sampler}, {experiment.search.n_trials} trials, "
+        f"[bold]2/4[/] search: {experiment.search.sampler}, {experiment.search.n_trials} trials, "
         f"budget {experiment.search.budget_gflops} GFLOPs"
     )
     with search_bar(console, experiment.search.n_trials) as update:
@@ -63,7 +66,15 @@ def run(
         console.print("no subnet was evaluated successfully; nothing to export")
         raise typer.Exit(code=1)
 
-    console.print(f"[bold]3/3[/] export: trial {best.number}, AP {best.evaluation.ap:.4f}, "
+    rc = experiment.retrain
+    if rc is None:
+        console.print("[bold]3/4[/] retrain: skipped (the experiment has no retrain: section)")
+    else:
+        console.print(f"[bold]3/4[/] retrain: top {rc.top_k} subnets, {rc.epochs} epochs, init {rc.init}, "
+                      f"lr {list(rc.lr) if rc.lr else 'recipe'}")
+        print_retrain(console, run_retrain(experiment, progress=progress_printer(console), track=not no_mlflow))
+
+    console.print(f"[bold]4/4[/] export: trial {best.number}, AP {best.evaluation.ap:.4f}, "
                   f"{best.evaluation.total_gflops:.4f} GFLOPs")
     out, meta = export_best(experiment, best.arch, checkpoint=checkpoint,
                             trial=None if no_mlflow else (result.study_name, best.number))

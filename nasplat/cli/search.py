@@ -106,6 +106,7 @@ def status(
         "pareto": [],
         "differences": [],
         "cost": {"phases": [c.to_dict() for c in costs], "total": total_cost(costs).to_dict()},
+        "retrain": json.loads(row.retrain_best) if row and row.retrain_best else None,
     }
     if store is not None:
         result = summarize(store, store.trials())
@@ -132,6 +133,11 @@ def status(
                           for c in costs)
         t = total_cost(costs)
         console.print(f"cost: {spent}; total {t.core_hours:.3f} core-hours, {t.gpu_hours:.3f} GPU-hours")
+    if out["retrain"] and out["retrain"]["best"]:
+        r = out["retrain"]["best"]
+        console.print(f"retrained ({out['retrain']['sweep']}, {out['retrain']['trials']} trials): best subnet {r['rank']} "
+                      f"(study trial {r['study_trial']}) lr {r['lr']:g}, {r['epochs']} epochs: whole-body AP "
+                      f"{r['before']['wholebody']:.4f} -> {r['after']['wholebody']:.4f}, exported to {r['export']}")
     if store is None:
         console.print("no study yet")
         return

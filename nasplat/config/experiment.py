@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
 from nasplat.config.recipe import TrainerRecipe, load_trainer
@@ -89,6 +89,29 @@ class TrackingConfig:
 
 
 @pdataclass(config=STRICT, frozen=True)
+class RetrainConfig:
+    """Retraining the searched subnets as static models (phase 3 of `nasplat run`), one Ray Tune
+    trial per (subnet, learning rate). The recipe is the experiment's trainer recipe (or
+    `trainer`) without the sandwich: one subnet, the same joint loss, heatmaps and GT-box
+    fallback, `epochs` epochs, lr x the recipe's gamma at each of `milestones`."""
+
+    top_k: int = Field(1, ge=1, le=32)  # the k best subnets by AP under the budget
+    epochs: int = Field(10, ge=1)
+    init: Literal["inherited", "scratch"] = "inherited"  # supernet's sliced weights, or fresh
+    trainer: str | None = None  # a recipe file; None: the experiment's trainer
+    lr: tuple[Annotated[float, Field(gt=0)], ...] | None = Field(None, min_length=1, max_length=8)  # sweep
+    milestones: tuple[int, ...] = ()
+    concurrent_trials: int = Field(2, ge=1)  # Tune trials at once (each cluster.cpus_per_worker CPUs)
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones_sorted(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if list(value) != sorted(value):
+            raise ValueError(f"milestones must be increasing, got {list(value)}")
+        return value
+
+
+@pdataclass(config=STRICT, frozen=True)
 class ExperimentFile:
     """The experiment YAML as written (paths still relative to the file)."""
 
@@ -101,6 +124,7 @@ class ExperimentFile:
     cluster: ClusterConfig = ClusterConfig()
     search: SearchConfig = SearchConfig()
     tracking: TrackingConfig = TrackingConfig()
+    retrain: RetrainConfig | None = None  # None (or absent): no retraining phase
 
 
 @dataclass(frozen=True)
@@ -119,6 +143,9 @@ class Experiment:
     cluster: ClusterConfig
     search: SearchConfig
     tracking: TrackingConfig
+    retrain: RetrainConfig | None = None
+    retrain_trainer: TrainerRecipe | None = None  # retrain.trainer loaded (None: `trainer`)
+    retrain_trainer_path: Path | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -166,6 +193,9 @@ def load_experiment(path: str | Path) -> Experiment:
     detections = None
     if raw.data.detections is not None:
         detections = _referenced_file(base, raw.data.detections, p, "data.detections")
+    retrain_trainer_path = None
+    if raw.retrain is not None and raw.retrain.trainer is not None:
+        retrain_trainer_path = _referenced_file(base, raw.retrain.trainer, p, "retrain.trainer")
     data = DataConfig(root=_resolve(base, raw.data.root), synthetic=raw.data.synthetic, detections=detections)
     return Experiment(
         name=raw.name,
@@ -180,6 +210,9 @@ def load_experiment(path: str | Path) -> Experiment:
         cluster=raw.cluster,
         search=raw.search,
         tracking=raw.tracking,
+        retrain=raw.retrain,
+        retrain_trainer=load_trainer(retrain_trainer_path) if retrain_trainer_path else None,
+        retrain_trainer_path=retrain_trainer_path,
     )
 
 
@@ -189,6 +222,7 @@ __all__ = [
     "EvolutionConfig",
     "Experiment",
     "ExperimentFile",
+    "RetrainConfig",
     "SearchConfig",
     "SyntheticConfig",
     "TrackingConfig",

@@ -1,7 +1,8 @@
 """Phase bookkeeping: what an experiment has done, kept in its study store.
 
-An experiment moves through training -> trained -> searching -> searched -> exported. Every
-command that runs a phase (`nasplat run`, `nasplat train`, `nasplat search`) records it through
+An experiment moves through training -> trained -> searching -> searched -> (retraining ->
+retrained, when it has a `retrain:` section) -> exported. Every command that runs a phase
+(`nasplat run`, `nasplat train`, `nasplat search`, `nasplat retrain`) records it through
 `Phases`, so `nasplat status` reads the same state after any of them. A phase is marked running
 when it starts and done only when it finishes: a crash or Ctrl-C leaves it "running", which is
 where the next run resumes.
@@ -22,6 +23,8 @@ class Phase(str, Enum):
     TRAINED = "trained"
     SEARCHING = "searching"
     SEARCHED = "searched"
+    RETRAINING = "retraining"
+    RETRAINED = "retrained"
     EXPORTED = "exported"
 
 

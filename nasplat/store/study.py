@@ -159,6 +159,7 @@ class ExperimentState:
     space_fingerprint: str | None = None
     study_name: str | None = None
     updated_at: str | None = None
+    retrain_best: str | None = None  # JSON: the retrain sweep and its best trial
 
 
 _metadata = sa.MetaData()
@@ -172,6 +173,7 @@ _experiment_table = sa.Table(
     sa.Column("space_fingerprint", sa.String(128)),
     sa.Column("study_name", sa.String(512)),
     sa.Column("updated_at", sa.String(64)),
+    sa.Column("retrain_best", sa.Text),  # added later: an older store gets it when opened for writing
 )
 
 
@@ -228,14 +230,28 @@ class ExperimentStateStore:
             else:
                 _metadata.create_all(self._engine)
                 self._has_table = True
+            self._columns = self._add_missing_columns() if self._has_table else []
         except Exception as e:  # noqa: BLE001 - any driver error becomes one redacted StoreError
             raise _store_error(url, "cannot open the study database", e) from None
+
+    def _add_missing_columns(self) -> list[sa.Column]:
+        """The table's columns that the database has; a store written by an older nasplat lacks
+        the newer ones, which are added here (not when read-only: they then read as None)."""
+        present = {c["name"] for c in sa.inspect(self._engine).get_columns(_experiment_table.name)}
+        missing = [c for c in _experiment_table.columns if c.name not in present]
+        if missing and not self.read_only:
+            with self._engine.begin() as conn:
+                for c in missing:
+                    kind = c.type.compile(dialect=self._engine.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE {_experiment_table.name} ADD COLUMN "{c.name}" {kind}'))
+            missing = []
+        return [c for c in _experiment_table.columns if c not in missing]
 
     def get(self, name: str) -> ExperimentState | None:
         if not self._has_table:
             return None
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(_experiment_table).where(_experiment_table.c.name == name)).mappings().first()
+            row = conn.execute(sa.select(*self._columns).where(_experiment_table.c.name == name)).mappings().first()
         return ExperimentState(**dict(row)) if row else None
 
     def update(self, name: str, **fields: str | None) -> ExperimentState:

@@ -4,6 +4,7 @@ front as artifacts), the supernet training run, and the Pareto-front figures. Ev
 
 from nasplat.tracking.mlflow_tracker import PARETO, MlflowTracker
 from nasplat.tracking.plots import FrontPoint, pareto_html, pareto_png
+from nasplat.tracking.retrain import RetrainTracker
 from nasplat.tracking.training import TrainingTracker
 
-__all__ = ["PARETO", "FrontPoint", "MlflowTracker", "TrainingTracker", "pareto_html", "pareto_png"]
+__all__ = ["PARETO", "FrontPoint", "MlflowTracker", "RetrainTracker", "TrainingTracker", "pareto_html", "pareto_png"]

@@ -102,3 +102,42 @@ def test_ints_are_floats_and_strings_are_paths(tmp_path):
     exp = load_experiment(_write_experiment(tmp_path, search="{budget_gflops: 1, n_trials: 3}"))
     assert exp.search.budget_gflops == 1.0 and exp.search.n_trials == 3
     assert isinstance(exp.data.root, Path)
+
+
+def test_retrain_section_defaults_and_absence(tmp_path):
+    assert load_experiment(_write_experiment(tmp_path)).retrain is None
+    assert load_experiment(_write_experiment(tmp_path, retrain="null")).retrain is None
+    exp = load_experiment(_write_experiment(tmp_path, retrain="{}"))
+    assert (exp.retrain.top_k, exp.retrain.init, exp.retrain.lr) == (1, "inherited", None)
+    (tmp_path / "ft.yaml").write_text("name: ft\noptimizer: {lr: 1.0e-4}\n")
+    exp = load_experiment(_write_experiment(tmp_path, retrain="{top_k: 2, epochs: 3, lr: [1.0e-3, 4.0e-4], trainer: ft.yaml}"))
+    assert exp.retrain.lr == (1e-3, 4e-4) and exp.retrain_trainer.optimizer.lr == 1e-4
+
+
+@pytest.mark.parametrize("retrain, key", [
+    ("{top_k: 0}", "retrain.top_k"),
+    ("{epochs: '3'}", "retrain.epochs"),
+    ("{init: warm}", "retrain.init"),
+    ("{lr: []}", "retrain.lr"),
+    ("{lr: [0.001, -1]}", "retrain.lr.1"),
+    ("{milestones: [3, 1]}", "retrain.milestones"),
+    ("{trainer: nope.yaml}", "retrain.trainer"),
+    ("{epoch: 3}", "retrain.epoch"),
+])
+def test_a_bad_retrain_value_names_its_key(tmp_path, retrain, key):
+    with pytest.raises(ConfigError) as e:
+        load_experiment(_write_experiment(tmp_path, retrain=retrain))
+    assert e.value.key == key and "exp.yaml" in str(e.value)
+
+
+def test_retrain_cli_rejects_a_bad_section_in_one_line_before_writing(tmp_path):
+    from typer.testing import CliRunner
+
+    from nasplat.cli.main import app
+
+    res = CliRunner().invoke(app, ["retrain", str(_write_experiment(tmp_path, retrain="{init: warm}"))])
+    assert res.exit_code == 2 and "retrain.init" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    res = CliRunner().invoke(app, ["retrain", str(_write_experiment(tmp_path))])
+    assert res.exit_code == 2 and "retrain" in res.output
+    assert not (tmp_path / "out").exists()

@@ -163,3 +163,30 @@ def test_a_store_written_before_params_still_resumes(tmp_path) -> None:  # noqa:
     view = _optuna_view(url).get_trials()
     assert all(t.params == {} for t in view[:4]) and all(len(t.params) == len(space.dimensions) for t in view[4:])
     assert _optuna_view(url).metric_names == ["wholebody_AP", "GFLOPs"]
+
+
+def test_a_store_written_before_the_retrain_column_still_opens(tmp_path):
+    """An experiment table without `retrain_best` (an older nasplat) reads, read-only, with the
+    column as None, and gets the column when opened for writing."""
+    import sqlalchemy as sa
+
+    from nasplat.store import ExperimentStateStore
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE nasplat_experiment (name VARCHAR(512) PRIMARY KEY, phase VARCHAR(64), "
+                             "checkpoint TEXT, config_hash VARCHAR(128), space_fingerprint VARCHAR(128), "
+                             "study_name VARCHAR(512), updated_at VARCHAR(64))"))
+        conn.execute(sa.text("INSERT INTO nasplat_experiment (name, phase) VALUES ('old', 'searched')"))
+    engine.dispose()
+    reader = ExperimentStateStore(url, read_only=True)
+    state = reader.get("old")
+    reader.dispose()
+    assert state.phase == "searched" and state.retrain_best is None
+    writer = ExperimentStateStore(url)
+    writer.update("old", phase="retrained", retrain_best='{"sweep": "s"}')
+    writer.dispose()
+    reader = ExperimentStateStore(url, read_only=True)
+    assert reader.get("old").retrain_best == '{"sweep": "s"}' and reader.get("old").phase == "retrained"
+    reader.dispose()

@@ -1,0 +1,379 @@
+"""The retrain phase (phase 3 of `nasplat run`, also `nasplat retrain`): the searched subnets
+retrained as static models on Ray Tune, resumable, then exported.
+
+`run_retrain(experiment)` takes the `retrain.top_k` best subnets by whole-body AP under the
+search budget from the study store and runs one Tune trial per (subnet, learning rate of
+`retrain.lr`), each a `nasplat.subnet.SubnetRetrainer` that reports its per-part val AP and a
+checkpoint to Tune after every epoch. An ASHA scheduler on the whole-body AP stops poor trials
+early when there is more than one. The sweep lives in `<output_dir>/retrain/<sweep>`, its name a
+hash of what it trains (subnets, learning rates, epochs, init, recipe, supernet checkpoint): the
+same command after a crash or a kill finds it and `Tuner.restore`s it, so finished trials are not
+run again and interrupted ones continue from their last epoch; a changed `retrain:` section
+starts a new sweep. A Tune callback in this (driver) process logs every trial to MLflow (nested
+runs, `nasplat.tracking.RetrainTracker`) and reports progress. Finally the best trial of each
+subnet is exported to `exports/retrained-<k>` through `export_subnet` (its weights written back
+into a supernet checkpoint, see `subnet.retrain.into_supernet`), and the store records the phase
+and the best trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from nasplat.config import Experiment, load_experiment
+from nasplat.errors import StoreError, TrainingError
+from nasplat.files import atomic_write_json
+from nasplat.orchestration.cluster import init_ray
+from nasplat.orchestration.phases import Phase, Phases
+from nasplat.space import Arch
+from nasplat.store import StoredTrial, load_current_study
+from nasplat.store.costs import phase_cost
+from nasplat.subnet import export_subnet, latest_checkpoint, load_supernet
+from nasplat.subnet.retrain import PARTS, SubnetRetrainer, into_supernet, retrain_recipe
+from nasplat.train.checkpoint import atomic_torch_save, load_checkpoint
+from nasplat.tracking import RetrainTracker
+
+METRIC = "wholebody_ap"
+STATE = "retrain.pt"  # the trial checkpoint's file inside Tune's checkpoint directory
+
+
+@dataclass(frozen=True)
+class RetrainedSubnet:
+    """The best trial of one retrained subnet."""
+
+    rank: int  # 1: the search's best subnet under the budget
+    study_trial: int
+    arch: Arch
+    trial_id: str
+    lr: float
+    epochs: int  # epochs trained (fewer when ASHA stopped it)
+    before: dict[str, float]  # per-part AP before retraining (inherited or scratch weights)
+    after: dict[str, float]  # per-part AP after retraining
+    export: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rank": self.rank, "study_trial": self.study_trial, "trial_id": self.trial_id, "lr": self.lr,
+                "epochs": self.epochs, "before": self.before, "after": self.after,
+                "export": str(self.export) if self.export else None, "arch": self.arch.to_flat()}
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    sweep: str
+    path: Path
+    n_trials: int
+    subnets: tuple[RetrainedSubnet, ...] = field(default_factory=tuple)  # best trial per subnet, by rank
+
+    @property
+    def best(self) -> RetrainedSubnet | None:
+        return max(self.subnets, key=lambda s: s.after.get(METRIC, float("-inf")), default=None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Which subnets, which sweep
+# ------------------------------------------------------------------------------------------------
+
+
+def top_subnets(trials: list[StoredTrial], k: int, budget_gflops: float | None) -> list[StoredTrial]:
+    """The `k` best completed trials by whole-body AP under the budget, one per arch."""
+    done = [t for t in trials if t.evaluation is not None
+            and (budget_gflops is None or t.evaluation.total_gflops <= budget_gflops)]
+    done.sort(key=lambda t: (-t.evaluation.ap, t.number))  # type: ignore[union-attr]
+    out: list[StoredTrial] = []
+    seen: set[str] = set()
+    for t in done:
+        if t.key not in seen:
+            seen.add(t.key)
+            out.append(t)
+        if len(out) == k:
+            break
+    return out
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sweep_spec(experiment: Experiment) -> tuple[str, dict[str, Any]]:
+    """The sweep's name and Tune parameter space. Raises StoreError (no study / no subnet under
+    the budget) and TrainingError (no supernet checkpoint)."""
+    rc = experiment.retrain
+    assert rc is not None
+    store = load_current_study(experiment.storage_url, experiment.name)
+    if store is None:
+        raise StoreError(f"experiment {experiment.name!r} has no study yet; run `nasplat search` first",
+                         source=str(experiment.path))
+    budget = store.identity.budget_gflops
+    subnets = top_subnets(store.trials(), rc.top_k, budget)
+    if not subnets:
+        raise StoreError(f"study {store.study_name!r} has no completed subnet under the budget ({budget} GFLOPs)",
+                         source=str(experiment.path), key="retrain.top_k")
+    checkpoint = latest_checkpoint(experiment)
+    recipe = retrain_recipe(experiment)
+    lrs = list(rc.lr) if rc.lr else [recipe.optimizer.lr]
+    entries = [{"rank": i + 1, "study_trial": t.number, "arch": t.arch.to_json()} for i, t in enumerate(subnets)]
+    identity = {
+        "subnets": [e["arch"] for e in entries], "lr": lrs, "epochs": rc.epochs, "init": rc.init,
+        "milestones": list(rc.milestones), "recipe": json.dumps(asdict(recipe), sort_keys=True, default=str),
+        "supernet": _file_digest(checkpoint), "seed": experiment.seed,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    space = {"experiment": str(experiment.path), "supernet": str(checkpoint), "study": store.study_name,
+             "subnet": entries, "lr": lrs}
+    return f"sweep-{digest}", space
+
+
+# ------------------------------------------------------------------------------------------------
+# One trial (runs in a Ray worker)
+# ------------------------------------------------------------------------------------------------
+
+
+def retrain_trial(config: dict[str, Any]) -> None:
+    """The Tune trainable: retrain one subnet at one learning rate, reporting metrics and a
+    checkpoint after every epoch; resumes from Tune's checkpoint of the trial."""
+    from ray import tune
+
+    experiment = load_experiment(config["experiment"])
+    rc = experiment.retrain
+    if rc is None:
+        raise TrainingError("the experiment file no longer has a retrain section", source=config["experiment"], key="retrain")
+    arch = Arch.from_json(config["subnet"]["arch"])
+    device = "cuda" if experiment.cluster.use_gpu else "cpu"
+    trainer = SubnetRetrainer(experiment, arch, retrain_recipe(experiment, lr=config["lr"]), init=rc.init,
+                              device=device, checkpoint=Path(config["supernet"]))
+    resumed = tune.get_checkpoint()
+    if resumed is not None:
+        with resumed.as_directory() as d:
+            trainer.load_state_dict(load_checkpoint(Path(d) / STATE), source=str(Path(d) / STATE))
+    while trainer.epoch < rc.epochs:
+        metrics = trainer.run_epoch()
+        with tempfile.TemporaryDirectory() as d:
+            atomic_torch_save(trainer.state_dict(), Path(d) / STATE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+# ------------------------------------------------------------------------------------------------
+# The driver's callback: MLflow and progress
+# ------------------------------------------------------------------------------------------------
+
+# What the callback reports to in this process (Tune pickles the callback with the sweep, so a
+# restored sweep has its own copy; the sink is looked up here at each event).
+_progress: list[Callable[[dict[str, Any]], None]] = []
+
+
+def _trial_params(config: dict[str, Any]) -> dict[str, object]:
+    arch = Arch.from_json(config["subnet"]["arch"])
+    return {**arch.to_flat(), "lr": config["lr"], "subnet_rank": config["subnet"]["rank"],
+            "study_trial": config["subnet"]["study_trial"]}
+
+
+class RetrainCallback(Callback):
+    """Logs every trial to MLflow (when `tracking` holds the tracker's arguments) and hands
+    each epoch's result to the progress sink."""
+
+    def __init__(self, tracking: dict[str, Any] | None) -> None:
+        self.tracking = tracking
+        self._tracker: RetrainTracker | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracking": self.tracking, "_tracker": None}
+
+    def tracker(self) -> RetrainTracker | None:
+        if self.tracking is not None and self._tracker is None:
+            t = RetrainTracker(**{k: v for k, v in self.tracking.items() if k != "params"})
+            t.start(self.tracking["params"])
+            self._tracker = t
+        return self._tracker
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        tracker = self.tracker()
+        if tracker is not None:
+            c = trial.config
+            tracker.trial(trial.trial_id, f"subnet {c['subnet']['rank']} lr {c['lr']:g}", _trial_params(c))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        tracker = self.tracker()
+        if tracker is not None:
+            tracker.trial(trial.trial_id, f"subnet {trial.config['subnet']['rank']}", _trial_params(trial.config))
+            keep = {k: v for k, v in result.items() if isinstance(v, (int, float)) and k != "epoch"
+                    and (k.endswith(("_ap", "_ar")) or k == "loss") and not k.startswith("initial_")}
+            if epoch == 1:
+                keep.update({k.removeprefix("initial_") + "_before": v for k, v in result.items()
+                             if k.startswith("initial_")})
+            tracker.log_epoch(trial.trial_id, keep, epoch)
+        for sink in _progress:
+            sink({"trial": trial.trial_id, "subnet": trial.config["subnet"]["rank"], "lr": trial.config["lr"],
+                  "epoch": epoch, "ap": result.get(METRIC), "before": result.get(f"initial_{METRIC}")})
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        tracker = self.tracker()
+        if tracker is not None:
+            tracker.end_trial(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        tracker = self.tracker()
+        if tracker is not None:
+            tracker.end_trial(trial.trial_id, status="FAILED")
+
+
+
+# ------------------------------------------------------------------------------------------------
+# The phase
+# ------------------------------------------------------------------------------------------------
+
+
+def _error_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    # a RayTaskError's text ends with the original exception's line
+    return next((ln for ln in reversed(text) if ln.strip()), type(error).__name__)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"{trial.trial_id}-subnet{trial.config['subnet']['rank']}-lr{trial.config['lr']:g}"
+
+
+def _tuner(experiment: Experiment, sweep: str, space: dict[str, Any], storage: Path, track: bool) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    rc = experiment.retrain
+    assert rc is not None
+    cluster = experiment.cluster
+    resources = {"cpu": cluster.cpus_per_worker, "gpu": 1 if cluster.use_gpu else 0}
+    trainable = tune.with_resources(retrain_trial, resources)
+    path = storage / sweep
+    if tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    n = len(space["subnet"]) * len(space["lr"])
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=rc.epochs, grace_period=1, reduction_factor=2) if n > 1 else None
+    tracking = None
+    if track:
+        tracking = {"uri": experiment.tracking_uri, "experiment": experiment.tracking_experiment, "sweep": sweep,
+                    "study": space["study"], "artifact_dir": experiment.output_dir / "mlartifacts",
+                    "params": {"epochs": rc.epochs, "init": rc.init, "top_k": rc.top_k, "lr": list(space["lr"]),
+                               "supernet": space["supernet"], "study": space["study"]}}
+    param_space = {**space, "subnet": tune.grid_search(space["subnet"]), "lr": tune.grid_search(space["lr"])}
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler,
+                                    max_concurrent_trials=rc.concurrent_trials, trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(
+            name=sweep, storage_path=str(storage), verbose=0, callbacks=[RetrainCallback(tracking)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+
+
+def _best_per_subnet(results: Any) -> list[tuple[Any, dict[str, Any]]]:
+    by_rank: dict[int, tuple[Any, dict[str, Any]]] = {}
+    for r in results:
+        if r.metrics is None or r.checkpoint is None or METRIC not in r.metrics:
+            continue
+        rank = int(r.config["subnet"]["rank"])
+        if rank not in by_rank or r.metrics[METRIC] > by_rank[rank][1][METRIC]:
+            by_rank[rank] = (r, r.metrics)
+    return [by_rank[k] for k in sorted(by_rank)]
+
+
+def _export(experiment: Experiment, result: Any, metrics: dict[str, Any], sweep_dir: Path) -> RetrainedSubnet:
+    """Export the trial's retrained weights to `exports/retrained-<rank>` via `export_subnet`."""
+    config = result.config
+    rank = int(config["subnet"]["rank"])
+    arch = Arch.from_json(config["subnet"]["arch"])
+    with result.checkpoint.as_directory() as d:
+        state = load_checkpoint(Path(d) / STATE)
+    supernet_ckpt = Path(config["supernet"])
+    supernet, payload = load_supernet(supernet_ckpt, "cpu")
+    into_supernet(supernet, arch, state["model"])
+    weights = sweep_dir / f"subnet-{rank}.pt"
+    atomic_torch_save({"supernet_config": payload["supernet_config"], "model": supernet.state_dict(),
+                       "space_fingerprint": payload.get("space_fingerprint"), "retrained_from": str(supernet_ckpt),
+                       "retrain_trial": result.path}, weights)
+    out = experiment.output_dir / "exports" / f"retrained-{rank}"
+    export_subnet(experiment, arch, out, checkpoint=weights)
+    sub = RetrainedSubnet(
+        rank=rank, study_trial=int(config["subnet"]["study_trial"]), arch=arch, trial_id=str(metrics.get("trial_id")),
+        lr=float(config["lr"]), epochs=int(state["epoch"]),
+        before={p: float(metrics.get(f"initial_{p}_ap", float("nan"))) for p in PARTS},
+        after={p: float(metrics.get(f"{p}_ap", float("nan"))) for p in PARTS},
+        export=out,
+    )
+    atomic_write_json({**sub.to_json(), "init": state["init"], "history": state["history"], "sweep": sweep_dir.name},
+                      out / "retrain.json")
+    return sub
+
+
+def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], None] | None = None,
+                track: bool = True) -> RetrainResult | None:
+    """Run or resume the experiment's retrain sweep, export the best trial of each subnet and
+    record the phase. Returns None when the experiment has no `retrain:` section.
+
+    progress(event) after every epoch of every trial: {"trial", "subnet", "lr", "epoch", "ap",
+    "before"}. Raises StoreError (no study, nothing under the budget), TrainingError (no supernet,
+    a failed trial: its error's last line), KeyboardInterrupt when the sweep was interrupted
+    (its state is kept: the same command resumes it).
+    """
+    rc = experiment.retrain
+    if rc is None:
+        return None
+    sweep, space = _sweep_spec(experiment)
+    storage = experiment.output_dir / "retrain"
+    storage.mkdir(parents=True, exist_ok=True)
+    phases = Phases(experiment)
+    phases.mark(Phase.RETRAINING)
+    # Save the sweep's state at every step of the Tune loop, so a kill right after a trial ends
+    # does not lose that it ended (Tune's default throttles these writes to every 10 s or more).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables ignore verbose=0 on a restore otherwise
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # and do not warn
+    embedded = experiment.cluster.address is None
+    cpus = rc.concurrent_trials * experiment.cluster.cpus_per_worker
+    init_ray(experiment.cluster.address, num_cpus=cpus if embedded else None,
+             num_gpus=rc.concurrent_trials if embedded and experiment.cluster.use_gpu else None)
+    tuner = _tuner(experiment, sweep, space, storage, track)
+    if progress is not None:
+        _progress.append(progress)
+    gpus = rc.concurrent_trials if experiment.cluster.use_gpu else 0
+    try:
+        with phase_cost(experiment.storage_url, experiment.name, "retrain", cpus=cpus, gpus=gpus):
+            results = tuner.fit()
+    finally:
+        if progress is not None:
+            _progress.remove(progress)
+    errors = list(results.errors)
+    if errors:
+        raise TrainingError(f"a retrain trial failed: {_error_line(errors[0])}", source=str(storage / sweep))
+    n = len(space["subnet"]) * len(space["lr"])
+    if results.num_terminated < n:
+        raise KeyboardInterrupt  # Tune stopped on a signal; `nasplat run` again resumes the sweep
+    subnets = tuple(_export(experiment, r, m, storage / sweep) for r, m in _best_per_subnet(results))
+    result = RetrainResult(sweep=sweep, path=storage / sweep, n_trials=len(results), subnets=subnets)
+    best = result.best
+    summary = {"sweep": sweep, "path": str(result.path), "trials": result.n_trials,
+               "best": best.to_json() if best else None, "subnets": [s.to_json() for s in subnets]}
+    phases.mark(Phase.RETRAINED, retrain_best=json.dumps(summary))
+    if track and best is not None:
+        tracker = RetrainTracker(experiment.tracking_uri, experiment.tracking_experiment, sweep, space["study"],
+                                 experiment.output_dir / "mlartifacts")
+        tracker.start({})
+        tracker.finish({f"{p}_ap": best.after[p] for p in PARTS} | {f"{p}_ap_before": best.before[p] for p in PARTS})
+    return result
+
+
+__all__ = ["RetrainResult", "RetrainedSubnet", "retrain_trial", "run_retrain", "top_subnets"]
