@@ -60,12 +60,15 @@ def run(
 
     console.print(f"[bold]3/3[/] export: trial {best.number}, AP {best.evaluation.ap:.4f}, "
                   f"{best.evaluation.total_gflops:.4f} GFLOPs")
-    out, meta = export_best(experiment, best.arch, checkpoint=checkpoint)
+    out, meta, version = export_best(experiment, best.arch, checkpoint=checkpoint,
+                                     origin={"study": result.study_name, "trial": best.number})
     g = meta["gflops"]
     console.print(
         f"best subnet exported to {out}: {g['total']:.4f} GFLOPs (body {g['body']:.4f}, face {g['face']:.4f}, "
         f"hand {g['hand']:.4f}), {meta['params']:,} params; browse the Pareto front with `nasplat ui {experiment_file}`"
     )
+    if version is not None:
+        console.print(f"registered as {version.uri}; try `nasplat predict {out} IMAGE --out predictions`")
 
 
 def register(app: typer.Typer) -> None:
