@@ -44,6 +44,7 @@ _MODULES = (
     "nasplat.cli.eval",
     "nasplat.cli.train",
     "nasplat.cli.search",
+    "nasplat.cli.predict",
 )
 
 # Plain click help (no boxes): it reads the same in a terminal, a pipe and a log file.
