@@ -9,7 +9,7 @@ file or annotation file stops before anything is written (exit 2).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -41,15 +41,28 @@ def predict(
     """
     import time
 
+    from nasplat.subnet.onnx_export import torch_threads
+    from nasplat.subnet.predict import Predictor
+
+    start = time.perf_counter()
+    predictor = Predictor(model_dir, backend, device=device, threads=threads, batch_size=batch_size)
+    # with onnxruntime torch only decodes heatmaps: its own thread pool would just contend
+    with torch_threads(threads if predictor.backend == "torch" else 1):
+        _predict_all(predictor, inputs, out, ann, boxes, min_score, batch_size, no_draw, start)
+
+
+def _predict_all(predictor: Any, inputs: List[Path], out: Path, ann: Optional[Path], boxes: Optional[Path],
+                 min_score: float, batch_size: int, no_draw: bool, start: float) -> None:
+    import time
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     import cv2
     import numpy as np
-    import torch
 
     from nasplat.data.draw import draw_wholebody
-    from nasplat.files import atomic_write_bytes
     from nasplat.metrics.wholebody import make_results, write_results
     from nasplat.subnet.predict import (
-        Predictor,
         Timing,
         clip_to_image,
         find_images,
@@ -59,9 +72,6 @@ def predict(
         whole_image,
     )
 
-    start = time.perf_counter()
-    torch.set_num_threads(threads)
-    predictor = Predictor(model_dir, backend, device=device, threads=threads, batch_size=batch_size)
     ids_by_name = read_ann_ids(ann) if ann is not None else None
     persons_by_id = read_boxes(boxes, min_score) if boxes is not None else None
     paths, errors = find_images(inputs)
@@ -70,6 +80,8 @@ def predict(
     out.mkdir(parents=True, exist_ok=True)
 
     timing = Timing()
+    painter = ThreadPoolExecutor(max_workers=1)
+    drawing: deque = deque()
     results: list[dict] = []
     used: dict[int, Path] = {}
     png_names: set[str] = set()
@@ -94,9 +106,17 @@ def predict(
             if not no_draw:
                 name = f"{path.stem}.png" if f"{path.stem}.png" not in png_names else f"{path.stem}-{image_id}.png"
                 png_names.add(name)
-                ok, png = cv2.imencode(".png", draw_wholebody(image, kp))
-                if ok:
-                    atomic_write_bytes(png.tobytes(), out / name)
+                drawing.append(painter.submit(draw, image, kp, out / name))
+        while len(drawing) > 2 * batch_size:  # bounded: the network does not run far ahead
+            drawing.popleft().result()
+
+    def draw(image: np.ndarray, keypoints: np.ndarray, path: Path) -> None:
+        # on a worker thread, overlapping the next network call (cv2 releases the GIL); fast PNG
+        # compression (level 9 takes longer than the network per image); a picture to look at
+        # needs no atomic write (results.json has one)
+        ok, png = cv2.imencode(".png", draw_wholebody(image, keypoints), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if ok:
+            path.write_bytes(png.tobytes())
 
     chunk: list = []
     queued = 0
@@ -124,6 +144,9 @@ def predict(
             flush(chunk)
             chunk, queued = [], 0
     flush(chunk)
+    for job in drawing:
+        job.result()
+    painter.shutdown()
     write_results(out / "results.json", results)
     total = time.perf_counter() - start
     rate = n_images / total if total > 0 else 0.0

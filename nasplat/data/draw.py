@@ -70,24 +70,32 @@ def draw_wholebody(image: np.ndarray, keypoints: np.ndarray, *, threshold: float
     thick = max(1, round(min(h, w) / 250))
     radius = max(1, thick + 1)
     small = max(1, thick)  # face and hand points are dense: smaller dots
-    out = image.copy()
-    faint = image.copy()
+    layer = image.copy()  # the faint strokes; blended whole, untouched pixels stay as they are
+    strong: list[tuple[str, tuple[int, int], tuple[int, int] | None, tuple[int, int, int], int]] = []
     for person in kp:
         if not np.all(np.isfinite(person)):
             continue
         ok = person[:, 2] >= threshold
+        pts = [_point(p) for p in person]
         for part, links in SKELETON.items():
             colour = PART_COLOURS[part]
             for a, b in links:
-                target = out if ok[a] and ok[b] else faint
-                cv2.line(target, _point(person[a]), _point(person[b]), colour, thick, cv2.LINE_AA)
+                if ok[a] and ok[b]:
+                    strong.append(("line", pts[a], pts[b], colour, thick))
+                else:
+                    cv2.line(layer, pts[a], pts[b], colour, thick, cv2.LINE_AA)
         for part, sl in PART_SLICES.items():
             r = radius if part in ("body", "foot") else small
             for k in range(sl.start, sl.stop):
-                target = out if ok[k] else faint
-                cv2.circle(target, _point(person[k]), r, PART_COLOURS[part], -1, cv2.LINE_AA)
-    # faint strokes live on their own copy of the image: blended in, they show as a tint
-    changed = np.any(faint != image, axis=-1) & ~np.any(out != image, axis=-1)
-    blended = cv2.addWeighted(faint, faint_alpha, image, 1.0 - faint_alpha, 0.0)
-    out[changed] = blended[changed]
+                if ok[k]:
+                    strong.append(("dot", pts[k], None, PART_COLOURS[part], r))
+                else:
+                    cv2.circle(layer, pts[k], r, PART_COLOURS[part], -1, cv2.LINE_AA)
+    # faint strokes first (a tint of the image beneath), the confident ones drawn over them
+    out = cv2.addWeighted(layer, faint_alpha, image, 1.0 - faint_alpha, 0.0)
+    for kind, p, q, colour, size in strong:
+        if kind == "line":
+            cv2.line(out, p, q, colour, size, cv2.LINE_AA)
+        else:
+            cv2.circle(out, p, size, colour, -1, cv2.LINE_AA)
     return out
