@@ -136,13 +136,14 @@ def publish_export(experiment: Experiment, arch: Arch, out: Path, *, register: b
 
 
 def export_best(experiment: Experiment, arch: Arch, *, checkpoint: Path | None = None,
-                origin: dict[str, Any] | None = None,
-                register: bool = True) -> tuple[Path, dict[str, Any], RegisteredVersion | None]:
+                origin: dict[str, Any] | None = None, register: bool = True,
+                **export: Any) -> tuple[Path, dict[str, Any], RegisteredVersion | None]:
     """Export `arch` (the search's choice) to `<output_dir>/exports/best`, register it, and record
-    the phase. Returns the directory, the export's meta and the registered version.
-    Raises ArchError, TrainingError, NasplatError."""
+    the phase (`export` goes to `export_subnet`). Returns the directory, the export's meta and the
+    registered version. Raises ArchError, TrainingError, NasplatError."""
     out = experiment.output_dir / "exports" / "best"
-    meta, version = publish_export(experiment, arch, out, register=register, checkpoint=checkpoint, origin=origin)
+    meta, version = publish_export(experiment, arch, out, register=register, checkpoint=checkpoint, origin=origin,
+                                   **export)
     Phases(experiment).mark(Phase.EXPORTED)
     return out, meta, version
 
