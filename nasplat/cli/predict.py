@@ -16,7 +16,7 @@ import typer
 
 def predict(
     model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="An export folder (exports/best)."),
-    inputs: List[Path] = typer.Argument(..., metavar="IMAGE_OR_DIR...", help="Image files or folders of images."),
+    inputs: List[Path] = typer.Argument(..., metavar="IMAGE_OR_DIR", help="Image files or folders of images."),
     out: Path = typer.Option(..., "--out", help="Folder for results.json and the drawn PNGs."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Person boxes: COCO detection results "
                                          "[{image_id, category_id, bbox, score}]. Default: the whole image is one person."),

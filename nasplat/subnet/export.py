@@ -70,12 +70,15 @@ def export_subnet(experiment: Experiment, arch: Arch, out: Path, *, device: str 
 
     By default the subnet is taken from the experiment's trained supernet (`checkpoint`, default
     its latest) and BN-recalibrated; `net` exports a static ZoomNet of `arch` as it is instead
-    (e.g. a retrained subnet; no recalibration). `metrics` ({part: {"AP", "AR"}}) are recorded as
-    given, else the subnet is evaluated on the experiment's validation set. `origin` says where it
+    (e.g. a retrained subnet; no recalibration; it is moved to the CPU for the ONNX export). `metrics`
+    ({part: {"AP", "AR"}}, on the experiment's validation set, which `meta["val"]` describes) are
+    recorded as given, else the subnet is evaluated there. `origin` says where it
     came from (e.g. {"study": ..., "trial": ...}; recorded as given). `onnx=False` skips
     `model.onnx`, its verification and the latency; `latency` says what is timed (None: nothing).
-    Raises ArchError (arch not in the space, or `net` is another arch), TrainingError (no
-    checkpoint, the ONNX export fails or does not match PyTorch), DataError.
+    The ONNX check is recorded (`meta["onnx"]["verification"]`), not judged here: the tests hold
+    it to <= 1e-5 and full argmax agreement.
+    Raises ArchError (arch not in the space), TrainingError (`net` is another arch, no
+    checkpoint, the ONNX export or its checker fails), DataError.
     """
     experiment.space.validate(arch)
     if net is not None and net.arch != arch:
