@@ -19,6 +19,7 @@ Run: python benchmarks/bench_export.py [--export DIR] [--runs 20] [--threads 2] 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import tempfile
 import time
@@ -73,7 +74,8 @@ def main() -> None:
             export, what = args.export, f"export {args.export}"
         else:
             export = tmp / "export"
-            what = stand_in_export(export) + f" (no {args.export / 'model.onnx'})"
+            shown = os.path.relpath(args.export / "model.onnx", Path.cwd())
+            what = stand_in_export(export) + f" (no {shown})"
         net = load_exported(export)
         g = analytic_gflops(net.arch, net.blocks_per_module)
         print(f"model: {what}; {g.total:.4f} GFLOPs, body input {net.arch.body.input_size}")
