@@ -66,7 +66,10 @@ def model_card(meta: Mapping[str, Any]) -> str:
     else:
         lines += ["Not evaluated at export.", ""]
     recipe = meta.get("recipe") or {}
-    lines += ["## Training", ""]
+    lines += ["## Training recipe", ""]
+    lines += ["The supernet's (the subnet's weights are its slice, BN recalibrated):" if meta.get("checkpoint") else
+              "The experiment's trainer recipe (the network was exported as given; the origin above says how it was "
+              "trained):", ""]
     lines += [f"- {k}: {v}" for k, v in recipe.items()]
     data = meta.get("data") or {}
     lines += ["", "## Data", ""]
