@@ -48,6 +48,7 @@ _MODULES = (
     "nasplat.cli.train",
     "nasplat.cli.search",
     "nasplat.cli.retrain",
+    "nasplat.cli.predict",
 )
 
 # Plain click help (no boxes): it reads the same in a terminal, a pipe and a log file.

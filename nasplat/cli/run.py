@@ -76,13 +76,17 @@ def run(
 
     console.print(f"[bold]4/4[/] export: trial {best.number}, AP {best.evaluation.ap:.4f}, "
                   f"{best.evaluation.total_gflops:.4f} GFLOPs")
-    out, meta = export_best(experiment, best.arch, checkpoint=checkpoint,
-                            trial=None if no_mlflow else (result.study_name, best.number))
+    out, meta, version = export_best(experiment, best.arch, checkpoint=checkpoint,
+                                     origin={"study": result.study_name, "trial": best.number},
+                                     trial=None if no_mlflow else (result.study_name, best.number),
+                                     register=not no_mlflow)
     g = meta["gflops"]
     console.print(
         f"best subnet exported to {out}: {g['total']:.4f} GFLOPs (body {g['body']:.4f}, face {g['face']:.4f}, "
         f"hand {g['hand']:.4f}), {meta['params']:,} params"
     )
+    if version is not None:
+        console.print(f"registered as {version.uri}")
     if mlflow_experiment is not None:
         console.print(ui_hint(experiment, experiment_file, mlflow_experiment), soft_wrap=True, markup=False)
     summary(console, experiment_file, result, out)

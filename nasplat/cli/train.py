@@ -104,10 +104,11 @@ def subnet_eval(
 def subnet_export(
     experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="An experiment YAML file with a trained supernet."),
     arch: str = typer.Option("max", "--arch", help="max, min, or an arch JSON file."),
-    out: Path = typer.Option(..., "--out", help="Directory to write model.pt, arch.json, meta.json."),
+    out: Path = typer.Option(..., "--out", help="Directory to write model.pt, model.onnx, arch.json, meta.json, MODEL_CARD.md."),
     device: str = typer.Option("cpu", "--device", help="torch device."),
+    no_latency: bool = typer.Option(False, "--no-latency", help="Do not time PyTorch and onnxruntime for the card."),
 ) -> None:
-    """Write a static subnet (recalibrated weights, arch JSON, GFLOPs) to a folder.
+    """Write a static subnet (recalibrated weights, ONNX graph, arch JSON, GFLOPs, model card) to a folder.
 
     \b
     Example:
@@ -117,7 +118,8 @@ def subnet_export(
     from nasplat.subnet import export_subnet
 
     experiment = load_experiment(experiment_file)
-    meta = export_subnet(experiment, _arch(experiment, arch), out, device=checked_device(device))
+    kwargs = {"latency": None} if no_latency else {}
+    meta = export_subnet(experiment, _arch(experiment, arch), out, device=checked_device(device), **kwargs)
     typer.echo(f"exported to {out} ({meta['gflops']['total']:.4f} GFLOPs, {meta['params']:,} params)")
 
 

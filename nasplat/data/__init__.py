@@ -17,8 +17,10 @@ from nasplat.data.coco import (
 from nasplat.data.decode import (
     body_heatmap_to_input,
     decode_heatmaps,
+    decode_wholebody,
     flip_back,
     head_heatmap_to_input,
+    instance_scores,
 )
 from nasplat.data.synth import SynthConfig, generate_dataset, generate_split
 from nasplat.data.targets import body_targets, box_keypoints, render_in_boxes
@@ -35,8 +37,8 @@ __all__ = [
     "AugmentParams", "CropParams", "DatasetCounts", "ImageInfo", "Instance", "PersonAnnotation",
     "SynthConfig", "TopDownDataset", "WholeBodyAnnotations", "annotation_path",
     "body_heatmap_to_input", "body_targets", "box_keypoints", "box_to_center_scale",
-    "check_dataset", "collate", "crop_matrix", "crop_to_image", "decode_heatmaps", "flip_back",
-    "generate_dataset", "generate_split", "head_heatmap_to_input", "image_dir", "load_annotations",
+    "check_dataset", "collate", "crop_matrix", "crop_to_image", "decode_heatmaps", "decode_wholebody", "flip_back",
+    "generate_dataset", "generate_split", "head_heatmap_to_input", "image_dir", "instance_scores", "load_annotations",
     "load_split", "make_loader", "render_in_boxes", "train_instances", "val_instances",
     "worker_init_fn",
 ]

@@ -62,3 +62,32 @@ def head_heatmap_to_input(coords: torch.Tensor, boxes: torch.Tensor, resolution:
     x1y1 = boxes[:, None, 0:2]  # [B, 1, 2]
     size = (boxes[:, None, 2:4] - x1y1) / resolution  # [B, 1, 2]
     return x1y1 + (coords + 0.5) * size
+
+
+def decode_wholebody(
+    body_heatmaps: torch.Tensor, boxes: torch.Tensor, face_heatmaps: torch.Tensor, hand_heatmaps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 133 whole-body keypoints of ZoomNet outputs, in body-input pixels.
+
+    body_heatmaps [B, 38, h, w] (body and feet from channels 0-22), boxes [B, 3, 4] (the boxes the
+    heads cropped: face, left hand, right hand), face_heatmaps [B, 68, Rf, Rf], hand_heatmaps
+    [B, 2, 21, Rh, Rh] -> (xy [B, 133, 2] body-input pixels, scores [B, 133] heatmap peaks).
+    """
+    b = body_heatmaps.shape[0]
+    body_xy, body_s = decode_heatmaps(body_heatmaps[:, :23])  # [B, 23, 2] heatmap px, [B, 23]
+    body_xy = body_heatmap_to_input(body_xy)
+    face_xy, face_s = decode_heatmaps(face_heatmaps)  # [B, 68, 2]
+    face_xy = head_heatmap_to_input(face_xy, boxes[:, 0], face_heatmaps.shape[-1])
+    hand_xy, hand_s = decode_heatmaps(hand_heatmaps.flatten(0, 1))  # [2B, 21, 2]
+    hand_xy = head_heatmap_to_input(hand_xy, boxes[:, 1:3].flatten(0, 1), hand_heatmaps.shape[-1]).reshape(b, 42, 2)
+    xy = torch.cat((body_xy, face_xy, hand_xy), dim=1)  # [B, 133, 2]
+    scores = torch.cat((body_s, face_s, hand_s.reshape(b, 42)), dim=1)  # [B, 133]
+    return xy, scores
+
+
+def instance_scores(box_scores: torch.Tensor, keypoint_scores: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
+    """mmpose's person score: the box score [B] times the mean of the keypoint scores [B, K] above
+    `threshold` -> [B]."""
+    confident = keypoint_scores > threshold
+    mean = (keypoint_scores * confident).sum(1) / confident.sum(1).clamp_min(1)
+    return box_scores * mean

@@ -5,6 +5,9 @@ Feature pixel (i, j) sits at input point (stride * j, stride * i). Output pixel 
 (x1 + (j + 0.5) (x2 - x1) / R, y1 + (i + 0.5) (y2 - y1) / R). With `sampling_ratio` s > 1 each
 output pixel averages an s x s grid of such points spread evenly over its bin. Points outside the
 feature map read zeros (bilinear weights on missing pixels count as zero).
+
+Only standard ops (arithmetic, stack/expand, `grid_sample`, `avg_pool2d`), so an exported subnet's
+RoIAlign becomes ONNX GridSample (opset >= 16) inside the one graph (`nasplat.subnet.onnx_export`).
 """
 
 from __future__ import annotations

@@ -285,6 +285,12 @@ class ZoomNet(_ZoomNetBase):
     def _active_arch(self) -> Arch:
         return self.arch
 
+    def set_arch(self, arch: Arch) -> None:
+        """A static subnet is one arch: `arch` must be its own (so code written for the supernet,
+        such as the evaluator, runs on it). Raises ArchError for any other arch."""
+        if arch != self.arch:
+            raise ArchError("a static subnet runs only the arch it was built for")
+
 
 class ZoomNetSupernet(_ZoomNetBase):
     """The weight-sharing ZoomNet supernet. `set_arch` selects a subnet; `extract` copies it out."""

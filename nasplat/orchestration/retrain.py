@@ -37,7 +37,7 @@ from nasplat.orchestration.phases import Phase, Phases
 from nasplat.space import Arch
 from nasplat.store import StoredTrial, load_current_study
 from nasplat.store.costs import phase_cost
-from nasplat.subnet import export_subnet, latest_checkpoint, load_supernet
+from nasplat.subnet import latest_checkpoint, load_supernet
 from nasplat.subnet.retrain import PARTS, SubnetRetrainer, into_supernet, retrain_recipe
 from nasplat.train.checkpoint import atomic_torch_save, load_checkpoint
 from nasplat.tracking import RetrainTracker
@@ -291,8 +291,11 @@ def _best_per_subnet(results: Any) -> list[tuple[Any, dict[str, Any]]]:
     return [by_rank[k] for k in sorted(by_rank)]
 
 
-def _export(experiment: Experiment, result: Any, metrics: dict[str, Any], sweep_dir: Path) -> RetrainedSubnet:
-    """Export the trial's retrained weights to `exports/retrained-<rank>` via `export_subnet`."""
+def _export(experiment: Experiment, result: Any, metrics: dict[str, Any], sweep_dir: Path,
+            register: bool) -> RetrainedSubnet:
+    """Export the trial's retrained weights to `exports/retrained-<rank>` via `run.publish_export`
+    (registered in the Model Registry when `register`)."""
+    from nasplat.orchestration.run import publish_export  # run.py is the export phase's home
     config = result.config
     rank = int(config["subnet"]["rank"])
     arch = Arch.from_json(config["subnet"]["arch"])
@@ -306,7 +309,9 @@ def _export(experiment: Experiment, result: Any, metrics: dict[str, Any], sweep_
                        "space_fingerprint": payload.get("space_fingerprint"), "retrained_from": str(supernet_ckpt),
                        "retrain_trial": result.path}, weights)
     out = experiment.output_dir / "exports" / f"retrained-{rank}"
-    export_subnet(experiment, arch, out, checkpoint=weights)
+    publish_export(experiment, arch, out, register=register, checkpoint=weights,
+                   origin={"study_trial": int(config["subnet"]["study_trial"]), "retrain_sweep": sweep_dir.name,
+                           "lr": float(config["lr"])})
     sub = RetrainedSubnet(
         rank=rank, study_trial=int(config["subnet"]["study_trial"]), arch=arch, trial_id=str(metrics.get("trial_id")),
         lr=float(config["lr"]), epochs=int(state["epoch"]),
@@ -362,7 +367,7 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     n = len(space["subnet"]) * len(space["lr"])
     if results.num_terminated < n:
         raise KeyboardInterrupt  # Tune stopped on a signal; `nasplat run` again resumes the sweep
-    subnets = tuple(_export(experiment, r, m, storage / sweep) for r, m in _best_per_subnet(results))
+    subnets = tuple(_export(experiment, r, m, storage / sweep, track) for r, m in _best_per_subnet(results))
     result = RetrainResult(sweep=sweep, path=storage / sweep, n_trials=len(results), subnets=subnets)
     best = result.best
     summary = {"sweep": sweep, "path": str(result.path), "trials": result.n_trials,

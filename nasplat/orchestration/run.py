@@ -4,7 +4,8 @@
 `run_search(experiment)` builds the experiment's objective and evaluator pool (Ray actors on the
 Ray that `cluster.init_ray` starts or joins, or one in-process slot), runs or resumes the study
 through the driver, logs it to MLflow and records the phase. `export_best` writes the chosen
-subnet, records the export and logs its files on the trial's MLflow run.
+subnet, records the export and logs its files on the trial's MLflow run; `publish_export` (which it
+calls) writes any subnet's export folder and registers it in the experiment's MLflow Model Registry.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from nasplat.search.objectives import AnalyticFactory, ObjectiveFactory
 from nasplat.space import Arch
 from nasplat.store import load_current_study
 from nasplat.store.costs import phase_cost
-from nasplat.subnet import WholeBodyFactory, export_subnet
+from nasplat.subnet import WholeBodyFactory, export_subnet, load_exported
+from nasplat.subnet.export import ARCH, CARD, META, ONNX
 from nasplat.tracking import MlflowTracker
+from nasplat.tracking.registry import RegisteredVersion, register_export
 
 
 def objective_factory(experiment: Experiment, name: str | None = None, work: int = 0) -> ObjectiveFactory:
@@ -135,19 +138,38 @@ def report(experiment: Experiment, study_name: str | None = None) -> SearchResul
     return summarize(store, trials)
 
 
+def publish_export(experiment: Experiment, arch: Arch, out: Path, *, register: bool = True,
+                   **export: Any) -> tuple[dict[str, Any], RegisteredVersion | None]:
+    """Write the export folder `out` of `arch` (`subnet.export_subnet(experiment, arch, out,
+    **export)`: weights, ONNX graph, meta, model card) and register it as a new version of the
+    registered model named after the experiment in its MLflow tracking store (unless not
+    `register`). Returns the meta and the registered version. Raises ArchError, TrainingError,
+    NasplatError (tracking store)."""
+    meta = export_subnet(experiment, arch, out, **export)
+    version = None
+    if register:
+        files = [out / name for name in (ONNX, CARD, META, ARCH) if (out / name).exists()]
+        version = register_export(experiment.tracking_uri, experiment.tracking_experiment, experiment.name,
+                                  load_exported(out), meta, files, artifact_dir=experiment.output_dir / "mlartifacts")
+    return meta, version
+
+
 def export_best(experiment: Experiment, arch: Arch, *, checkpoint: Path | None = None,
-                trial: tuple[str, int] | None = None) -> tuple[Path, dict[str, Any]]:
-    """Export `arch` (the search's choice) to `<output_dir>/exports/best` and record the phase.
-    With `trial` (study name, trial number) the exported files are also logged under
-    `best_subnet/` of that trial's MLflow run. Returns the directory and the export's meta.
-    Raises ArchError, TrainingError, NasplatError (tracking)."""
+                origin: dict[str, Any] | None = None, register: bool = True, trial: tuple[str, int] | None = None,
+                **export: Any) -> tuple[Path, dict[str, Any], RegisteredVersion | None]:
+    """Export `arch` (the search's choice) to `<output_dir>/exports/best`, register it, and record
+    the phase and its cost (`export` goes to `export_subnet`). With `trial` (study name, trial
+    number) the exported files are also logged under `best_subnet/` of that trial's MLflow run.
+    Returns the directory, the export's meta and the registered version. Raises ArchError,
+    TrainingError, NasplatError (tracking)."""
     out = experiment.output_dir / "exports" / "best"
     with phase_cost(experiment.storage_url, experiment.name, "export", cpus=1):
-        meta = export_subnet(experiment, arch, out, checkpoint=checkpoint)
+        meta, version = publish_export(experiment, arch, out, register=register, checkpoint=checkpoint, origin=origin,
+                                       **export)
     Phases(experiment).mark(Phase.EXPORTED)
     if trial is not None:
         make_tracker(experiment).log_best_subnet(trial[0], trial[1], out)
-    return out, meta
+    return out, meta, version
 
 
-__all__ = ["export_best", "make_tracker", "objective_factory", "pool_for", "report", "run_search"]
+__all__ = ["export_best", "make_tracker", "objective_factory", "pool_for", "publish_export", "report", "run_search"]

@@ -22,7 +22,7 @@ import torch
 
 from nasplat.config import Experiment
 from nasplat.data.coco import load_split, val_instances
-from nasplat.data.decode import body_heatmap_to_input, decode_heatmaps, flip_back, head_heatmap_to_input
+from nasplat.data.decode import decode_wholebody, flip_back, instance_scores
 from nasplat.data.keypoints import BODY_CHANNEL_FLIP_INDEX
 from nasplat.data.scaling import from_scaled, resize_batch
 from nasplat.data.topdown import TopDownDataset, collate
@@ -192,26 +192,14 @@ class SubnetEvaluator:
                     body_f, _ = net.forward_body(x.flip(-1))
                     body = (body + flip_back(body_f, BODY_CHANNEL_FLIP_INDEX, shift=True)) / 2
                 heads = net.forward_heads(features, decode_part_boxes(body), size)
-                b = x.shape[0]
-                body_xy, body_s = decode_heatmaps(body[:, :23])  # [B, 23, 2] heatmap px, [B, 23]
-                body_xy = body_heatmap_to_input(body_xy)
-                face_xy, face_s = decode_heatmaps(heads.face_heatmaps)  # [B, 68, 2]
-                face_xy = head_heatmap_to_input(face_xy, heads.boxes[:, 0], heads.face_heatmaps.shape[-1])
-                hand_xy, hand_s = decode_heatmaps(heads.hand_heatmaps.flatten(0, 1))  # [2B, 21, 2]
-                hand_xy = head_heatmap_to_input(
-                    hand_xy, heads.boxes[:, 1:3].flatten(0, 1), heads.hand_heatmaps.shape[-1]
-                ).reshape(b, 42, 2)
-                xy = torch.cat((body_xy, face_xy, hand_xy), dim=1)  # [B, 133, 2] arch-input px
+                xy, s = decode_wholebody(body, heads.boxes, heads.face_heatmaps, heads.hand_heatmaps)  # arch-input px
                 xy = from_scaled(xy, sx, sy)  # max-crop px
                 xy = crop_to_image(
                     xy.float().cpu(), self.val.center[sl], self.val.scale[sl], self.val.rotation[sl], self.input_size
                 )
-                s = torch.cat((body_s, face_s, hand_s.reshape(b, 42)), dim=1).float().cpu()  # [B, 133]
+                s = s.float().cpu()  # [B, 133]
                 out_kp.append(torch.cat((xy, s[..., None]), dim=-1))
-                # mmpose's bbox_keypoint score: box score x mean of the keypoint scores above 0.2
-                confident = s > 0.2
-                mean = (s * confident).sum(1) / confident.sum(1).clamp_min(1)
-                out_sc.append(self.val.score[sl] * mean)
+                out_sc.append(instance_scores(self.val.score[sl], s))
         finally:
             net.train(was_training)
         return torch.cat(out_kp).numpy(), torch.cat(out_sc).numpy()

@@ -21,9 +21,10 @@ def test_subnet_eval_json_and_export(tmp_path, trained_tiny):
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(trained_tiny.space.max_arch().to_json())
     res = runner.invoke(app, ["subnet", "export", str(trained_tiny.path), "--arch", str(arch_file),
-                              "--out", str(tmp_path / "exp")])
+                              "--out", str(tmp_path / "exp"), "--no-latency"])
     assert res.exit_code == 0, res.output
     assert load_exported(tmp_path / "exp").arch == trained_tiny.space.max_arch()
+    assert (tmp_path / "exp" / "model.onnx").is_file() and (tmp_path / "exp" / "MODEL_CARD.md").is_file()
 
 
 def test_a_bad_arch_is_one_error_line_and_exit_2(trained_tiny, tmp_path):
