@@ -32,12 +32,21 @@ def run(
     from nasplat.cli.progress import search_bar, training_bar
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.orchestration.latency import check_budgets, latency_cost
     from nasplat.orchestration.run import export_best, run_search
     from nasplat.orchestration.training import train_supernet
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     console = make_console(stderr=True)
+    if experiment.search.uses_latency:  # profile (or load) the table and check the budgets before training
+        if not experiment.latency_lut.exists():
+            console.print(f"latency table: profiling {experiment.space.name} into {experiment.latency_lut}")
+        latency = latency_cost(experiment)
+        console.print(f"latency table {experiment.latency_lut}: {latency.device}")  # type: ignore[union-attr]
+    else:
+        latency = None
+    check_budgets(experiment, latency)
     console.print(f"[bold]1/3[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
         checkpoint = train_supernet(experiment, progress=update, mlflow=not no_mlflow)
@@ -46,9 +55,10 @@ def run(
     console.print(
         f"[bold]2/3[/] search: {experiment.search.sampler}, {experiment.search.n_trials} trials, "
         f"budget {experiment.search.budget_gflops} GFLOPs"
+        + (f", {experiment.search.budget_latency_ms} ms" if experiment.search.budget_latency_ms else "")
     )
     with search_bar(console, experiment.search.n_trials) as update:
-        result = run_search(experiment, objective=objective, new_study=new_study, progress=update)
+        result = run_search(experiment, objective=objective, new_study=new_study, progress=update, latency=latency)
     console.print(
         f"study {result.study_name}: {result.n_complete} completed, {result.n_failed} failed, "
         f"{len(result.pareto)} on the Pareto front"

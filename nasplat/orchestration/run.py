@@ -16,9 +16,11 @@ from typing import Any
 from nasplat.config import Experiment
 from nasplat.errors import ConfigError, StoreError
 from nasplat.orchestration.cluster import init_ray
+from nasplat.orchestration.latency import check_budgets, latency_cost
 from nasplat.orchestration.driver import ProgressUpdate, SearchResult, open_search, summarize
 from nasplat.orchestration.phases import Phase, Phases
 from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, RayEvaluatorPool
+from nasplat.search import LatencyCost
 from nasplat.search.objectives import AnalyticFactory, ObjectiveFactory
 from nasplat.space import Arch
 from nasplat.store import load_current_study
@@ -57,8 +59,9 @@ def pool_for(experiment: Experiment, factory: ObjectiveFactory, *, local: bool =
     return make
 
 
-def make_tracker(experiment: Experiment) -> MlflowTracker:
-    return MlflowTracker(experiment.tracking_uri, experiment.tracking_experiment, experiment.output_dir / "mlartifacts")
+def make_tracker(experiment: Experiment, latency: LatencyCost | None = None) -> MlflowTracker:
+    return MlflowTracker(experiment.tracking_uri, experiment.tracking_experiment, experiment.output_dir / "mlartifacts",
+                         latency=None if latency is None else latency.predict)
 
 
 _FACTORY_NAMES = {AnalyticFactory: "analytic", WholeBodyFactory: "wholebody"}
@@ -72,6 +75,7 @@ def run_search(
     progress: Callable[[ProgressUpdate], None] | None = None,
     local: bool = False,
     track: bool = True,
+    latency: LatencyCost | None = None,
 ) -> SearchResult:
     """Run or resume the experiment's search to `search.n_trials` COMPLETE trials, logging to
     MLflow, and return the result (best trial, Pareto front, all trials).
@@ -81,6 +85,8 @@ def run_search(
         `custom`) is part of the stored study's identity.
     local: evaluate in this process, one at a time (no Ray); otherwise on Ray actors, joined to
         `cluster.address` when the experiment has one (see `cluster.for_command`).
+    latency: the search's latency cost; None: `latency_cost(experiment)` (profiles the table
+        into the output directory when the search uses latency and it is missing).
     Raises BudgetError and ConfigError before anything is written, StoreError (the message names
     --new-study), NasplatError.
     """
@@ -90,9 +96,12 @@ def run_search(
     else:
         factory = objective
         name = _FACTORY_NAMES.get(type(objective), "custom")
+    if latency is None:
+        latency = latency_cost(experiment)
+    check_budgets(experiment, latency)  # before the tracker opens (and creates) its store
     loop = open_search(experiment.space, experiment.search, study=experiment.name, storage_url=experiment.storage_url,
                        objective=name, new_study=new_study, progress=progress,
-                       tracker=make_tracker(experiment) if track else None)
+                       tracker=make_tracker(experiment, latency) if track else None, latency=latency)
     phases = Phases(experiment)
     phases.mark(Phase.SEARCHING)
     result = loop.run(pool_for(experiment, factory, local=local))

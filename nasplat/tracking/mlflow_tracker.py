@@ -16,12 +16,13 @@ import queue
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mlflow.entities import Metric, Param, RunTag
 
 from nasplat.errors import NasplatError
 from nasplat.search.pareto import pareto_indices
+from nasplat.space import Arch
 from nasplat.store import StoredTrial, redact_text
 from nasplat.tracking.client import client_for, experiment_id
 from nasplat.tracking.plots import FrontPoint, pareto_html, pareto_png
@@ -35,10 +36,13 @@ class MlflowTracker:
     """Logs a search to MLflow at `uri` (a local `sqlite:///...` store or a server URL).
 
     artifact_dir: where artifacts go for a local store (a server decides itself).
+    latency: arch -> predicted ms, logged per trial as `latency_ms` (a latency search).
     Raises NasplatError (URI redacted) when the store cannot be opened."""
 
-    def __init__(self, uri: str, experiment: str, artifact_dir: Path | None = None) -> None:
+    def __init__(self, uri: str, experiment: str, artifact_dir: Path | None = None,
+                 latency: Callable[[Arch], float] | None = None) -> None:
         self.uri = uri
+        self._latency = latency
         self.experiment = experiment
         self._client = client_for(uri)
         self._artifact_dir = artifact_dir
@@ -138,6 +142,8 @@ class MlflowTracker:
             ev = trial.evaluation
             values = {f"gflops_{k}": v for k, v in ev.gflops.items()}
             values["params"] = float(ev.params)
+            if self._latency is not None:
+                values["latency_ms"] = float(self._latency(trial.arch))
             for part, m in ev.metrics.items():
                 for name, v in m.items():
                     values[f"{part}_{name}"] = float(v)
