@@ -73,3 +73,23 @@ def test_a_latency_search_runs_under_its_budget(tmp_path: Path, tiny_experiment)
     trials = store.trials()
     assert len(trials) == 3 and all(predictor(t.arch) <= experiment.search.budget_latency_ms for t in trials)
     assert store.identity.latency_device.startswith(synthetic_table(experiment.space).fingerprint)
+
+
+def test_profile_then_measure_on_a_one_arch_space(tmp_path: Path) -> None:
+    from tests.latency.test_profile import ONE_POINT
+
+    (tmp_path / "space.yaml").write_text(ONE_POINT)
+    runner = CliRunner()
+    res = runner.invoke(app, ["latency", "profile", str(tmp_path / "space.yaml"), "--backend", "torch", "--threads", "1",
+                              "--repeats", "3", "--warmup", "1", "--calibration", "1", "--out", str(tmp_path / "lut.json")])
+    assert res.exit_code == 0, res.output
+    assert "blocks of tiny" in res.stdout and (tmp_path / "lut.json").exists()
+    res = runner.invoke(app, ["latency", str(tmp_path / "space.yaml"), "--lut", str(tmp_path / "lut.json"), "--measure", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["measured_ms"] > 0 and out["predicted_ms"]["total"] > 0 and "torch on cpu" in out["table"]
+
+
+def test_profile_rejects_an_unknown_backend(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["latency", "profile", str(QUICKSTART), "--backend", "tflite", "--out", str(tmp_path / "l.json")])
+    assert res.exit_code == 2 and "--backend" in res.output and not (tmp_path / "l.json").exists()
