@@ -21,9 +21,9 @@ import numpy as np
 
 from nasplat.errors import ConfigError
 from nasplat.latency.table import LatencyTable
-from nasplat.latency.units import units_of
+from nasplat.latency.units import Unit, body_units, head_units
 from nasplat.space import Arch, SearchSpace
-from nasplat.space.arch import FLAT_KEYS
+from nasplat.space.arch import FLAT_KEYS, HEADS, BodyArch, HeadArch
 
 __all__ = ["LatencyPredictor", "fit_correction"]
 
@@ -32,16 +32,17 @@ NETS = ("body", "face", "hand")
 
 def fit_correction(summed: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
     """(scale, offset_ms) minimising the squared error of scale * summed + offset against
-    measured. One point: scale 1 and the difference as offset; a non-positive fitted scale (too
-    few or too noisy points) falls back to the ratio of the means with no offset."""
+    measured. One point: scale 1 and the difference as offset. A negative offset (a network
+    cannot cost a fixed amount less than its parts; it comes from noisy measurements) or a
+    non-positive scale falls back to the least-squares scale through the origin, offset 0."""
     x, y = np.asarray(summed, float), np.asarray(measured, float)
     if len(x) == 0:
         return 1.0, 0.0
     if len(x) == 1 or float(np.ptp(x)) == 0.0:
         return 1.0, float(np.mean(y - x))
     scale, offset = np.polyfit(x, y, 1)
-    if scale <= 0:
-        return float(np.mean(y) / np.mean(x)), 0.0
+    if scale <= 0 or offset < 0:
+        return float(np.dot(x, y) / np.dot(x, x)), 0.0
     return float(scale), float(offset)
 
 
@@ -61,19 +62,33 @@ class LatencyPredictor:
         self.source = source
         self._bpm = space.all_blocks_per_module()
         self.parts = functools.lru_cache(maxsize=65536)(self._parts)
+        self._entry = functools.lru_cache(maxsize=None)(self._lookup)
+        self._body_ms = functools.lru_cache(maxsize=65536)(self._body)
+        self._head_ms = functools.lru_cache(maxsize=65536)(self._head)
+
+    def _lookup(self, unit: Unit) -> float:
+        key = unit.key
+        if key not in self.table.entries:
+            raise ConfigError(f"latency table lacks unit {key}; profile it again for space {self.space.name!r}",
+                              source=self.source, key="entries")
+        return self.table.entries[key]
 
     def summed(self, arch: Arch) -> dict[str, float]:
         """Sum of the table's entries per net (body, face, hand), uncorrected. Raises ConfigError
         for a unit the table lacks."""
-        out = dict.fromkeys(NETS, 0.0)
-        entries = self.table.entries
-        for net, unit in units_of(arch, self._bpm):
-            key = unit.key
-            if key not in entries:
-                raise ConfigError(f"latency table lacks unit {key}; profile it again for space {self.space.name!r}",
-                                  source=self.source, key="entries")
-            out[net] += entries[key]
+        out = {"body": self._body_ms(arch.body)}
+        for i, name in enumerate(HEADS):
+            head = arch.head(name)
+            cin = arch.body.feature_channels(head.feature_stage)
+            out[name] = self._head_ms(name, head, cin, arch.body.heatmap_size, i)
         return out
+
+    # per net, cached: an arch's nets recur across archs far more often than whole archs do
+    def _body(self, body: BodyArch) -> float:
+        return sum(self._entry(u) for u in body_units(body, self._bpm[0]))
+
+    def _head(self, name: str, head: HeadArch, cin: int, size: tuple[int, int], i: int) -> float:
+        return sum(self._entry(u) for u in head_units(name, head, cin, size, self._bpm[1 + i]))
 
     def _parts(self, arch: Arch) -> Mapping[str, float]:
         s = self.summed(arch)

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from nasplat.space import Arch, SearchSpace
-from nasplat.space.arch import HEADS, HRNetArch, feature_stage_channels
+from nasplat.space.arch import HEADS, BodyArch, HeadArch, HRNetArch, feature_stage_channels
 
-__all__ = ["HEAD_BATCH", "KEYPOINTS", "Unit", "space_units", "units_of"]
+__all__ = ["HEAD_BATCH", "KEYPOINTS", "Unit", "body_units", "head_units", "space_units", "units_of"]
 
 KEYPOINTS = {"body": 38, "face": 68, "hand": 21}
 HEAD_BATCH = {"face": 1, "hand": 2}  # images per person each head runs on (RoIs per image)
@@ -90,23 +90,35 @@ def _trunk(cin: int, net: HRNetArch, bpm: int, h: int, w: int, m: int, multi_sca
                 yield Unit.of("fuse", i=i, chans=tuple(c[:nb]), h=h, w=w, m=m)
 
 
-def units_of(arch: Arch, blocks_per_module: tuple[int, int, int]) -> list[tuple[str, Unit]]:
-    """(net, unit) for every unit `arch` runs, in forward order; net is body, face or hand."""
-    out: list[tuple[str, Unit]] = []
-    body = arch.body
+def body_units(body: BodyArch, bpm: int) -> list[Unit]:
+    """The units BodyNet runs (stem, trunk, final conv) and the box decoding, in order."""
     h, w = body.input_size
     h4, w4 = body.heatmap_size
-    out.append(("body", Unit.of("stem", c=body.stem_channels, h=h, w=w)))
-    out += [("body", u) for u in _trunk(body.stem_channels, body.net, blocks_per_module[0], h4, w4, 1, False)]
-    out.append(("body", Unit.of("final", cin=body.net.branch_channels[0], k=KEYPOINTS["body"], h=h4, w=w4, m=1)))
-    out.append(("body", Unit.of("boxes", h=h4, w=w4)))
+    out = [Unit.of("stem", c=body.stem_channels, h=h, w=w)]
+    out += _trunk(body.stem_channels, body.net, bpm, h4, w4, 1, False)
+    out.append(Unit.of("final", cin=body.net.branch_channels[0], k=KEYPOINTS["body"], h=h4, w=w4, m=1))
+    out.append(Unit.of("boxes", h=h4, w=w4))
+    return out
+
+
+def head_units(name: str, head: HeadArch, cin: int, feature_size: tuple[int, int], bpm: int) -> list[Unit]:
+    """The units head `name` runs on a feature map of `cin` channels and `feature_size`: its
+    RoIAlign crop, trunk and concat-fuse-final, in order."""
+    r, m = head.resolution, HEAD_BATCH[name]
+    h4, w4 = feature_size
+    out = [Unit.of("roi", c=cin, h=h4, w=w4, p=_PARTS[name], r=r)]
+    out += _trunk(cin, head.net, bpm, r, r, m, True)
+    out.append(Unit.of("head_fuse", chans=tuple(head.net.branch_channels), k=KEYPOINTS[name], r=r, m=m))
+    return out
+
+
+def units_of(arch: Arch, blocks_per_module: tuple[int, int, int]) -> list[tuple[str, Unit]]:
+    """(net, unit) for every unit `arch` runs, in forward order; net is body, face or hand."""
+    out = [("body", u) for u in body_units(arch.body, blocks_per_module[0])]
     for i, name in enumerate(HEADS):
         head = arch.head(name)
-        r, m = head.resolution, HEAD_BATCH[name]
-        cin = body.feature_channels(head.feature_stage)
-        out.append((name, Unit.of("roi", c=cin, h=h4, w=w4, p=_PARTS[name], r=r)))
-        out += [(name, u) for u in _trunk(cin, head.net, blocks_per_module[1 + i], r, r, m, True)]
-        out.append((name, Unit.of("head_fuse", chans=tuple(head.net.branch_channels), k=KEYPOINTS[name], r=r, m=m)))
+        cin = arch.body.feature_channels(head.feature_stage)
+        out += [(name, u) for u in head_units(name, head, cin, arch.body.heatmap_size, blocks_per_module[1 + i])]
     return out
 
 

@@ -103,6 +103,9 @@ def test_fit_correction_recovers_a_linear_relation() -> None:
     assert fit_correction(summed, [2 * s + 0.5 for s in summed]) == pytest.approx((2.0, 0.5))
     assert fit_correction([3.0], [4.0]) == pytest.approx((1.0, 1.0))
     assert fit_correction([], []) == (1.0, 0.0)
+    # noisy points whose line has a negative offset: a scale through the origin instead
+    scale, offset = fit_correction([1.0, 2.0, 3.0], [1.0, 5.0, 9.0])
+    assert offset == 0.0 and scale == pytest.approx((1 + 10 + 27) / 14)
 
 
 def test_fastest_is_no_slower_than_any_sampled_arch(space) -> None:  # noqa: ANN001
