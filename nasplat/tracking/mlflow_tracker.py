@@ -184,7 +184,15 @@ class MlflowTracker:
                 title = f"{self._study}: {len(done)} trials, {len(front)} on the Pareto front"
                 png = pareto_png(front_points, budget_gflops, Path(tmp) / "pareto_front.png", title)
                 html = pareto_html(front_points, budget_gflops, Path(tmp) / "pareto_front.html", title)
-                for p in (png, html):
+                figures = [png, html]
+                if self._latency is not None:  # the trials again, against predicted latency
+                    xy = [(float(self._latency(t.arch)), t.evaluation.ap) for t in done]  # type: ignore[union-attr]
+                    on = set(pareto_indices(xy))
+                    latency_points = [FrontPoint(t.number, x, y, i in on) for i, (t, (x, y)) in enumerate(zip(done, xy))]
+                    ms = "predicted latency (ms)"
+                    figures.append(pareto_png(latency_points, None, Path(tmp) / "pareto_front_latency.png", title, ms))
+                    figures.append(pareto_html(latency_points, None, Path(tmp) / "pareto_front_latency.html", title, ms))
+                for p in figures:
                     self._client.log_artifact(self.parent_run_id, str(p))
                     out.append(p.name)
                 self._client.log_metric(self.parent_run_id, "pareto_size", float(len(front)))
