@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of the random subnets (the tables fit their correction on seed 0)")
     parser.add_argument("--lut-dir", default=str(ROOT / "outputs" / "bench_latency"), help="tables are kept (and reused) here")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured, also in a log file
 
     lut_dir = Path(args.lut_dir)
     lut_dir.mkdir(parents=True, exist_ok=True)
