@@ -14,6 +14,7 @@ depthwise, is often not the fastest). Pure: no torch.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -140,15 +141,9 @@ class LatencyPredictor:
             trial = dict(flat)
             trial[name] = v
             options = [self.space.choices_for(c, trial) for c in dependents]
-            combos = [()] if not dependents else _product(options)
+            combos = list(itertools.product(*options)) if dependents else [()]
             for combo in combos:
                 t = dict(trial)
                 t.update(zip(dependents, combo))
                 out.append(Arch.from_flat({k: t[k] for k in FLAT_KEYS}))
         return out
-
-
-def _product(options: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    import itertools
-
-    return list(itertools.product(*options))

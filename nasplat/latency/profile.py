@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -111,10 +111,7 @@ def profile_space(
         if progress is not None:
             progress(len(units) + j + 1, total, "whole subnet")
     scale, offset = fit_correction([f["summed_ms"] for f in fit], [f["measured_ms"] for f in fit])
-    table = table.with_correction(scale, offset, tuple(fit))
-    from dataclasses import replace
-
-    table = replace(table, build_seconds=time.perf_counter() - started)
+    table = replace(table.with_correction(scale, offset, tuple(fit)), build_seconds=time.perf_counter() - started)
     if out is not None:
         table.save(out)
         if partial is not None:

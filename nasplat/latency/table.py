@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -76,8 +76,6 @@ class LatencyTable:
                     source=source, key=f"machine.{key}")
 
     def with_correction(self, scale: float, offset_ms: float, fit: tuple[Mapping[str, Any], ...]) -> LatencyTable:
-        from dataclasses import replace
-
         return replace(self, scale=scale, offset_ms=offset_ms, fit=fit)
 
     def to_dict(self) -> dict[str, Any]:
