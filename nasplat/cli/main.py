@@ -43,6 +43,7 @@ _MODULES = (
     "nasplat.cli.run",
     "nasplat.cli.space",
     "nasplat.cli.flops",
+    "nasplat.cli.latency",
     "nasplat.cli.data",
     "nasplat.cli.eval",
     "nasplat.cli.train",

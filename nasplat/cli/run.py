@@ -36,6 +36,7 @@ def run(
     from nasplat.orchestration.cluster import for_command
     from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.retrain import run_retrain
+    from nasplat.orchestration.latency import check_budgets, latency_cost
     from nasplat.orchestration.run import export_best, run_search
     from nasplat.orchestration.tracking import open_experiment, ui_hint
     from nasplat.orchestration.training import train_supernet
@@ -43,6 +44,14 @@ def run(
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     preflight(experiment, objective=objective, tracking=not no_mlflow)
     console = make_console(stderr=True)
+    if experiment.search.uses_latency:  # profile (or load) the table and check the budgets before training
+        if not experiment.latency_lut.exists():
+            console.print(f"latency table: profiling {experiment.space.name} into {experiment.latency_lut}")
+        latency = latency_cost(experiment)
+        console.print(f"latency table {experiment.latency_lut}: {latency.device}")  # type: ignore[union-attr]
+    else:
+        latency = None
+    check_budgets(experiment, latency)
     # on this driver, before any phase: the Ray workers of training log into it
     mlflow_experiment = None if no_mlflow else open_experiment(experiment)
     console.print(f"[bold]1/4[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
@@ -53,10 +62,11 @@ def run(
     console.print(
         f"[bold]2/4[/] search: {experiment.search.sampler}, {experiment.search.n_trials} trials, "
         f"budget {experiment.search.budget_gflops} GFLOPs"
+        + (f", {experiment.search.budget_latency_ms} ms" if experiment.search.budget_latency_ms else "")
     )
     with search_bar(console, experiment.search.n_trials) as update:
         result = run_search(experiment, objective=objective, new_study=new_study, study_name=study, progress=update,
-                            track=not no_mlflow)
+                            track=not no_mlflow, latency=latency)
     console.print(
         f"study {result.study_name}: {result.n_complete} completed, {result.n_failed} failed, "
         f"{len(result.pareto)} on the Pareto front"

@@ -64,6 +64,19 @@ class EvolutionConfig:
 
 
 @pdataclass(config=STRICT, frozen=True)
+class LatencyProfileConfig:
+    """How `nasplat run` profiles the latency table when `search.latency_lut` does not exist yet
+    (see `nasplat latency profile`)."""
+
+    backend: Literal["onnx", "torch"] = "onnx"  # onnxruntime, or eager torch
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int = Field(2, ge=1)
+    batch: int = Field(1, ge=1)
+    repeats: int = Field(25, ge=3)
+    calibration: int = Field(6, ge=0)  # whole subnets measured to fit the correction
+
+
+@pdataclass(config=STRICT, frozen=True)
 class SearchConfig:
     sampler: Literal["random", "evolution", "tpe", "nsga2"] = "nsga2"
     n_trials: int = Field(50, ge=1)
@@ -80,6 +93,18 @@ class SearchConfig:
     # another slot, then failed; None: 10x the median evaluation so far, at least 120 s, and
     # 1 h until the first evaluation completes. The in-process (--local) pool has no timeout.
     trial_timeout_s: float | None = Field(None, gt=0)
+    # predicted latency budget in ms on the latency table's device (beside or instead of GFLOPs)
+    budget_latency_ms: float | None = Field(None, gt=0)
+    # the latency table (relative to the experiment file); None: <output_dir>/latency_lut.json,
+    # profiled by `nasplat run` with `latency_profile` when missing
+    latency_lut: str | None = None
+    latency_profile: LatencyProfileConfig = LatencyProfileConfig()
+    cost: Literal["gflops", "latency"] = "gflops"  # NSGA-II's second objective, evolution's Pareto parents
+
+    @property
+    def uses_latency(self) -> bool:
+        """Whether the search needs a latency table (a latency budget or latency as its cost)."""
+        return self.budget_latency_ms is not None or self.cost == "latency"
 
 
 @pdataclass(config=STRICT, frozen=True)
@@ -160,6 +185,12 @@ class Experiment:
         return self.tracking.experiment or self.name
 
     @property
+    def latency_lut(self) -> Path:
+        """The latency table the search reads (`search.latency_lut`, else in the output dir)."""
+        lut = self.search.latency_lut
+        return _resolve(self.path.parent, lut) if lut else self.output_dir / "latency_lut.json"
+
+    @property
     def storage_url(self) -> str:
         return self.search.storage or f"sqlite:///{self.output_dir / 'study.db'}"
 
@@ -221,6 +252,7 @@ __all__ = [
     "DataConfig",
     "EvolutionConfig",
     "Experiment",
+    "LatencyProfileConfig",
     "ExperimentFile",
     "RetrainConfig",
     "SearchConfig",

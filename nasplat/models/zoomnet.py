@@ -141,6 +141,10 @@ class HRNetV2Head(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # x: [N, Cin, R, R] -> [N, K, R, R]
         _, branches = self.trunk(x)
+        return self.combine(branches)
+
+    def combine(self, branches: list[Tensor]) -> Tensor:
+        """The trunk's four branch outputs -> heatmaps [N, K, R, R]: upsample, concat, fuse, final."""
         size = branches[0].shape[-2:]
         ups = [branches[0]] + [F.interpolate(b, size=size, mode="bilinear", align_corners=False) for b in branches[1:]]
         y = self.fuse(torch.cat(ups, dim=1))  # [N, C1+C2+C3+C4, R, R]

@@ -110,17 +110,18 @@ class HRModule(nn.Module):
     def forward(self, xs: list[Tensor]) -> list[Tensor]:
         # xs[b]: [B, C_b, H_b, W_b] -> the first num_outputs fused branches, same shapes
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
-        outs = []
-        for i in range(self.num_outputs):
-            row = self.fuse[i]
-            y = xs[i]
-            for j, x in enumerate(xs):
-                if j > i:
-                    y = y + F.interpolate(row[j](x), size=xs[i].shape[-2:], mode="nearest")
-                elif j < i:
-                    y = y + row[j](x)
-            outs.append(F.relu(y))
-        return outs
+        return [self.fused(i, xs) for i in range(self.num_outputs)]
+
+    def fused(self, i: int, xs: list[Tensor]) -> Tensor:
+        """Fused output i of the branch outputs xs: ReLU(xs[i] + the others mapped to branch i)."""
+        row = self.fuse[i]
+        y = xs[i]
+        for j, x in enumerate(xs):
+            if j > i:
+                y = y + F.interpolate(row[j](x), size=xs[i].shape[-2:], mode="nearest")
+            elif j < i:
+                y = y + row[j](x)
+        return F.relu(y)
 
     def to_static(self) -> HRModule:
         branches = [nn.Sequential(*(block.to_static() for block in branch)) for branch in self.branches]

@@ -15,6 +15,7 @@ uninterrupted one would have produced.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import statistics
@@ -24,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
 from nasplat.config import SearchConfig
-from nasplat.errors import NasplatError, StoreError
+from nasplat.errors import ConfigError, NasplatError, StoreError
 from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, PoolResult
-from nasplat.search import Searcher, build_searcher, pareto_indices, total_gflops_fn
+from nasplat.search import LatencyCost, Searcher, build_searcher, pareto_indices, total_gflops_fn
 from nasplat.search.objectives import ObjectiveFactory
 from nasplat.space import Arch, SearchSpace
 from nasplat.store import StoredTrial, StudyIdentity, StudyStore, open_study, redact_url
@@ -73,9 +74,11 @@ class TrialLogger(Protocol):
     def finish(self, trials: list[StoredTrial], budget_gflops: float | None, finished: bool) -> object: ...
 
 
-def identity_of(space: SearchSpace, search: SearchConfig, objective: str | None = None) -> StudyIdentity:
+def identity_of(space: SearchSpace, search: SearchConfig, objective: str | None = None,
+                latency: LatencyCost | None = None) -> StudyIdentity:
     """What a stored study must match to be resumed: the space, the objective (`objective`, else
-    `search.objective`), sampler, seed, budget and, for evolution, its settings."""
+    `search.objective`), sampler, seed, budgets, for evolution its settings and, for a latency
+    search, the cost objective and the latency table's device fingerprint."""
     extra = json.dumps(asdict(search.evolution), sort_keys=True) if search.sampler == "evolution" else ""
     return StudyIdentity(
         space_fingerprint=space.fingerprint(),
@@ -84,6 +87,9 @@ def identity_of(space: SearchSpace, search: SearchConfig, objective: str | None 
         seed=search.seed,
         budget_gflops=search.budget_gflops,
         sampler_settings=extra,
+        budget_latency_ms=search.budget_latency_ms,
+        latency_device=f"{latency.fingerprint} {latency.device}" if latency is not None and search.uses_latency else "",
+        cost=search.cost,
     )
 
 
@@ -310,21 +316,33 @@ def open_search(
     study_name: str | None = None,
     progress: Callable[[ProgressUpdate], None] | None = None,
     tracker: TrialLogger | None = None,
+    latency: LatencyCost | None = None,
 ) -> SearchLoop:
     """The opening step of a search: build the searcher, open (or resume) the study `study` at
     `storage_url`, rebuild the searcher from the stored trials, start the tracker.
 
     `objective` names the objective in the study's identity (default `search.objective`);
     `study_name` picks one stored study of the experiment (`--study`; see `open_study`).
-    Raises BudgetError (budget below the smallest arch) before anything is stored, StoreError
-    (store unreachable or not matching; the message names --new-study).
+    `latency`: the predicted latency (with `search.budget_latency_ms` as its budget and, for
+    `search.cost: latency`, as the cost objective); required when the search uses latency.
+    Raises ConfigError (a latency search without `latency`) and BudgetError (budget below the
+    smallest or fastest arch) before anything is stored, StoreError (store unreachable or not
+    matching; the message names --new-study).
     """
+    if search.uses_latency and latency is None:
+        raise ConfigError("the search asks for latency (budget_latency_ms or cost: latency) but has no latency table",
+                          key="search.latency_lut")
+    if latency is not None:
+        latency = dataclasses.replace(latency, budget_ms=search.budget_latency_ms, objective=search.cost == "latency")
     cost = total_gflops_fn(space)
-    searcher = build_searcher(search.sampler, space, cost, search.budget_gflops, search.seed, evolution=search.evolution)
-    store = open_study(storage_url, study, identity_of(space, search, objective), new_study=new_study, study=study_name,
-                       space=space)
+    searcher = build_searcher(search.sampler, space, cost, search.budget_gflops, search.seed, evolution=search.evolution,
+                              latency=latency if search.uses_latency else None)
+    store = open_study(storage_url, study, identity_of(space, search, objective, latency), new_study=new_study,
+                       study=study_name, space=space)
     store.set_attr("n_trials", search.n_trials)
     store.set_attr("budget_gflops", search.budget_gflops)
+    if search.budget_latency_ms is not None:
+        store.set_attr("budget_latency_ms", search.budget_latency_ms)
     loop = SearchLoop(space, search, searcher, store, progress=progress, tracker=tracker)
     if tracker is not None:
         tracker.start(store.study_name, {
@@ -337,6 +355,8 @@ def open_search(
             "storage": redact_url(storage_url),
             "study": store.study_name,
             "space_fingerprint": space.fingerprint(),
+            **({"budget_latency_ms": str(search.budget_latency_ms), "cost": search.cost,
+                "latency_device": latency.device} if latency is not None and search.uses_latency else {}),
         })
         tracker.sync(loop.opened_with)
     return loop
@@ -355,6 +375,7 @@ def drive(
     progress: Callable[[ProgressUpdate], None] | None = None,
     tracker: TrialLogger | None = None,
     pool: EvaluatorPool | Callable[[], EvaluatorPool] | None = None,
+    latency: LatencyCost | None = None,
 ) -> SearchResult:
     """Open the search and run it to `search.n_trials` COMPLETE trials (`open_search` then
     `SearchLoop.run`), on `pool` (default: `factory` evaluated in this process).
@@ -362,5 +383,5 @@ def drive(
     Raises BudgetError, StoreError, NasplatError (see `open_search` and `SearchLoop.run`).
     """
     loop = open_search(space, search, study=study, storage_url=storage_url, objective=objective,
-                       new_study=new_study, study_name=study_name, progress=progress, tracker=tracker)
+                       new_study=new_study, study_name=study_name, progress=progress, tracker=tracker, latency=latency)
     return loop.run(pool if pool is not None else (lambda: LocalEvaluatorPool(factory)))

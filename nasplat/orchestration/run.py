@@ -17,10 +17,12 @@ from typing import Any
 from nasplat.config import Experiment
 from nasplat.errors import ConfigError, StoreError
 from nasplat.orchestration.cluster import init_ray
+from nasplat.orchestration.latency import check_budgets, latency_cost
 from nasplat.orchestration.driver import ProgressUpdate, SearchResult, open_search, summarize
 from nasplat.orchestration.phases import Phase, Phases
 from nasplat.orchestration.tracking import ARTIFACTS, supernet_run
 from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, RayEvaluatorPool
+from nasplat.search import LatencyCost
 from nasplat.search.objectives import AnalyticFactory, ObjectiveFactory
 from nasplat.space import Arch
 from nasplat.store import load_current_study
@@ -62,12 +64,13 @@ def pool_for(experiment: Experiment, factory: ObjectiveFactory, *, local: bool =
     return make
 
 
-def make_tracker(experiment: Experiment) -> MlflowTracker:
+def make_tracker(experiment: Experiment, latency: LatencyCost | None = None) -> MlflowTracker:
     """The search tracker of the experiment, linking its search run to the supernet's training
-    run and checkpoint when they are known."""
+    run and checkpoint when they are known (and logging predicted latency with `latency`)."""
     state = Phases(experiment).current()
     return MlflowTracker(experiment.tracking_uri, experiment.tracking_experiment, experiment.output_dir / ARTIFACTS,
-                         supernet=(supernet_run(experiment), state.checkpoint if state else None))
+                         supernet=(supernet_run(experiment), state.checkpoint if state else None),
+                         latency=None if latency is None else latency.predict)
 
 
 _FACTORY_NAMES = {AnalyticFactory: "analytic", WholeBodyFactory: "wholebody"}
@@ -82,6 +85,7 @@ def run_search(
     progress: Callable[[ProgressUpdate], None] | None = None,
     local: bool = False,
     track: bool = True,
+    latency: LatencyCost | None = None,
 ) -> SearchResult:
     """Run or resume the experiment's search to `search.n_trials` COMPLETE trials, logging to
     MLflow, and return the result (best trial, Pareto front, all trials).
@@ -94,6 +98,8 @@ def run_search(
     study_name: resume (or, with `new_study`, create) this study of the experiment (`--study`).
     A study that is already finished is only read: neither the study nor the phase row is
     written, and no evaluator is started.
+    latency: the search's latency cost; None: `latency_cost(experiment)` (profiles the table
+        into the output directory when the search uses latency and it is missing).
     Raises BudgetError and ConfigError before anything is written, StoreError (the message names
     --new-study), NasplatError.
     """
@@ -103,9 +109,12 @@ def run_search(
     else:
         factory = objective
         name = _FACTORY_NAMES.get(type(objective), "custom")
+    if latency is None:
+        latency = latency_cost(experiment)
+    check_budgets(experiment, latency)  # before the tracker opens (and creates) its store
     loop = open_search(experiment.space, experiment.search, study=experiment.name, storage_url=experiment.storage_url,
                        objective=name, new_study=new_study, study_name=study_name, progress=progress,
-                       tracker=make_tracker(experiment) if track else None)
+                       tracker=make_tracker(experiment, latency) if track else None, latency=latency)
     phases = Phases(experiment)
     if loop.finished:  # a finished study is read, not written (the phase only if it lags behind)
         current = phases.current()

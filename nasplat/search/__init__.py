@@ -7,7 +7,7 @@ from nasplat.search import _evolution, _optuna, _random  # noqa: F401  (fill the
 from nasplat.search._evolution import EvolutionSearcher
 from nasplat.search._optuna import NSGA2Searcher, TPESearcher, optuna_param_name
 from nasplat.search._random import RandomSearcher
-from nasplat.search.base import SEARCHERS, Searcher, build_searcher, register_searcher
+from nasplat.search.base import SEARCHERS, LatencyCost, Searcher, build_searcher, register_searcher
 from nasplat.search.cost import gflops_parts, total_gflops_fn
 from nasplat.search.evaluation import Evaluation
 from nasplat.search.objectives import (
@@ -27,6 +27,7 @@ __all__ = [
     "AnalyticObjective",
     "Evaluation",
     "EvolutionSearcher",
+    "LatencyCost",
     "NSGA2Searcher",
     "Objective",
     "ObjectiveFactory",

@@ -4,7 +4,7 @@ from typing import Callable
 
 from nasplat.errors import ConfigError
 from nasplat.config import EvolutionConfig
-from nasplat.search.base import DEFAULT_MAX_TRIES, Searcher, register_searcher
+from nasplat.search.base import DEFAULT_MAX_TRIES, LatencyCost, Searcher, register_searcher
 from nasplat.search.evaluation import Evaluation
 from nasplat.search.pareto import pareto_indices
 from nasplat.space import Arch, SearchSpace
@@ -39,6 +39,7 @@ class EvolutionSearcher(Searcher):
         seed: int,
         max_tries: int = DEFAULT_MAX_TRIES,
         settings: EvolutionConfig = EvolutionConfig(),
+        latency: LatencyCost | None = None,
     ) -> None:
         """Raises ConfigError for top_k > population or an empty generation; BudgetError as the base."""
         if settings.top_k > settings.population:
@@ -47,7 +48,7 @@ class EvolutionSearcher(Searcher):
             )
         if settings.mutations + settings.crossovers < 1:
             raise ConfigError("mutations + crossovers must be at least 1", key="search.evolution")
-        super().__init__(space, cost, budget_gflops, seed, max_tries)
+        super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency)
         self.settings = settings
         self._accepted = 0
         self._rejected_in_row = 0
@@ -76,7 +77,7 @@ class EvolutionSearcher(Searcher):
         k = self.settings.top_k
         chosen = by_ap[: (k + 1) // 2]
         taken = set(chosen)
-        points = [(e.total_gflops, e.ap) for _, e in results]
+        points = [(self.objective_cost(a, e), e.ap) for a, e in results]
         rest = list(range(len(results)))
         while rest and len(chosen) < k:  # bounded: every pass removes a non-empty front
             front = [rest[j] for j in pareto_indices([points[i] for i in rest])]

@@ -10,7 +10,7 @@ dimension is therefore suggested under one name per parent value, `<name>|<paren
 `multivariate=True, group=True`, so it models each such conditional sub-space jointly.
 
 The FLOPs constraint is given to Optuna with `Trial.set_constraint` (GFLOPs - budget, feasible
-when <= 0): an over-budget proposal is told at once, without evaluation, with a
+when <= 0; with a latency budget too, the larger relative excess of the two): an over-budget proposal is told at once, without evaluation, with a
 placeholder AP of 0 and its GFLOPs, so the sampler learns where the budget lies. A duplicate of
 an arch with a known result is told that result; a duplicate of a pending arch is told FAIL.
 Infeasible and duplicate proposals never count toward the trial budget.
@@ -24,7 +24,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import Trial, TrialState
 
-from nasplat.search.base import DEFAULT_MAX_TRIES, Searcher, register_searcher
+from nasplat.search.base import DEFAULT_MAX_TRIES, LatencyCost, Searcher, register_searcher
 from nasplat.search.evaluation import Evaluation
 from nasplat.space import Arch, SearchSpace
 
@@ -48,8 +48,9 @@ class _OptunaSearcher(Searcher):
         budget_gflops: float | None,
         seed: int,
         max_tries: int = DEFAULT_MAX_TRIES,
+        latency: LatencyCost | None = None,
     ) -> None:
-        super().__init__(space, cost, budget_gflops, seed, max_tries)
+        super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -61,8 +62,12 @@ class _OptunaSearcher(Searcher):
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
 
-    def _values(self, ap: float, gflops: float) -> list[float]:
-        return [ap] if len(self.directions) == 1 else [ap, gflops]
+    def _values(self, arch: Arch, ap: float, gflops: float) -> list[float]:
+        if len(self.directions) == 1:
+            return [ap]
+        if self.latency is not None and self.latency.objective:
+            return [ap, float(self.latency.predict(arch))]
+        return [ap, gflops]
 
     def _propose(self) -> Arch:
         with warnings.catch_warnings():
@@ -87,16 +92,21 @@ class _OptunaSearcher(Searcher):
         self._last = None
 
     def _over(self, arch: Arch) -> float:
-        return 0.0 if self.budget is None else self.cost(arch) - self.budget
+        gflops_over = 0.0 if self.budget is None else self.cost(arch) - self.budget
+        if self.latency_budget is None:
+            return gflops_over
+        # both budgets: feasible when neither is exceeded; the larger relative excess
+        latency_over = (self.latency.predict(arch) - self.latency_budget) / self.latency_budget  # type: ignore[union-attr]
+        return max(latency_over, gflops_over / self.budget if self.budget else latency_over)
 
     def _on_duplicate(self, arch: Arch, known: Evaluation | None) -> None:
         if known is None:
             self._tell_last(None, self._over(arch))
         else:
-            self._tell_last(self._values(known.ap, known.total_gflops), self._over(arch))
+            self._tell_last(self._values(arch, known.ap, known.total_gflops), self._over(arch))
 
     def _on_infeasible(self, arch: Arch, gflops: float) -> None:
-        self._tell_last(self._values(0.0, gflops), self._over(arch))
+        self._tell_last(self._values(arch, 0.0, gflops), self._over(arch))
 
     def _on_accept(self, arch: Arch) -> None:
         assert self._last is not None
@@ -108,7 +118,7 @@ class _OptunaSearcher(Searcher):
         if evaluation is None:
             self._tell_last(None, self._over(arch))
         else:
-            self._tell_last(self._values(evaluation.ap, evaluation.total_gflops), self._over(arch))
+            self._tell_last(self._values(arch, evaluation.ap, evaluation.total_gflops), self._over(arch))
 
 
 @register_searcher("tpe")
@@ -124,7 +134,8 @@ class TPESearcher(_OptunaSearcher):
 @register_searcher("nsga2")
 class NSGA2Searcher(_OptunaSearcher):
     """Optuna NSGA-II on (whole-body AP up, GFLOPs down) with the budget as a constraint: one
-    search gives the Pareto front."""
+    search gives the Pareto front. With `LatencyCost(objective=True)` the second objective is the
+    predicted latency."""
 
     directions = ("maximize", "minimize")
 

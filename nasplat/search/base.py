@@ -2,7 +2,8 @@
 
 Contract (every implementation, tested in `tests/search/test_contract.py`):
 
-- `ask()` returns an `Arch` of the space whose analytic GFLOPs are within the budget and that this
+- `ask()` returns an `Arch` of the space whose analytic GFLOPs are within the budget, whose
+  predicted latency (`LatencyCost`, when given) is within the latency budget, and that this
   searcher never returned before. Duplicates and over-budget proposals are resolved inside `ask`
   without evaluation: they are re-proposed (after telling a model-based searcher what it proposed),
   at most `max_tries` times per call, then `BudgetError`. Duplicates never count toward a budget.
@@ -11,12 +12,16 @@ Contract (every implementation, tested in `tests/search/test_contract.py`):
 - Determinism: the same seed and the same sequence of ask/tell calls give the same archs. That is
   what makes a searcher restorable from a study store: replaying the recorded asks and tells in
   their recorded order rebuilds its state exactly.
-- A budget below the smallest arch's GFLOPs raises `BudgetError` in the constructor.
+- A budget below the smallest arch's GFLOPs, or a latency budget below the fastest subnet's
+  predicted latency, raises `BudgetError` in the constructor.
+- With `LatencyCost(objective=True)` the searchers' cost objective is the predicted latency
+  instead of GFLOPs (NSGA-II's second objective, evolution's Pareto parents).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Callable, ClassVar, TypeVar
 
 import numpy as np
@@ -27,6 +32,26 @@ from nasplat.search.evaluation import Evaluation
 from nasplat.space import Arch, SearchSpace
 
 DEFAULT_MAX_TRIES = 2000
+
+
+@dataclass(frozen=True)
+class LatencyCost:
+    """Predicted latency as a cost of the search (`nasplat.latency.LatencyPredictor` is one).
+
+    predict: arch -> predicted milliseconds on the table's device.
+    budget_ms: the latency budget, None for none.
+    fastest_ms: the lowest prediction over the space (`LatencyPredictor.fastest`).
+    objective: minimise latency instead of GFLOPs where a searcher has a cost objective.
+    device: where the table was measured, for messages.
+    fingerprint: the table's device fingerprint.
+    """
+
+    predict: Callable[[Arch], float]
+    budget_ms: float | None = None
+    fastest_ms: float = 0.0
+    objective: bool = False
+    device: str = ""
+    fingerprint: str = ""  # the table's device fingerprint (part of a study's identity)
 
 
 class Searcher(ABC):
@@ -42,9 +67,11 @@ class Searcher(ABC):
         budget_gflops: float | None,
         seed: int,
         max_tries: int = DEFAULT_MAX_TRIES,
+        latency: LatencyCost | None = None,
     ) -> None:
-        """Raises BudgetError when no arch of the space fits `budget_gflops`."""
+        """Raises BudgetError when no arch of the space fits `budget_gflops` or the latency budget."""
         self.space = space
+        self.latency = latency
         self.cost = cost
         self.budget = budget_gflops
         self.seed = seed
@@ -60,11 +87,30 @@ class Searcher(ABC):
                     f"{space.name!r} ({floor:.4f} GFLOPs)",
                     key="search.budget_gflops",
                 )
+        if latency is not None and latency.budget_ms is not None and latency.budget_ms < latency.fastest_ms:
+            raise BudgetError(
+                f"budget {latency.budget_ms} ms is below the fastest subnet of space {space.name!r} "
+                f"({latency.fastest_ms:.3f} ms predicted, {latency.device or 'latency table'})",
+                key="search.budget_latency_ms",
+            )
 
     # --- public contract -------------------------------------------------------------------
     def feasible(self, arch: Arch) -> bool:
-        """True when `arch` is within the GFLOPs budget (always when there is none)."""
-        return self.budget is None or self.cost(arch) <= self.budget
+        """True when `arch` is within the GFLOPs and latency budgets (always when there are none)."""
+        if self.budget is not None and self.cost(arch) > self.budget:
+            return False
+        return self.latency_budget is None or self.latency.predict(arch) <= self.latency_budget  # type: ignore[union-attr]
+
+    @property
+    def latency_budget(self) -> float | None:
+        return None if self.latency is None else self.latency.budget_ms
+
+    def objective_cost(self, arch: Arch, evaluation: Evaluation) -> float:
+        """The cost a multi-objective searcher minimises: predicted latency with
+        `LatencyCost(objective=True)`, else the evaluation's GFLOPs."""
+        if self.latency is not None and self.latency.objective:
+            return float(self.latency.predict(arch))
+        return evaluation.total_gflops
 
     def ask(self) -> Arch:
         """A new, feasible arch. Raises BudgetError after `max_tries` proposals without one."""
@@ -80,11 +126,15 @@ class Searcher(ABC):
             self._proposed[key] = arch
             self._on_accept(arch)
             return arch
+        limits = [f"{self.budget} GFLOPs"] if self.budget is not None else []
+        if self.latency_budget is not None:
+            limits.append(f"{self.latency_budget} ms")
+        within = " and ".join(limits) or "the budget"
         raise BudgetError(
-            f"{self.name} searcher found no new arch within {self.budget} GFLOPs after "
+            f"{self.name} searcher found no new arch within {within} after "
             f"{self.max_tries} proposals ({len(self._proposed)} already proposed); raise the budget "
             f"or lower n_trials",
-            key="search.budget_gflops",
+            key="search.budget_gflops" if self.latency_budget is None else "search.budget_latency_ms",
         )
 
     def tell(self, arch: Arch, evaluation: Evaluation | None) -> None:
@@ -149,12 +199,14 @@ def build_searcher(
     seed: int,
     evolution: EvolutionConfig | None = None,
     max_tries: int = DEFAULT_MAX_TRIES,
+    latency: LatencyCost | None = None,
 ) -> Searcher:
     """The registered searcher `name`. Raises ConfigError for an unknown name, BudgetError for a
-    budget below the space's smallest arch."""
+    budget below the space's smallest (or, for latency, fastest) arch."""
     cls = SEARCHERS.get(name)
     if cls is None:
         raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(sorted(SEARCHERS))}", key="search.sampler")
     if name == "evolution":
-        return cls(space, cost, budget_gflops, seed, max_tries=max_tries, settings=evolution or EvolutionConfig())  # type: ignore[call-arg]
-    return cls(space, cost, budget_gflops, seed, max_tries=max_tries)
+        return cls(space, cost, budget_gflops, seed, max_tries=max_tries, latency=latency,  # type: ignore[call-arg]
+                   settings=evolution or EvolutionConfig())
+    return cls(space, cost, budget_gflops, seed, max_tries=max_tries, latency=latency)

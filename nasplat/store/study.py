@@ -110,6 +110,9 @@ class StudyIdentity:
     seed: int
     budget_gflops: float | None
     sampler_settings: str = ""  # e.g. the evolution settings as JSON
+    budget_latency_ms: float | None = None
+    latency_device: str = ""  # the latency table's device fingerprint and description ("" without one)
+    cost: str = "gflops"  # the searchers' cost objective: gflops | latency
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -126,6 +129,9 @@ _FLAG_NAMES = {
     "seed": "search seed",
     "budget_gflops": "budget_gflops",
     "sampler_settings": "sampler settings",
+    "budget_latency_ms": "budget_latency_ms",
+    "latency_device": "latency table device",
+    "cost": "cost objective",
 }
 
 

@@ -29,12 +29,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mlflow.entities import Metric, Param, RunTag
 
 from nasplat.errors import NasplatError
 from nasplat.search.pareto import pareto_indices
+from nasplat.space import Arch
 from nasplat.store import StoredTrial, redact_text
 from nasplat.tracking.client import NOTE, SOURCE_NAME, client_for, command_line, experiment_id, tracking_error
 from nasplat.tracking.plots import FrontPoint, pareto_html, pareto_png
@@ -72,17 +73,21 @@ class MlflowTracker:
         itself); the driver normally opened the experiment before (`orchestration.tracking`);
     supernet: (run id, checkpoint path) of the supernet the search evaluates, linked from the
         search run (either may be None);
-    source: the runs' source in the UI (default: this process's command).
+    source: the runs' source in the UI (default: this process's command);
+    latency: arch -> predicted ms, logged per trial as `latency_ms` (a latency search).
     Raises NasplatError (URI redacted) when the store cannot be opened."""
 
     def __init__(self, uri: str, experiment: str, artifact_dir: Path | None = None, *,
-                 supernet: tuple[str | None, str | None] = (None, None), source: str | None = None) -> None:
+                 supernet: tuple[str | None, str | None] = (None, None), source: str | None = None,
+                 latency: Callable[[Arch], float] | None = None) -> None:
         self.uri = uri
+        self._latency = latency
         self.experiment = experiment
         self._client_now: Any = None  # made at first use: constructing the tracker writes nothing
         self._artifact_dir = artifact_dir
         self._supernet = supernet
         self._source = source
+        self._latency = latency
         self._experiment_id: str | None = None
         self._parent: str | None = None
         self._study: str | None = None
@@ -204,7 +209,10 @@ class MlflowTracker:
         metrics: list[Metric] = []
         extra_tags: list[RunTag] = []
         if trial.evaluation is not None:
-            metrics = [Metric(k, v, stamp, 0) for k, v in trial_metrics(trial.evaluation).items()]
+            values = trial_metrics(trial.evaluation)
+            if self._latency is not None:
+                values["latency_ms"] = float(self._latency(trial.arch))
+            metrics = [Metric(k, v, stamp, 0) for k, v in values.items()]
         elif trial.error:
             extra_tags.append(RunTag("error", trial.error[:4000]))
         self._client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=extra_tags)
@@ -247,7 +255,15 @@ class MlflowTracker:
                 title = f"{self._study}: {len(done)} trials, {len(front)} on the Pareto front"
                 png = pareto_png(front_points, budget_gflops, Path(tmp) / "pareto_front.png", title)
                 html = pareto_html(front_points, budget_gflops, Path(tmp) / "pareto_front.html", title)
-                for p in (png, html):
+                figures = [png, html]
+                if self._latency is not None:  # the trials again, against predicted latency
+                    xy = [(float(self._latency(t.arch)), t.evaluation.ap) for t in done]  # type: ignore[union-attr]
+                    on = set(pareto_indices(xy))
+                    latency_points = [FrontPoint(t.number, x, y, i in on) for i, (t, (x, y)) in enumerate(zip(done, xy))]
+                    ms = "predicted latency (ms)"
+                    figures.append(pareto_png(latency_points, None, Path(tmp) / "pareto_front_latency.png", title, ms))
+                    figures.append(pareto_html(latency_points, None, Path(tmp) / "pareto_front_latency.html", title, ms))
+                for p in figures:
                     self._client.log_artifact(self.parent_run_id, str(p))
                     out.append(p.name)
             best = max(done, key=lambda t: t.evaluation.ap)  # type: ignore[union-attr]

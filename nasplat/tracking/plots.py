@@ -17,8 +17,10 @@ class FrontPoint:
     pareto: bool
 
 
-def pareto_png(points: Sequence[FrontPoint], budget: float | None, path: Path, title: str) -> Path:
-    """Scatter of all trials with the Pareto front as a step line (matplotlib, Agg)."""
+def pareto_png(points: Sequence[FrontPoint], budget: float | None, path: Path, title: str,
+               cost: str = "GFLOPs") -> Path:
+    """Scatter of all trials with the Pareto front as a step line (matplotlib, Agg). `cost`
+    names the x axis (the points' `gflops` hold that cost, e.g. predicted latency in ms)."""
     import io
 
     import matplotlib
@@ -33,8 +35,8 @@ def pareto_png(points: Sequence[FrontPoint], budget: float | None, path: Path, t
     ax.step([p.gflops for p in front], [p.ap for p in front], where="post", c="tab:red", lw=1.5)
     ax.scatter([p.gflops for p in front], [p.ap for p in front], s=24, c="tab:red", label="Pareto front")
     if budget is not None:
-        ax.axvline(budget, ls="--", c="tab:blue", lw=1, label=f"budget {budget:g} GFLOPs")
-    ax.set_xlabel("GFLOPs")
+        ax.axvline(budget, ls="--", c="tab:blue", lw=1, label=f"budget {budget:g} {cost}")
+    ax.set_xlabel(cost)
     ax.set_ylabel("whole-body AP")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -47,7 +49,8 @@ def pareto_png(points: Sequence[FrontPoint], budget: float | None, path: Path, t
     return path
 
 
-def pareto_html(points: Sequence[FrontPoint], budget: float | None, path: Path, title: str) -> Path:
+def pareto_html(points: Sequence[FrontPoint], budget: float | None, path: Path, title: str,
+                cost: str = "GFLOPs") -> Path:
     """Interactive plotly figure, self-contained: plotly.js is embedded (the page works offline,
     on an air-gapped cluster too); hover shows the trial number."""
     import plotly.graph_objects as go
@@ -77,6 +80,6 @@ def pareto_html(points: Sequence[FrontPoint], budget: float | None, path: Path, 
     )
     if budget is not None:
         fig.add_vline(x=budget, line_dash="dash", line_color="#1f77b4", annotation_text=f"budget {budget:g}")
-    fig.update_layout(title=title, xaxis_title="GFLOPs", yaxis_title="whole-body AP", template="plotly_white")
+    fig.update_layout(title=title, xaxis_title=cost, yaxis_title="whole-body AP", template="plotly_white")
     atomic_write_text(fig.to_html(include_plotlyjs=True, full_html=True), path)
     return path

@@ -1,0 +1,185 @@
+"""Timing on the deployment backend: onnxruntime (an ONNX export of the module) or eager torch.
+
+`Timer(settings)` runs a module as deployed and times it: `warmup` untimed runs, then `repeats`
+timed runs, reduced to their median (robust to the odd preempted run on a shared machine). The
+ONNX path exports with `export_for_timing` (torch's TorchScript-based exporter, opset 17: about
+10 ms per block against seconds for the dynamo exporter; the graph is the same Conv / BN / Add /
+Resize / GridSample ops) and runs the model in an `InferenceSession` with `threads` intra-op
+threads and one inter-op thread, full graph optimisation (BN folded into the convs, Conv+ReLU
+fused). The torch path runs the module under `torch.inference_mode` with `torch.set_num_threads`.
+On CUDA each run is followed by a synchronisation.
+
+`machine()` describes where this runs (CPU model or GPU name, torch and onnxruntime versions):
+the fingerprint a latency table records and is checked against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from nasplat.errors import ConfigError
+from nasplat.models import build_static
+from nasplat.space import Arch
+
+__all__ = ["TimingSettings", "Timer", "export_for_timing", "machine"]
+
+Backend = Literal["onnx", "torch"]
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    """How a table is measured; recorded in it."""
+
+    backend: Backend = "onnx"  # onnx (onnxruntime) | torch (eager)
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int = 2  # intra-op threads
+    batch: int = 1  # persons per forward pass
+    warmup: int = 5  # untimed runs before timing
+    repeats: int = 25  # timed runs; the entry is their median
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str, backend: str) -> dict[str, Any]:
+    """Where timing runs: device kind, CPU model or GPU name, torch and (onnx) onnxruntime version.
+    Raises ConfigError when CUDA is asked for and not available."""
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but torch sees no CUDA device", key="device")
+        name = torch.cuda.get_device_name(0)
+    else:
+        name = _cpu_name()
+    info: dict[str, Any] = {"device": device, "name": name, "torch": torch.__version__}
+    if backend == "onnx":
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    return info
+
+
+class _Outputs(nn.Module):
+    """A module whose output is a NamedTuple or list, as a plain tuple (what the exporter takes)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *xs: Tensor) -> tuple[Tensor, ...]:
+        out = self.module(*xs)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def export_for_timing(module: nn.Module, inputs: tuple[Tensor, ...]) -> bytes:
+    """The ONNX model (bytes) of `module` in eval mode on `inputs`' shapes (static shapes)."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Outputs(module).eval(), inputs, buf, dynamo=False, opset_version=OPSET,
+                          do_constant_folding=True)
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class Timer:
+    """Times modules and whole subnets with one `TimingSettings`."""
+
+    def __init__(self, settings: TimingSettings) -> None:
+        self.settings = settings
+        if settings.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but torch sees no CUDA device", key="device")
+        if settings.backend == "onnx":
+            import onnxruntime
+
+            self._ort = onnxruntime
+            provider = "CUDAExecutionProvider" if settings.device == "cuda" else "CPUExecutionProvider"
+            if provider not in onnxruntime.get_available_providers():
+                raise ConfigError(f"onnxruntime here has no {provider} (it has {onnxruntime.get_available_providers()})",
+                                  key="backend")
+            self._providers = [provider]
+
+    def _runner(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> Callable[[], Any]:
+        s = self.settings
+        if s.backend == "onnx":
+            options = self._ort.SessionOptions()
+            options.intra_op_num_threads = s.threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            # threads sleep instead of spinning between ops: on a shared or oversubscribed CPU a
+            # spinning pool stalls whole networks (2 threads measured 36 ms vs 4 ms on 1 thread)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = self._ort.InferenceSession(export_for_timing(module, inputs), options, providers=self._providers)
+            feed = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)}
+            return lambda: session.run(None, feed)
+        dev = torch.device(s.device)
+        module = module.to(dev)
+        inputs = tuple(x.to(dev) for x in inputs)
+        sync = torch.cuda.synchronize if s.device == "cuda" else (lambda: None)
+
+        def run() -> None:
+            with torch.inference_mode():
+                module(*inputs)
+            sync()
+
+        return run
+
+    def time(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> float:
+        """Median milliseconds of one forward of `module` on `inputs` (built on the CPU)."""
+        s = self.settings
+        with _torch_threads(s.threads):
+            run = self._runner(module, inputs)
+            for _ in range(s.warmup):
+                run()
+            samples = []
+            for _ in range(s.repeats):
+                start = time.perf_counter()
+                run()
+                samples.append(time.perf_counter() - start)
+        return 1e3 * statistics.median(samples)
+
+    def call_overhead(self) -> float:
+        """Median milliseconds of running a module that does nothing (one element in and out):
+        the per-call cost a timed unit carries and a whole network pays once."""
+        return self.time(_Nothing(), (torch.zeros(1),))
+
+    def time_arch(self, arch: Arch, blocks_per_module: tuple[int, int, int], seed: int = 0) -> float:
+        """Median milliseconds of the whole static subnet `arch` (BodyNet, box decoding, RoIAlign,
+        both heads) on `batch` random person crops."""
+        net = build_static(arch, blocks_per_module, seed=seed).eval()
+        h, w = arch.body.input_size
+        gen = torch.Generator().manual_seed(seed)
+        return self.time(net, (torch.randn(self.settings.batch, 3, h, w, generator=gen),))
+
+
+class _Nothing(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x + 1

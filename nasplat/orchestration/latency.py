@@ -1,0 +1,54 @@
+"""The latency table of an experiment: profiled once into the output directory, then loaded.
+
+`latency_cost(experiment)` is what the search needs when `search.budget_latency_ms` is set or
+`search.cost` is latency: the table at `experiment.latency_lut` (profiled with
+`search.latency_profile` when missing and `profile` is true; an interrupted profile resumes),
+checked against this machine, as a `LatencyCost` with the space's fastest predicted subnet.
+`check_budgets` raises the BudgetError a search would raise, before anything is written, so
+`nasplat run` refuses an impossible budget before it trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nasplat.config import Experiment
+from nasplat.errors import ConfigError
+from nasplat.latency import LatencyPredictor, load_table
+from nasplat.latency.profile import profile_space
+from nasplat.latency.timing import TimingSettings, machine
+from nasplat.search import LatencyCost, build_searcher, total_gflops_fn
+
+__all__ = ["check_budgets", "latency_cost"]
+
+
+def latency_cost(experiment: Experiment, *, profile: bool = True,
+                 progress: Callable[[int, int, str], None] | None = None) -> LatencyCost | None:
+    """The search's latency cost, or None when the search does not use latency. Raises
+    ConfigError (a missing table with `profile` false, a table of another machine or space)."""
+    search = experiment.search
+    if not search.uses_latency:
+        return None
+    path = experiment.latency_lut
+    if not path.exists():
+        if not profile:
+            raise ConfigError(f"latency table {path} does not exist; `nasplat run` profiles it, or run "
+                              f"`nasplat latency profile {experiment.space_path} --out {path}`",
+                              source=str(experiment.path), key="search.latency_lut")
+        p = search.latency_profile
+        settings = TimingSettings(backend=p.backend, device=p.device, threads=p.threads, batch=p.batch, repeats=p.repeats)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        profile_space(experiment.space, settings, path, calibration=p.calibration, progress=progress)
+    table = load_table(path)
+    table.check_machine(machine(table.settings["device"], table.settings["backend"]), source=str(path))
+    predictor = LatencyPredictor(table, experiment.space, source=str(path))
+    _, fastest = predictor.fastest()
+    return LatencyCost(predict=predictor, budget_ms=search.budget_latency_ms, fastest_ms=fastest,
+                       objective=search.cost == "latency", device=table.describe(), fingerprint=table.fingerprint)
+
+
+def check_budgets(experiment: Experiment, latency: LatencyCost | None) -> None:
+    """Raises BudgetError when no arch of the space fits the GFLOPs or the latency budget."""
+    s = experiment.search
+    build_searcher(s.sampler, experiment.space, total_gflops_fn(experiment.space), s.budget_gflops, s.seed,
+                   evolution=s.evolution, latency=latency)
