@@ -13,7 +13,8 @@ body crops, batch 16 per GPU) and for fp32, bf16 and bf16 + channels_last:
   prediction) timed on 500 crops. COCO scoring (CPU, pycocotools) is not included.
 
 Without CUDA the same measurements run on the CPU-sized setting (`cpu_small` space and recipe,
-batch 4, 100 crops) in a few minutes; bf16 there is CPU autocast.
+batch 4, 100 crops, one thread) in a few minutes, timed in process CPU seconds; bf16 there is
+CPU autocast.
 
 Imports only torch, numpy, yaml, pydantic, cv2 (through nasplat.data) and nasplat's model,
 config and training step: no Ray, MLflow, Optuna or pycocotools, which the GPU machine lacks.
@@ -82,6 +83,11 @@ class _Clock:
     def __init__(self, device: torch.device) -> None:
         self.device = device
 
+    def now(self) -> float:
+        """Wall seconds on CUDA; process CPU seconds on CPU, which other jobs on a shared machine
+        disturb far less than wall time."""
+        return time.perf_counter() if self.device.type == "cuda" else time.process_time()
+
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -103,7 +109,7 @@ def _steps(net, batch, members_for_step, recipe, precision, clock, steps, warmup
     clock.reset_peak()
     for step in range(warmup + steps):
         clock.sync()
-        t0 = time.perf_counter()
+        t0 = clock.now()
         opt.zero_grad(set_to_none=True)
         sandwich_step(net, batch, members_for_step(step), recipe, epoch=100, precision=precision, scaler=scaler)
         if scaler is None:
@@ -113,7 +119,7 @@ def _steps(net, batch, members_for_step, recipe, precision, clock, steps, warmup
             scaler.update()
         clock.sync()
         if step >= warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(clock.now() - t0)
     return statistics.median(times), clock.peak_mb()
 
 
@@ -130,11 +136,11 @@ def _eval_seconds(net, arch, crops, recipe, precision, clock, calib_images):  # 
             yield precision.input(torch.nn.functional.interpolate(crops[idx], size=size, mode="bilinear"))
 
     clock.sync()
-    t0 = time.perf_counter()
+    t0 = clock.now()
     with precision.autocast():
         recalibrate_bn(net, batches(calib_images, bs_cal), lambda m, x: m(x))
     clock.sync()
-    t1 = time.perf_counter()
+    t1 = clock.now()
     net.eval()
     with precision.autocast():
         for x in batches(crops.shape[0], bs_eval):
@@ -144,7 +150,7 @@ def _eval_seconds(net, arch, crops, recipe, precision, clock, calib_images):  # 
             net.forward_heads(features, decode_part_boxes(body), size)
     clock.sync()
     net.train()
-    return t1 - t0, time.perf_counter() - t1
+    return t1 - t0, clock.now() - t1
 
 
 def _layout(prec: Precision, *modules: torch.nn.Module) -> None:
@@ -168,7 +174,7 @@ def main() -> None:
     warmup = 2 if cuda else 1
     n_crops = args.crops or (500 if cuda else 100)
     if not cuda:
-        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+        torch.set_num_threads(1)  # OpenMP threads spin on a shared CPU; the ratios need no more
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -220,7 +226,8 @@ def main() -> None:
         print(f"{label:<18}{batch_size / t_sw:>8.1f} /s {m_sw:>6.0f} MB{batch_size / t_sup:>12.1f} /s {m_sup:>6.0f} MB"
               f"{batch_size / t_st:>12.1f} /s {m_st:>6.0f} MB{t_sup / t_st:>13.2f}x")
         print(f"{'':<18}sandwich step {t_sw * 1000:.0f} ms = {t_sw / t_st:.2f}x a static max step (F {f_sw / f_max:.2f}x)")
-    print("(peak memory: CUDA max allocated per setting; on CPU the process's peak RSS so far)")
+    print("(peak memory: CUDA max allocated per setting; on CPU the process's peak RSS so far;"
+          " CPU rates are per process CPU second)")
     print("goal: max (supernet) / max (static) <= 1.2x")
 
     print(f"\nevaluator: BN recalibration over {calib} images (batch {recipe.bn_recalibration.batch_size}), "
