@@ -97,13 +97,15 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     opt = torch.optim.Adam(net.parameters(), lr=recipe.optimizer.lr)
     precision = recipe_precision(recipe, "cpu")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     opt.zero_grad(set_to_none=True)
     logs = sandwich_step(net, batch, members, recipe, epoch=recipe.head_boxes.gt_box_epochs, precision=precision)
     opt.step()
-    step_s = time.perf_counter() - t0
+    step_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     print(f"supernet {params / 1e6:.1f} M parameters, built in {build_s:.1f} s; precision {precision.name}")
-    print(f"step {step_s:.1f} s (loss {logs['total']:.4g}); peak RSS {_rss_mb():,.0f} MB (before the net: {rss0:,.0f} MB)")
+    print(f"step {step_s:.1f} s wall, {cpu_s:.1f} s process CPU (on a shared machine the wall time is"
+          f" inflated by the other jobs; CPU / threads is a dedicated machine's)")
+    print(f"loss {logs['total']:.4g}; peak RSS {_rss_mb():,.0f} MB (before the net: {rss0:,.0f} MB)")
     achieved = 3 * total_gf * args.batch / step_s
     print(f"achieved ~{achieved:.1f} GFLOP/s (3x forward FLOPs per sample)")
 
