@@ -152,6 +152,11 @@ class TrainerRecipe:
     # torch intra-op threads per training worker (None: torch's default). On a shared or
     # oversubscribed CPU, OpenMP's spinning threads can slow a step down tenfold: use 1 there.
     torch_threads: int | None = Field(None, ge=1)
+    # Autocast of every forward (training, BN recalibration, evaluation, retraining): auto is bf16
+    # on CUDA and fp32 on CPU; fp16 adds a gradient scaler. Weights, BN statistics and losses stay
+    # fp32. channels_last lays out the net and its inputs NHWC (tensor-core convs on GPUs).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
     log_every_steps: int = Field(10, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)  # cap for quick runs / benchmarks
 

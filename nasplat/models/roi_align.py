@@ -50,8 +50,12 @@ def roi_align(
     b, c, h, w = features.shape
     p = boxes.shape[1]
     n = output_size * sampling_ratio
-    t = _fractions(n, features.device, features.dtype)  # [n]
-    boxes = boxes.to(features.dtype)
+    # Sampling points in at least fp32: bf16 holds a 300-pixel coordinate only to about a pixel.
+    # Under autocast the features arrive in bf16 / fp16 and are sampled in fp32 too.
+    dtype = torch.promote_types(features.dtype, torch.float32)
+    features = features.to(dtype)
+    t = _fractions(n, features.device, dtype)  # [n]
+    boxes = boxes.to(dtype)
     x1, y1, x2, y2 = boxes.unbind(-1)  # each [B, P]
     xs = (x1[..., None] + t * (x2 - x1)[..., None]) / stride  # [B, P, n] feature pixels
     ys = (y1[..., None] + t * (y2 - y1)[..., None]) / stride  # [B, P, n]

@@ -260,9 +260,11 @@ class _ZoomNetBase(nn.Module):
         """images [B, 3, H, W] at arch.body.input_size; part_boxes [B, 3, 4] (before expansion)
         replace the boxes decoded from the body heatmaps. Raises ArchError on a wrong image size."""
         heatmaps, features = self.forward_body(images)
+        # boxes in at least fp32: under autocast the heatmaps are bf16 / fp16, too coarse for pixels
+        dtype = torch.promote_types(heatmaps.dtype, torch.float32)
         if part_boxes is None:
-            part_boxes = decode_part_boxes(heatmaps, FEATURE_STRIDE)
-        heads = self.forward_heads(features, part_boxes.to(heatmaps.dtype), (images.shape[-2], images.shape[-1]))
+            part_boxes = decode_part_boxes(heatmaps.to(dtype), FEATURE_STRIDE)
+        heads = self.forward_heads(features, part_boxes.to(dtype), (images.shape[-2], images.shape[-1]))
         return ZoomNetOutput(heatmaps, heads.boxes, heads.face_heatmaps, heads.hand_heatmaps)
 
 

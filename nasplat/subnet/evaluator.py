@@ -35,6 +35,7 @@ from nasplat.space.arch import Arch
 from nasplat.subnet.bn import batchnorm_modules, recalibrate_bn
 from nasplat.train.checkpoint import find_latest, load_checkpoint
 from nasplat.train.data import train_dataset
+from nasplat.train.precision import recipe_precision
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,12 @@ class SubnetEvaluator:
         self.experiment = experiment
         self.device = torch.device(device)
         self.recipe = experiment.trainer
+        # BN recalibration and prediction run at the recipe's precision and memory layout
+        self.precision = recipe_precision(self.recipe, self.device)
         if net is None:
             self.checkpoint = checkpoint or latest_checkpoint(experiment)
-            self.net, _ = load_supernet(self.checkpoint, self.device)
+            net, _ = load_supernet(self.checkpoint, self.device)
+            self.net = self.precision.module(net)
         else:
             self.checkpoint = checkpoint
             self.net = net
@@ -161,13 +165,14 @@ class SubnetEvaluator:
 
     def _batches(self, images: torch.Tensor, size: tuple[int, int], batch_size: int):  # noqa: ANN202
         for start in range(0, images.shape[0], batch_size):
-            yield resize_batch(images[start : start + batch_size].to(self.device), size)
+            yield self.precision.input(resize_batch(images[start : start + batch_size].to(self.device), size))
 
     def recalibrate(self, arch: Arch) -> int:
         """Set `arch` and recompute BN statistics over the calibration crops. Returns batches used."""
         self.net.set_arch(arch)
         batches = self._batches(self.calibration.images, arch.body.input_size, self.recipe.bn_recalibration.batch_size)
-        return recalibrate_bn(self.net, batches, lambda m, x: m(x))
+        with self.precision.autocast():
+            return recalibrate_bn(self.net, batches, lambda m, x: m(x))
 
     @torch.no_grad()
     def predict(self, arch: Arch, *, flip_test: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -187,11 +192,14 @@ class SubnetEvaluator:
         try:
             for start, x in zip(range(0, len(self.val), bs), self._batches(self.val.images, size, bs)):
                 sl = slice(start, start + x.shape[0])
-                body, features = net.forward_body(x)  # [B, 38, h, w]
-                if flip:
-                    body_f, _ = net.forward_body(x.flip(-1))
-                    body = (body + flip_back(body_f, BODY_CHANNEL_FLIP_INDEX, shift=True)) / 2
-                heads = net.forward_heads(features, decode_part_boxes(body), size)
+                with self.precision.autocast():
+                    body, features = net.forward_body(x)  # [B, 38, h, w]
+                    body = body.float()
+                    if flip:
+                        body_f, _ = net.forward_body(x.flip(-1))
+                        body = (body + flip_back(body_f.float(), BODY_CHANNEL_FLIP_INDEX, shift=True)) / 2
+                    heads = net.forward_heads(features, decode_part_boxes(body), size)
+                heads = heads._replace(face_heatmaps=heads.face_heatmaps.float(), hand_heatmaps=heads.hand_heatmaps.float())
                 xy, s = decode_wholebody(body, heads.boxes, heads.face_heatmaps, heads.hand_heatmaps)  # arch-input px
                 xy = from_scaled(xy, sx, sy)  # max-crop px
                 xy = crop_to_image(

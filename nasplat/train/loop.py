@@ -44,6 +44,7 @@ from nasplat.train.checkpoint import (
 )
 from nasplat.train.data import ShardedEpochSampler, train_dataset
 from nasplat.train.ddp import allreduce_gradients, allreduce_scalars, broadcast_module
+from nasplat.train.precision import recipe_precision
 from nasplat.train.sandwich import SandwichSampler
 from nasplat.train.schedule import lr_at, make_optimizer, student_weight
 from nasplat.train.step import sandwich_step
@@ -132,7 +133,9 @@ class SupernetTrainer:
         net = create_model(SUPERNET, experiment.space, seed=experiment.seed)
         if recipe.final_init_std is not None:
             init_final_layers(net, recipe.final_init_std, experiment.seed)
-        self.net = net.to(self.device)
+        self.precision = recipe_precision(recipe, self.device)
+        self.net = self.precision.module(net.to(self.device))
+        self.scaler = self.precision.grad_scaler()  # fp16 only
         broadcast_module(self.net)
         self.optimizer = make_optimizer(self.net.parameters(), recipe)
         sw = recipe.sandwich
@@ -171,6 +174,8 @@ class SupernetTrainer:
         self.net.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.sampler.load_state_dict(payload["sampler"])
+        if self.scaler is not None and payload.get("scaler") is not None:
+            self.scaler.load_state_dict(payload["scaler"])
         restore_rng_state(payload["rng"])
         self.epoch, self.batch_in_epoch = int(payload["epoch"]), int(payload["batch_in_epoch"])
         self.step, self.samples = int(payload["step"]), int(payload["samples"])
@@ -193,6 +198,7 @@ class SupernetTrainer:
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"kind": "multistep_warmup", "step": self.step},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": capture_rng_state(),
             "sampler": self.sampler.state_dict(),
             "epoch": self.epoch,
@@ -229,11 +235,18 @@ class SupernetTrainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         logs = sandwich_step(self.net, batch, self.sampler.members(self.step, self.epoch), recipe, epoch=self.epoch,
-                             student_weight=student_weight(recipe, self.step, self.steps_per_epoch))
+                             student_weight=student_weight(recipe, self.step, self.steps_per_epoch),
+                             precision=self.precision, scaler=self.scaler)
         allreduce_gradients(self.net.parameters())
+        if self.scaler is not None:  # every rank sees the same reduced gradients: same skip decision
+            self.scaler.unscale_(self.optimizer)
         if recipe.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), recipe.grad_clip)
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)  # skipped when the fp16 gradients overflowed
+            self.scaler.update()
         self.step += 1
         self.batch_in_epoch += 1
         n = int(batch["image"].shape[0]) * self.ctx.world_size

@@ -6,6 +6,9 @@ re-rendered at that size). The heads crop per instance either the subnet's own d
 early in training or when a decoded box is poor, the GT boxes. The max member is the teacher:
 it learns from ground truth; the others learn from its detached heatmaps (in-place
 distillation) and/or ground truth, as the recipe weights say.
+
+The forwards run under the recipe's precision (`nasplat.train.precision`: bf16 / fp16 autocast,
+channels_last inputs); heatmaps are cast back to fp32 before box decoding and the losses.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from nasplat.data.scaling import resize_batch, scale_boxes, to_scaled
 from nasplat.data.targets import body_targets, render_in_boxes
 from nasplat.models import decode_part_boxes
 from nasplat.train.losses import choose_head_boxes, resample_body_heatmaps, warp_head_heatmaps, weighted_mse
+from nasplat.train.precision import Precision, recipe_precision
 from nasplat.train.sandwich import SandwichMember
 
 FACE = PART_SLICES["face"]
@@ -58,17 +62,22 @@ def sandwich_step(
     *,
     epoch: int,
     student_weight: float = 1.0,
+    precision: Precision | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """Forward and backward every member on `batch`, accumulating gradients in `net`.
 
     `student_weight` scales the loss of every member but the max subnet (the loop ramps it from 0
-    to 1 after the max-only warmup, see SandwichConfig.ramp_epochs).
+    to 1 after the max-only warmup, see SandwichConfig.ramp_epochs). `precision` defaults to the
+    recipe's on the batch's device; with a `scaler` (fp16) every member's loss is scaled before
+    its backward (the caller unscales and steps through the scaler).
 
     The caller zeroes gradients before and steps the optimizer after. Returns the loss of every
     member and part, keyed "<role>/<part>" and "<role>/total" (unweighted by the recipe's part
     weights for the parts, weighted for the total), plus "total".
     """
     images = batch["image"]  # [B, 3, Hm, Wm] at the max body resolution
+    amp = precision or recipe_precision(recipe, images.device)
     hm_, wm_ = images.shape[-2:]
     kp_max = batch["keypoints"]  # [B, 133, 3] max-crop pixels
     boxes_max = batch["part_boxes"]  # [B, 3, 4]
@@ -83,7 +92,7 @@ def sandwich_step(
         net.set_arch(member.arch)
         size = member.arch.body.input_size  # (H, W)
         sx, sy = size[1] / wm_, size[0] / hm_
-        x = resize_batch(images, size)
+        x = amp.input(resize_batch(images, size))
         if size == (hm_, wm_):
             kp, boxes_gt = kp_max, boxes_max
             body_t, body_w = batch["target"], batch["target_weight"]
@@ -91,12 +100,16 @@ def sandwich_step(
             kp = torch.cat((to_scaled(kp_max[..., :2], sx, sy), kp_max[..., 2:]), dim=-1)
             boxes_gt = scale_boxes(boxes_max, sx, sy)
             body_t, body_w = body_targets(kp, boxes_gt, valid, size, recipe.heatmap_sigma, recipe.box_sigma)
-        body_hm, features = net.forward_body(x)  # [B, 38, h, w], five feature stages
+        with amp.autocast():
+            body_hm, features = net.forward_body(x)  # [B, 38, h, w], five feature stages
+        body_hm = body_hm.float()
         predicted = decode_part_boxes(body_hm)  # [B, 3, 4]
         crop_boxes, _ = choose_head_boxes(
             predicted, boxes_gt, valid, iou_threshold=recipe.head_boxes.box_iou_threshold, gt_only=gt_only
         )
-        heads = net.forward_heads(features, crop_boxes.detach(), size)
+        with amp.autocast():
+            heads = net.forward_heads(features, crop_boxes.detach(), size)
+        heads = heads._replace(face_heatmaps=heads.face_heatmaps.float(), hand_heatmaps=heads.hand_heatmaps.float())
 
         is_student = not member.is_teacher and dist.enabled and teacher is not None
         gt_weight = dist.gt_weight if is_student else 1.0
@@ -128,7 +141,7 @@ def sandwich_step(
         total = total * w.scale
         if not member.is_teacher:
             total = total * student_weight
-        total.backward()
+        (total if scaler is None else scaler.scale(total)).backward()
         if member.is_teacher and dist.enabled:
             teacher = _Teacher(
                 body_hm.detach(), heads.boxes.detach(), heads.face_heatmaps.detach(), heads.hand_heatmaps.detach()
