@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from nasplat.config import Experiment
 from nasplat.errors import ConfigError, NasplatError
 
+log = logging.getLogger(__name__)
+
 # Ray Train turns every print() of a worker into a log record (even under redirect_stdout), so
 # pycocotools' summaries would flood the driver at each evaluation; the hook runs in every worker.
 _RUNTIME_ENV = {
@@ -73,7 +75,8 @@ def _loopback_only(on: bool) -> None:
 def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
     """Start an embedded local Ray (`address` None; `num_cpus` / `num_gpus` its size), which
     listens on and advertises 127.0.0.1 only, or join the cluster at `address`. Returns True when
-    this call started or joined Ray, False when this process already had it. Raises NasplatError
+    this call started or joined Ray, False when this process already had it (an embedded one that
+    is smaller than asked for is started again at the asked size). Raises NasplatError
     (naming `cluster.address`) when Ray cannot be started or the cluster cannot be reached."""
     import ray  # heavy; only the commands that run something start it
 
@@ -82,7 +85,13 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
     logs.adopt(*logs.LIBRARY_LOGGERS)  # Ray set its console handler up at import
 
     if ray.is_initialized():
-        return False
+        if address is not None or not _too_small(ray, num_cpus, num_gpus):
+            return False
+        # An embedded Ray this process started earlier (an earlier phase) is smaller than this
+        # phase needs: its work would wait for ever for resources. Start it again at this size.
+        log.warning("the local Ray has fewer CPUs/GPUs than this phase needs; restarting it with %s CPUs, %s GPUs",
+                    num_cpus, num_gpus)
+        ray.shutdown()
     try:
         _loopback_only(address is None)
         if address is None:
@@ -103,6 +112,13 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
             raise NasplatError(f"cannot start a local Ray: {first}", key="cluster") from e
         raise NasplatError(f"cannot connect to Ray at {address!r}: {first}", key="cluster.address") from e
     return True
+
+
+def _too_small(ray: object, num_cpus: int | None, num_gpus: int | None) -> bool:
+    """Whether the running Ray has fewer CPUs or GPUs than asked for."""
+    total = ray.cluster_resources()  # type: ignore[attr-defined]
+    return (num_cpus is not None and total.get("CPU", 0) < num_cpus) or (
+        num_gpus is not None and total.get("GPU", 0) < num_gpus)
 
 
 @contextmanager

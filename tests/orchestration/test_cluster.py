@@ -17,3 +17,21 @@ def test_local_drops_the_address_and_cluster_keeps_it(tmp_path, tiny_experiment)
     assert for_command(experiment, cluster=False) is experiment
     with pytest.raises(ConfigError, match="cluster.address"):
         for_command(experiment, cluster=True)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_an_embedded_ray_too_small_for_the_next_phase_is_started_again_at_its_size():
+    """A search leaves a 1-CPU local Ray running; training then asks for 2 workers: without a
+    restart its worker group would wait for resources for ever."""
+    import ray
+
+    from nasplat.orchestration.cluster import init_ray
+
+    try:
+        assert init_ray(None, num_cpus=1)
+        assert init_ray(None, num_cpus=1) is False  # big enough: kept
+        assert init_ray(None, num_cpus=2)  # too small: started again
+        assert ray.cluster_resources()["CPU"] == 2
+    finally:
+        ray.shutdown()
