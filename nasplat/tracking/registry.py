@@ -67,7 +67,8 @@ def register_export(
     origin = {f"origin.{k}": str(v) for k, v in (meta.get("origin") or {}).items()}
     try:
         run = client.create_run(exp_id, run_name=f"export {meta['name']}",
-                                tags={"nasplat.kind": "export", "nasplat.export": str(meta["name"]), **origin})
+                                tags={"nasplat.role": "export", "nasplat.kind": "export", "nasplat.export": str(meta["name"]),
+                                      **origin})
         run_id = run.info.run_id
         params = [mlflow.entities.Param(k, str(v)) for k, v in sorted(meta["arch"].items())]
         metrics = [mlflow.entities.Metric(f"gflops.{k}", float(v), 0, 0) for k, v in meta["gflops"].items()]

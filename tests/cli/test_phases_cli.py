@@ -32,7 +32,7 @@ def test_status_follows_train_then_search(tmp_path, tiny_experiment):
     # what it cost: one piece per phase, cores x wall time (one training worker, one local slot)
     phases = state["cost"]["phases"]
     assert [(p["phase"], p["pieces"]) for p in phases] == [("training", 1), ("search", 1)]
-    assert all(p["core_hours"] == round(p["wall_s"] / 3600, 6) and p["gpu_hours"] == 0 for p in phases)
+    assert all(p["core_hours"] == pytest.approx(p["wall_s"] / 3600, abs=2e-6) and p["gpu_hours"] == 0 for p in phases)
     assert state["cost"]["total"]["core_hours"] == pytest.approx(sum(p["core_hours"] for p in phases), abs=1e-5)
     res = runner.invoke(app, ["status", str(path)])
     assert "cost: training" in res.output and "core-hours" in res.output

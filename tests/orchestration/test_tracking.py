@@ -41,7 +41,7 @@ def test_nasplat_run_keeps_every_artifact_under_the_output_directory(tmp_path, t
     exp = client.get_experiment_by_name(experiment.tracking_experiment)
     assert exp.artifact_location == (out / "mlartifacts").as_uri()
     runs = _runs(client, exp.experiment_id)
-    assert {k: len(v) for k, v in runs.items()} == {"supernet": 1, "search": 1, "trial": 3}
+    assert {k: len(v) for k, v in runs.items()} == {"supernet": 1, "search": 1, "trial": 3, "export": 1}
     assert all(r.info.artifact_uri.startswith(exp.artifact_location + "/") for rs in runs.values() for r in rs)
     search, supernet = runs["search"][0], runs["supernet"][0]
     folder = Path(unquote(urlparse(search.info.artifact_uri).path))
