@@ -126,7 +126,11 @@ class RetrainConfig:
     trainer: str | None = None  # a recipe file; None: the experiment's trainer
     lr: tuple[Annotated[float, Field(gt=0)], ...] | None = Field(None, min_length=1, max_length=8)  # sweep
     milestones: tuple[int, ...] = ()
-    concurrent_trials: int = Field(2, ge=1)  # Tune trials at once (each cluster.cpus_per_worker CPUs)
+    concurrent_trials: int = Field(2, ge=1)  # Tune trials at once
+    cpus_per_trial: int | None = Field(None, ge=1)  # CPUs (and torch threads) per trial; None: cluster.cpus_per_worker
+
+    def trial_cpus(self, cluster: ClusterConfig) -> int:
+        return self.cpus_per_trial if self.cpus_per_trial is not None else cluster.cpus_per_worker
 
     @field_validator("milestones")
     @classmethod

@@ -23,7 +23,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +152,9 @@ def retrain_trial(config: dict[str, Any]) -> None:
         raise TrainingError("the experiment file no longer has a retrain section", source=config["experiment"], key="retrain")
     arch = Arch.from_json(config["subnet"]["arch"])
     device = "cuda" if experiment.cluster.use_gpu else "cpu"
-    trainer = SubnetRetrainer(experiment, arch, retrain_recipe(experiment, lr=config["lr"]), init=rc.init,
+    # the trial owns its CPUs: one torch thread each (the recipe's count is for a training worker)
+    recipe = replace(retrain_recipe(experiment, lr=config["lr"]), torch_threads=rc.trial_cpus(experiment.cluster))
+    trainer = SubnetRetrainer(experiment, arch, recipe, init=rc.init,
                               device=device, checkpoint=Path(config["supernet"]))
     resumed = tune.get_checkpoint()
     if resumed is not None:
@@ -253,7 +255,7 @@ def _tuner(experiment: Experiment, sweep: str, space: dict[str, Any], storage: P
     rc = experiment.retrain
     assert rc is not None
     cluster = experiment.cluster
-    resources = {"cpu": cluster.cpus_per_worker, "gpu": 1 if cluster.use_gpu else 0}
+    resources = {"cpu": rc.trial_cpus(cluster), "gpu": 1 if cluster.use_gpu else 0}
     trainable = tune.with_resources(retrain_trial, resources)
     path = storage / sweep
     if tune.Tuner.can_restore(str(path)):
@@ -348,7 +350,7 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables ignore verbose=0 on a restore otherwise
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # and do not warn
     embedded = experiment.cluster.address is None
-    cpus = rc.concurrent_trials * experiment.cluster.cpus_per_worker
+    cpus = rc.concurrent_trials * rc.trial_cpus(experiment.cluster)
     init_ray(experiment.cluster.address, num_cpus=cpus if embedded else None,
              num_gpus=rc.concurrent_trials if embedded and experiment.cluster.use_gpu else None)
     tuner = _tuner(experiment, sweep, space, storage, track)

@@ -112,6 +112,10 @@ def test_retrain_section_defaults_and_absence(tmp_path):
     (tmp_path / "ft.yaml").write_text("name: ft\noptimizer: {lr: 1.0e-4}\n")
     exp = load_experiment(_write_experiment(tmp_path, retrain="{top_k: 2, epochs: 3, lr: [1.0e-3, 4.0e-4], trainer: ft.yaml}"))
     assert exp.retrain.lr == (1e-3, 4e-4) and exp.retrain_trainer.optimizer.lr == 1e-4
+    # a trial's CPUs: the cluster's per-worker count unless the section says otherwise
+    assert exp.retrain.trial_cpus(exp.cluster) == exp.cluster.cpus_per_worker
+    exp = load_experiment(_write_experiment(tmp_path, retrain="{cpus_per_trial: 3}"))
+    assert exp.retrain.trial_cpus(exp.cluster) == 3
 
 
 @pytest.mark.parametrize("retrain, key", [
@@ -121,6 +125,7 @@ def test_retrain_section_defaults_and_absence(tmp_path):
     ("{lr: []}", "retrain.lr"),
     ("{lr: [0.001, -1]}", "retrain.lr.1"),
     ("{milestones: [3, 1]}", "retrain.milestones"),
+    ("{cpus_per_trial: 0}", "retrain.cpus_per_trial"),
     ("{trainer: nope.yaml}", "retrain.trainer"),
     ("{epoch: 3}", "retrain.epoch"),
 ])
