@@ -26,7 +26,9 @@ nn.Conv2d holding the block-diagonal weight; the supernet's per-step mask multip
 it is supernet overhead). Static steps are timed after their optimizer state exists, as the
 supernet's is.
 
-`--profile` prints torch.profiler's top ops of one sandwich step.
+`--profile` prints torch.profiler's top ops of one sandwich step and, with the floor, the ops
+whose self CPU time differs most between that step and the static copies' step of the same
+members (one profiled step each: a single-step profile on a shared machine is only indicative).
 """
 
 from __future__ import annotations
@@ -197,9 +199,16 @@ def measure(space_name: str, data: Path, out: Path, args: argparse.Namespace) ->
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
+        members = sampler.members(1)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            step(sampler.members(1))
+            step(members)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        if floor:
+            group, opt_group = static_group(members)
+            timed(group, opt_group, members)  # warm-up of the fresh copies
+            with profile(activities=[ProfilerActivity.CPU]) as static_prof:
+                timed(group, opt_group, members)
+            _print_op_diff(space_name, prof, static_prof)
     cpu_max = statistics.median(t for t, _ in t_max)
     cpu_sw = statistics.median(t for t, _ in t_sw)
     wall_r = statistics.median(t for _, t in t_sw) / statistics.median(t for _, t in t_max)
@@ -214,6 +223,20 @@ def measure(space_name: str, data: Path, out: Path, args: argparse.Namespace) ->
         result["Q_static"] = result["R_static"] / result["F"]
         result["Q_over_Q_static"] = result["Q"] / result["Q_static"]
     return result
+
+
+def _print_op_diff(space_name: str, elastic: Any, static: Any, rows: int = 20) -> None:
+    """Self CPU ms per op of the profiled elastic and static sandwich steps, largest gaps first:
+    where the supernet spends time that static networks of the same shapes do not."""
+    el = {e.key: (e.self_cpu_time_total / 1000, e.count) for e in elastic.key_averages()}
+    st = {e.key: (e.self_cpu_time_total / 1000, e.count) for e in static.key_averages()}
+    total_el, total_st = sum(t for t, _ in el.values()), sum(t for t, _ in st.values())
+    print(f"{space_name}: one sandwich step, self CPU: elastic {total_el:.0f} ms, static {total_st:.0f} ms")
+    print(f"{'op':<48}{'elastic':>10}{'static':>10}{'gap':>9}{'calls el':>10}{'calls st':>10}")
+    gap = {k: el.get(k, (0.0, 0))[0] - st.get(k, (0.0, 0))[0] for k in set(el) | set(st)}
+    for k in sorted(gap, key=lambda k: -abs(gap[k]))[:rows]:
+        (te, ne), (ts, ns) = el.get(k, (0.0, 0)), st.get(k, (0.0, 0))
+        print(f"{k[:47]:<48}{te:>8.1f}ms{ts:>8.1f}ms{gap[k]:>+9.1f}{ne:>10}{ns:>10}")
 
 
 def _table(rows: Sequence[tuple[str, dict[str, Any]]], args: argparse.Namespace, write: Callable[[str], None]) -> None:

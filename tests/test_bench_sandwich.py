@@ -68,14 +68,17 @@ def _check_ratios(r: dict, floor: bool) -> None:
     assert r["Q_over_Q_static"] == pytest.approx(r["Q"] / r["Q_static"])
 
 
-def test_tiny_run_reports_the_floor(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
-    rows = bench.main(["--spaces", "cpu_small", "--batch", "2", "--steps", "1", "--floor-reps", "1"])
+def test_tiny_run_reports_the_floor_and_the_profiled_gap(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = bench.main(["--spaces", "cpu_small", "--batch", "2", "--steps", "1", "--floor-reps", "1", "--profile"])
     assert [name for name, _ in rows] == ["cpu_small"]
     _check_ratios(rows[0][1], floor=True)
     printed = capsys.readouterr().out
     assert "Q_static" in printed and "Q/Q_static" in printed
-    line = next(ln for ln in printed.splitlines() if ln.startswith("cpu_small") and "ms" in ln)
+    lines = printed.splitlines()
+    line = lines[next(i for i, ln in enumerate(lines) if "Q = R/F" in ln) + 1]  # the first row of the table
+    assert line.startswith("cpu_small")
     assert f"{rows[0][1]['R']:.2f}" in line
+    assert "cpu_small: one sandwich step, self CPU: elastic" in printed  # the profiled elastic/static gap
 
 
 def test_no_floor_leaves_the_floor_out(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
