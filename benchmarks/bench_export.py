@@ -7,8 +7,9 @@ to end.
    Goal: onnxruntime <= 0.3x eager at batch 1, <= 0.5x at batch 8. (`--predict-only` skips it.)
 2. Model load, side by side: an onnxruntime session of `model.onnx` vs of the export's
    onnxruntime-optimised `model.ort.onnx`, interleaved, median of 7 loads each.
-3. PNG encoding of the drawn pictures at zlib levels 0, 1 (what predict writes), 3 (OpenCV's
-   default) and 9: ms per image and size, interleaved.
+3. PNG encoding of the drawn pictures: stored (zlib level 0, no row filters: what predict
+   writes) vs levels 0 (libpng's filters), 1, 3 (OpenCV's default) and 9: ms per image and size,
+   interleaved.
 4. `nasplat predict` (in this process, `predict_images`, what the command runs) on `--images`
    synthetic images (or the images of `--image-dir`), whole image as one person, PNGs drawn, for
    each of `--backends`, serial (`--workers 0`) and pipelined (`--workers`) side by side,
@@ -39,8 +40,8 @@ import cv2
 import numpy as np
 import torch
 
-from nasplat.cli.predict import PNG_LEVEL, predict_images
-from nasplat.data.draw import draw_wholebody
+from nasplat.cli.predict import predict_images
+from nasplat.data.draw import PNG_PARAMS, draw_wholebody, encode_png
 from nasplat.data.synth import generate_split
 from nasplat.files import atomic_write_json
 from nasplat.flops import analytic_gflops
@@ -114,19 +115,21 @@ def png_levels(export: Path, images: list[Path], threads: int) -> None:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         (kp, _), = predictor.predict([(image, whole_image(image))])
         pictures.append(draw_wholebody(image, kp))
-    levels = (0, 1, 3, 9)
-    ms: dict[int, list[float]] = {lv: [] for lv in levels}
-    size: dict[int, list[int]] = {lv: [] for lv in levels}
+    settings = {"stored (0, no filters)*": PNG_PARAMS, "level 0": [cv2.IMWRITE_PNG_COMPRESSION, 0],
+                "level 1": [cv2.IMWRITE_PNG_COMPRESSION, 1], "level 3": [cv2.IMWRITE_PNG_COMPRESSION, 3],
+                "level 9": [cv2.IMWRITE_PNG_COMPRESSION, 9]}
+    ms: dict[str, list[float]] = {k: [] for k in settings}
+    size: dict[str, list[int]] = {k: [] for k in settings}
     for picture in pictures:
-        for lv in levels:
+        for name, params in settings.items():
             t = time.perf_counter()
-            _, png = cv2.imencode(".png", picture, [cv2.IMWRITE_PNG_COMPRESSION, lv])
-            ms[lv].append((time.perf_counter() - t) * 1000)
-            size[lv].append(png.size)
+            png = encode_png(picture, params)
+            ms[name].append((time.perf_counter() - t) * 1000)
+            size[name].append(len(png))
     h, w = pictures[0].shape[:2]
-    cells = ", ".join(f"{lv}{'*' if lv == PNG_LEVEL else ''}: {statistics.median(ms[lv]):.1f} ms "
-                      f"{statistics.mean(size[lv]) / 1024:.0f} KiB" for lv in levels)
-    print(f"PNG encoding of {len(pictures)} drawn {w}x{h} pictures, zlib level: median ms, mean size "
+    cells = ", ".join(f"{name} {statistics.median(ms[name]):.1f} ms {statistics.mean(size[name]) / 1024:.0f} KiB"
+                      for name in settings)
+    print(f"PNG encoding of {len(pictures)} drawn {w}x{h} pictures, zlib: median ms, mean size "
           f"(* = what predict writes): {cells}")
 
 

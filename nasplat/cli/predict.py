@@ -26,9 +26,6 @@ import typer
 if TYPE_CHECKING:
     from nasplat.subnet.predict import Timing
 
-PNG_LEVEL = 1  # zlib level of the drawn PNGs: 9 (OpenCV's default is 3) costs more than the network
-
-
 def predict(
     model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="An export folder (exports/best)."),
     inputs: List[Path] = typer.Argument(..., metavar="IMAGE_OR_DIR", help="Image files or folders of images."),
@@ -174,7 +171,7 @@ def _pipeline(predictor: Any, jobs: list, errors: list[str], out: Path, persons_
     import cv2
     import numpy as np
 
-    from nasplat.data.draw import draw_wholebody
+    from nasplat.data.draw import draw_wholebody, encode_png
     from nasplat.metrics.wholebody import make_results, write_results
     from nasplat.subnet.predict import Timing, clip_to_image, predict_stream, whole_image
 
@@ -194,11 +191,9 @@ def _pipeline(predictor: Any, jobs: list, errors: list[str], out: Path, persons_
 
     def paint(image: np.ndarray, keypoints: np.ndarray, path: Path) -> Optional[str]:
         # on a painter thread; a picture to look at needs no atomic write (results.json has one)
-        ok, png = cv2.imencode(".png", draw_wholebody(image, keypoints), [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL])
+        # (stored, not compressed: zlib took longer than the network per image)
         try:
-            if not ok:
-                raise OSError("PNG encoding failed")
-            path.write_bytes(png.tobytes())
+            path.write_bytes(encode_png(draw_wholebody(image, keypoints)))
         except OSError as e:
             return f"{path}: cannot write the drawing ({e})"
         return None
