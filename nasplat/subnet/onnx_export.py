@@ -82,11 +82,13 @@ def export_onnx(net: ZoomNet, path: Path, *, opset: int = OPSET) -> None:
     os.replace(tmp, path)
 
 
-def _options(threads: int) -> ort.SessionOptions:
+def _options(threads: int, spin: bool = True) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: shape-inference notes are not for users
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -94,12 +96,14 @@ def _first_line(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def onnx_session(path: str | Path, threads: int = 2) -> ort.InferenceSession:
+def onnx_session(path: str | Path, threads: int = 2, *, spin: bool = True) -> ort.InferenceSession:
     """An onnxruntime session on the CPU execution provider with `threads` intra-op threads
     (all graph optimisations; a model that `save_optimized` wrote has them applied already and
-    loads faster). Raises TrainingError when the file is missing or not a valid model."""
+    loads faster). `spin=False` lets idle intra-op threads sleep instead of spinning between
+    calls, which frees the cores for other threads of the process (predict's readers and
+    painters). Raises TrainingError when the file is missing or not a valid model."""
     try:
-        return ort.InferenceSession(str(path), _options(threads), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), _options(threads, spin), providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise TrainingError(f"cannot load the ONNX model ({_first_line(e)})", source=str(path)) from e
 
