@@ -181,7 +181,7 @@ def main() -> None:
                     raise SystemExit(f"nasplat predict failed on {report.failed} input(s)")
                 reports[(backend, workers)].append(report)
         print(f"nasplat predict on {len(files)} images of {images if args.image_dir else 'a synthetic val set'}, "
-              f"whole image as one person, PNGs drawn, median of {args.repeats} interleaved runs; outside = share "
+              f"whole image as one person, PNGs drawn, the median-time run of {args.repeats} interleaved; outside = share "
               "of the time not in network calls")
         for (backend, workers), runs in reports.items():
             mid = sorted(runs, key=lambda rep: rep.total)[len(runs) // 2]  # every number of a row from this run
