@@ -4,15 +4,27 @@ Writes `results.json` (the official COCO-WholeBody results format, what `nasplat
 one PNG per image with the skeletons drawn. A bad image (missing, unreadable, no image id) is one
 line on stderr and the others are still processed (exit 2 at the end); a bad model folder, box
 file or annotation file stops before anything is written (exit 2).
+
+A pipeline: `--workers` threads read, decode and crop the images ahead of the network (the model
+loads meanwhile), the network runs in this thread, and as many threads draw and write the PNGs
+behind it. Results and files are the same as with `--workers 0` (all in this thread, one after the
+other), in input order.
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
+if TYPE_CHECKING:
+    from nasplat.subnet.predict import Timing
 
 def predict(
     model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="An export folder (exports/best)."),
@@ -26,6 +38,8 @@ def predict(
                                           "model.onnx and the device is cpu)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Person crops per network call."),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads of the backend."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Threads reading and cropping images ahead of the "
+                                "network, and as many drawing behind it (0: everything in one thread)."),
     device: str = typer.Option("cpu", "--device", help="torch device (torch backend)."),
     min_score: float = typer.Option(0.0, "--min-score", help="Skip boxes scored below this."),
     no_draw: bool = typer.Option(False, "--no-draw", help="Write results.json only."),
@@ -39,123 +53,204 @@ def predict(
       nasplat eval --gt outputs/quickstart/data/annotations/coco_wholebody_val_v1.0.json \\
         --pred predictions/results.json
     """
-    import time
-
-    from nasplat.subnet.onnx_export import torch_threads
-    from nasplat.subnet.predict import Predictor
-
-    start = time.perf_counter()
-    predictor = Predictor(model_dir, backend, device=device, threads=threads, batch_size=batch_size)
-    # with onnxruntime torch only decodes heatmaps: its own thread pool would just contend
-    with torch_threads(threads if predictor.backend == "torch" else 1):
-        _predict_all(predictor, inputs, out, ann, boxes, min_score, batch_size, no_draw, start)
+    report = predict_images(model_dir, inputs, out, boxes=boxes, ann=ann, backend=backend, batch_size=batch_size,
+                            threads=threads, workers=workers, device=device, min_score=min_score, draw=not no_draw,
+                            echo=lambda line: typer.echo(line, err=True))
+    typer.echo(report.summary(), err=True)
+    if report.failed:
+        typer.echo(f"nasplat: error: {report.failed} input(s) could not be processed (see above)", err=True)
+        raise typer.Exit(code=2)
 
 
-def _predict_all(predictor: Any, inputs: List[Path], out: Path, ann: Optional[Path], boxes: Optional[Path],
-                 min_score: float, batch_size: int, no_draw: bool, start: float) -> None:
-    import time
-    from collections import deque
+@dataclass
+class PredictReport:
+    """What `predict_images` did and where its time went."""
+
+    out: Path
+    backend: str
+    timing: Timing
+    model_file: str = ""  # the file the model was loaded from
+    images: int = 0
+    persons: int = 0
+    failed: int = 0  # inputs that could not be processed (each reported)
+    total: float = 0.0  # seconds, from reading the export to the last PNG written
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.total if self.total > 0 else 0.0
+
+    @property
+    def outside_steady(self) -> float:
+        """Share of the steady state (first to last network call) not spent in the network."""
+        steady = self.timing.steady
+        return 1.0 - self.timing.network / steady if steady > 0 else 0.0
+
+    @property
+    def outside_total(self) -> float:
+        """Share of the whole run (model load and the last drawings included) outside the network."""
+        return 1.0 - self.timing.network / self.total if self.total > 0 else 0.0
+
+    def summary(self) -> str:
+        t = self.timing
+        return (f"{self.images} images, {self.persons} persons -> {self.out / 'results.json'} (backend {self.backend}, "
+                f"{self.model_file}): {self.total:.2f} s, {self.images_per_s:.1f} images/s; model load {t.load:.2f} s; "
+                f"{t.network:.2f} s in {len(t.calls)} network calls; steady state (first to last network call, "
+                f"{t.steady:.2f} s): {self.outside_steady:.0%} outside the network ({self.outside_total:.0%} of the "
+                "whole run)")
+
+
+class _Inline:
+    """An executor that runs each job at once in the calling thread (`--workers 0`)."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        job: Future = Future()
+        try:
+            job.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - handed to whoever asks for the result, as a pool would
+            job.set_exception(e)
+        return job
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _in_order(pool: Any, fn: Callable[..., Any], jobs: Iterable[tuple], ahead: int) -> Iterator[Any]:
+    """`fn(*job)` of each job, in the order of `jobs`, with up to `ahead` jobs submitted to
+    `pool` before their results are asked for. The first `ahead` are submitted at once (before
+    the first `next`)."""
+    todo = iter(jobs)
+    window: deque[Future] = deque(pool.submit(fn, *job) for _, job in zip(range(max(1, ahead)), todo))
+
+    def results() -> Iterator[Any]:
+        while window:
+            job = window.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                window.append(pool.submit(fn, *nxt))
+            yield job.result()
+
+    return results()
+
+
+def predict_images(model_dir: Path, inputs: List[Path], out: Path, *, boxes: Optional[Path] = None,
+                   ann: Optional[Path] = None, backend: Optional[str] = None, batch_size: int = 8, threads: int = 2,
+                   workers: int = 2, device: str = "cpu", min_score: float = 0.0, draw: bool = True,
+                   echo: Callable[[str], None] = print) -> PredictReport:
+    """Predict the images of `inputs` with the export `model_dir` into `out` (what `nasplat
+    predict` does): `results.json` and, with `draw`, one PNG per image. A bad input is one line
+    to `echo` and counted in `failed`; the others are still processed. Raises NasplatError (bad
+    export, box file or annotation file; nothing written then)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import cv2
-    import numpy as np
+    from nasplat.subnet.onnx_export import torch_threads
+    from nasplat.subnet.predict import Predictor, find_images, image_id_from_name, read_ann_ids, read_boxes
 
-    from nasplat.data.draw import draw_wholebody
-    from nasplat.metrics.wholebody import make_results, write_results
-    from nasplat.subnet.predict import (
-        Timing,
-        clip_to_image,
-        find_images,
-        image_id_from_name,
-        read_ann_ids,
-        read_boxes,
-        whole_image,
-    )
-
+    start = time.perf_counter()
+    predictor = Predictor(model_dir, backend, device=device, threads=threads, batch_size=batch_size, load=False)
     ids_by_name = read_ann_ids(ann) if ann is not None else None
     persons_by_id = read_boxes(boxes, min_score) if boxes is not None else None
     paths, errors = find_images(inputs)
-    for line in errors:
-        typer.echo(f"nasplat: error: {line}", err=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-    timing = Timing()
-    painter = ThreadPoolExecutor(max_workers=1)
-    drawing: deque = deque()
-    results: list[dict] = []
-    used: dict[int, Path] = {}
-    png_names: set[str] = set()
-    n_images = n_persons = 0
-    failed = len(errors)
-
-    def bad(path: Path, what: str) -> None:
-        nonlocal failed
-        failed += 1
-        typer.echo(f"nasplat: error: {path}: {what}", err=True)
-
-    def flush(chunk: list) -> None:
-        nonlocal n_images, n_persons
-        if not chunk:
-            return
-        predictions = predictor.predict([(image, persons) for _, _, image, persons in chunk], timing)
-        for (path, image_id, image, persons), (kp, sc) in zip(chunk, predictions):
-            n_images += 1
-            n_persons += len(persons)
-            if len(persons):
-                results.extend(make_results(np.full(len(persons), image_id), kp, sc))
-            if not no_draw:
-                name = f"{path.stem}.png" if f"{path.stem}.png" not in png_names else f"{path.stem}-{image_id}.png"
-                png_names.add(name)
-                drawing.append(painter.submit(draw, image, kp, out / name))
-        while len(drawing) > 2 * batch_size:  # bounded: the network does not run far ahead
-            drawing.popleft().result()
-
-    def draw(image: np.ndarray, keypoints: np.ndarray, path: Path) -> None:
-        # on a worker thread, overlapping the next network call (cv2 releases the GIL); fast PNG
-        # compression (level 9 takes longer than the network per image); a picture to look at
-        # needs no atomic write (results.json has one)
-        ok, png = cv2.imencode(".png", draw_wholebody(image, keypoints), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        if ok:
-            path.write_bytes(png.tobytes())
-
-    chunk: list = []
-    queued = 0
+    jobs = []
     for path in paths:
         image_id = ids_by_name.get(path.name) if ids_by_name is not None else image_id_from_name(path)
+        jobs.append((path, image_id))
+    readers = ThreadPoolExecutor(workers, thread_name_prefix="predict-read") if workers else _Inline()
+    painters = ThreadPoolExecutor(workers, thread_name_prefix="predict-draw") if workers else _Inline()
+    # with onnxruntime torch only decodes heatmaps: its own thread pool would just contend
+    try:
+        with torch_threads(threads if predictor.backend == "torch" else 1):
+            return _pipeline(predictor, jobs, errors, out, persons_by_id, ann, draw, readers, painters, echo, start)
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        painters.shutdown(wait=True, cancel_futures=True)
+
+
+def _pipeline(predictor: Any, jobs: list, errors: list[str], out: Path, persons_by_id: Optional[dict],
+              ann: Optional[Path], draw: bool, readers: Any, painters: Any, echo: Callable[[str], None],
+              start: float) -> PredictReport:
+    import cv2
+    import numpy as np
+
+    from nasplat.data.draw import draw_wholebody, encode_png
+    from nasplat.metrics.wholebody import make_results, write_results
+    from nasplat.subnet.predict import Timing, clip_to_image, predict_stream, whole_image
+
+    def read(path: Path, image_id: Optional[int]) -> tuple:
+        # on a reader thread (cv2 releases the GIL while it decodes and warps)
         if image_id is None:
-            bad(path, f"not in {ann}" if ann is not None else "no image id: the file name has no number; pass --ann")
-            continue
-        if image_id in used:
-            bad(path, f"image id {image_id} is also {used[image_id]}")
-            continue
+            return path, image_id, None, None
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            bad(path, "cannot read the image (missing, not an image, or corrupt)")
-            continue
-        used[image_id] = path
+            return path, image_id, None, None
         h, w = image.shape[:2]
         if persons_by_id is None:
             persons = whole_image(image)
         else:
             persons = [p for p in (clip_to_image(q, w, h) for q in persons_by_id.get(image_id, [])) if p is not None]
-        chunk.append((path, image_id, image, persons))
-        queued += len(persons)
-        if queued >= batch_size:
-            flush(chunk)
-            chunk, queued = [], 0
-    flush(chunk)
-    for job in drawing:
-        job.result()
-    painter.shutdown()
+        return path, image_id, image, predictor.prepare(image, persons)
+
+    def paint(image: np.ndarray, keypoints: np.ndarray, path: Path) -> Optional[str]:
+        # on a painter thread; a picture to look at needs no atomic write (results.json has one)
+        # (stored, not compressed: zlib took longer than the network per image)
+        try:
+            path.write_bytes(encode_png(draw_wholebody(image, keypoints)))
+        except OSError as e:
+            return f"{path}: cannot write the drawing ({e})"
+        return None
+
+    timing = Timing()
+    report = PredictReport(out=out, backend=predictor.backend, timing=timing)
+    prepared = _in_order(readers, read, jobs, ahead=2 * predictor.batch_size)  # decoding starts now
+    predictor.load()  # meanwhile; a bad export stops here, before anything is written
+    timing.load = predictor.load_seconds
+    report.model_file = predictor.model_file.name
+    for line in errors:
+        echo(f"nasplat: error: {line}")
+    report.failed = len(errors)
+    out.mkdir(parents=True, exist_ok=True)
+    used: dict[int, Path] = {}
+
+    def good() -> Iterator[tuple]:
+        for path, image_id, image, crops in prepared:
+            if image_id is None:
+                what = f"not in {ann}" if ann is not None else "no image id: the file name has no number; pass --ann"
+            elif image_id in used:
+                what = f"image id {image_id} is also {used[image_id]}"
+            elif image is None:
+                what = "cannot read the image (missing, not an image, or corrupt)"
+            else:
+                used[image_id] = path
+                yield (path, image_id, image), crops
+                continue
+            report.failed += 1
+            echo(f"nasplat: error: {path}: {what}")
+
+    results: list[dict] = []
+    png_names: set[str] = set()
+    drawing: deque[Future] = deque()
+
+    def drawn(job: Future) -> None:
+        problem = job.result()
+        if problem is not None:
+            report.failed += 1
+            echo(f"nasplat: error: {problem}")
+
+    for (path, image_id, image), kp, sc in predict_stream(predictor, good(), timing):
+        report.images += 1
+        report.persons += len(sc)
+        if len(sc):
+            results.extend(make_results(np.full(len(sc), image_id), kp, sc))
+        if draw:
+            name = f"{path.stem}.png" if f"{path.stem}.png" not in png_names else f"{path.stem}-{image_id}.png"
+            png_names.add(name)
+            drawing.append(painters.submit(paint, image, kp, out / name))
+            while len(drawing) > 2 * predictor.batch_size:  # bounded: decoded images wait in memory
+                drawn(drawing.popleft())
+    while drawing:
+        drawn(drawing.popleft())
     write_results(out / "results.json", results)
-    total = time.perf_counter() - start
-    rate = n_images / total if total > 0 else 0.0
-    outside = 1.0 - timing.network / total if total > 0 else 0.0
-    typer.echo(f"{n_images} images, {n_persons} persons -> {out / 'results.json'} (backend {predictor.backend}, "
-               f"{rate:.1f} images/s, {outside:.0%} of the time outside the network)", err=True)
-    if failed:
-        typer.echo(f"nasplat: error: {failed} input(s) could not be processed (see above)", err=True)
-        raise typer.Exit(code=2)
+    report.total = time.perf_counter() - start
+    return report
 
 
 def register(app: typer.Typer) -> None:

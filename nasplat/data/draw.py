@@ -11,7 +11,14 @@ import numpy as np
 
 from nasplat.data.keypoints import COCO_SKELETON, NUM_KEYPOINTS, PART_SLICES
 
-__all__ = ["PART_COLOURS", "SKELETON", "draw_wholebody"]
+__all__ = ["PART_COLOURS", "PNG_PARAMS", "SKELETON", "draw_wholebody", "encode_png"]
+
+# Drawn pictures are stored, not compressed: zlib level 0 without PNG row filters. On a 640x480
+# drawing that took 1.4 ms against 23-46 ms for level 1 (any strategy or filter) and 0.75 s for
+# level 9, for files 1.8x level 1's (benchmarks/bench_export.py prints the comparison).
+PNG_PARAMS: list[int] = [cv2.IMWRITE_PNG_COMPRESSION, 0]
+if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.10; before, libpng picks the filters
+    PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
 
 # BGR, far apart in hue so the parts read apart at a glance
 PART_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -70,7 +77,7 @@ def draw_wholebody(image: np.ndarray, keypoints: np.ndarray, *, threshold: float
     thick = max(1, round(min(h, w) / 250))
     radius = max(1, thick + 1)
     small = max(1, thick)  # face and hand points are dense: smaller dots
-    layer = image.copy()  # the faint strokes; blended whole, untouched pixels stay as they are
+    faint: list[tuple[str, tuple[int, int], tuple[int, int] | None, tuple[int, int, int], int]] = []
     strong: list[tuple[str, tuple[int, int], tuple[int, int] | None, tuple[int, int, int], int]] = []
     for person in kp:
         if not np.all(np.isfinite(person)):
@@ -80,22 +87,42 @@ def draw_wholebody(image: np.ndarray, keypoints: np.ndarray, *, threshold: float
         for part, links in SKELETON.items():
             colour = PART_COLOURS[part]
             for a, b in links:
-                if ok[a] and ok[b]:
-                    strong.append(("line", pts[a], pts[b], colour, thick))
-                else:
-                    cv2.line(layer, pts[a], pts[b], colour, thick, cv2.LINE_AA)
+                (strong if ok[a] and ok[b] else faint).append(("line", pts[a], pts[b], colour, thick))
         for part, sl in PART_SLICES.items():
             r = radius if part in ("body", "foot") else small
             for k in range(sl.start, sl.stop):
-                if ok[k]:
-                    strong.append(("dot", pts[k], None, PART_COLOURS[part], r))
-                else:
-                    cv2.circle(layer, pts[k], r, PART_COLOURS[part], -1, cv2.LINE_AA)
-    # faint strokes first (a tint of the image beneath), the confident ones drawn over them
-    out = cv2.addWeighted(layer, faint_alpha, image, 1.0 - faint_alpha, 0.0)
-    for kind, p, q, colour, size in strong:
-        if kind == "line":
-            cv2.line(out, p, q, colour, size, cv2.LINE_AA)
-        else:
-            cv2.circle(out, p, size, colour, -1, cv2.LINE_AA)
+                (strong if ok[k] else faint).append(("dot", pts[k], None, PART_COLOURS[part], r))
+    out = image.copy()
+    if faint:
+        # faint strokes first (a tint of the image beneath), blended in the region they touch only:
+        # elsewhere the blend of the image with itself is the image
+        xy = np.array([p for _, p, q, _, _ in faint for p in ((p,) if q is None else (p, q))])  # [N, 2]
+        pad = radius + thick + 2  # dot radius, line width and antialiasing
+        x0, y0 = np.clip(xy.min(axis=0) - pad, 0, (w, h))
+        x1, y1 = np.clip(xy.max(axis=0) + pad + 1, 0, (w, h))
+        if x1 > x0 and y1 > y0:
+            layer = image[y0:y1, x0:x1].copy()
+            for kind, p, q, colour, size in faint:
+                _stroke(layer, kind, (p[0] - x0, p[1] - y0), None if q is None else (q[0] - x0, q[1] - y0),
+                        colour, size)
+            out[y0:y1, x0:x1] = cv2.addWeighted(layer, faint_alpha, image[y0:y1, x0:x1], 1.0 - faint_alpha, 0.0)
+    for kind, p, q, colour, size in strong:  # the confident ones over them
+        _stroke(out, kind, p, q, colour, size)
     return out
+
+
+def _stroke(canvas: np.ndarray, kind: str, p: tuple[int, int], q: tuple[int, int] | None,
+            colour: tuple[int, int, int], size: int) -> None:
+    if kind == "line":
+        cv2.line(canvas, p, q, colour, size, cv2.LINE_AA)
+    else:
+        cv2.circle(canvas, p, size, colour, -1, cv2.LINE_AA)
+
+
+def encode_png(picture: np.ndarray, params: list[int] | None = None) -> bytes:
+    """`picture` ([H, W, 3] BGR uint8) as PNG bytes, with `PNG_PARAMS` unless `params` are given.
+    Raises OSError when OpenCV cannot encode it."""
+    ok, png = cv2.imencode(".png", picture, PNG_PARAMS if params is None else params)
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return png.tobytes()

@@ -99,5 +99,11 @@ def model_card(meta: Mapping[str, Any]) -> str:
             f"{v['crops']} validation crops: max heatmap difference {v['max_heatmap_abs_diff']:.2e}, "
             f"argmax agreement {v['argmax_agreement']:.4f}.",
         ]
+        o = onnx.get("optimized")
+        if o:
+            lines.append(f"- `{o['file']}`: the same graph as onnxruntime {o['onnxruntime']} optimises it ({o['level']} "
+                         "level), which loads faster; `nasplat predict` uses it with that onnxruntime version, else "
+                         f"`model.onnx`. Against PyTorch: max heatmap difference {o['max_heatmap_abs_diff']:.2e}, "
+                         f"argmax agreement {o['argmax_agreement']:.4f}.")
     lines += ["", "## Use", "", "```", f"nasplat predict path/to/{meta['name']} image.jpg --out predictions", "```", ""]
     return "\n".join(lines)

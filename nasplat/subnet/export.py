@@ -5,6 +5,9 @@ An export directory holds
 - `arch.json`: the arch's flat choices;
 - `model.onnx`: the whole network in one ONNX graph (`nasplat.subnet.onnx_export`), verified
   against PyTorch on the validation crops;
+- `model.ort.onnx`: the same graph as onnxruntime optimises it (fusions, constant folding), which
+  loads faster; valid for the onnxruntime version `meta.json` records (`onnx_model_file` picks it
+  when that is the one installed, else `model.onnx`);
 - `meta.json`: GFLOPs, params, blocks-per-module, RoIAlign sampling ratio, the source experiment,
   study and checkpoint, per-part AP/AR and on which val set, recipe, data, the ONNX verification
   numbers and the latency of both backends;
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
 import torch
 
 from nasplat import __version__
@@ -38,13 +42,23 @@ from nasplat.models import ZoomNet, build_static
 from nasplat.space.arch import Arch
 from nasplat.subnet.card import model_card
 from nasplat.subnet.evaluator import SubnetEvaluator
-from nasplat.subnet.onnx_export import OPSET, export_onnx, latency_ms, onnx_session, run_onnx, torch_threads, verify_onnx
+from nasplat.subnet.onnx_export import (
+    OPSET,
+    export_onnx,
+    latency_ms,
+    onnx_session,
+    run_onnx,
+    save_optimized,
+    torch_threads,
+    verify_onnx,
+)
 from nasplat.train.checkpoint import atomic_torch_save
 
 WEIGHTS = "model.pt"
 ARCH = "arch.json"
 META = "meta.json"
 ONNX = "model.onnx"
+ONNX_OPTIMIZED = "model.ort.onnx"
 CARD = "MODEL_CARD.md"
 
 VERIFY_CROPS = 64  # validation crops the ONNX graph is checked on
@@ -125,11 +139,16 @@ def export_subnet(experiment: Experiment, arch: Arch, out: Path, *, device: str 
         assert ev.val is not None  # load_val=True
         crops = resize_batch(ev.val.images[:VERIFY_CROPS], arch.body.input_size)
         verification = verify_onnx(static_cpu, session, crops)
-        meta["onnx"] = {"file": ONNX, "opset": OPSET, "verification": verification}
+        optimized = save_optimized(out / ONNX, out / ONNX_OPTIMIZED)
+        check = verify_onnx(static_cpu, onnx_session(out / ONNX_OPTIMIZED, threads=1), crops)
+        optimized.update(file=ONNX_OPTIMIZED, max_heatmap_abs_diff=check["max_heatmap_abs_diff"],
+                         argmax_agreement=check["argmax_agreement"])
+        meta["onnx"] = {"file": ONNX, "opset": OPSET, "verification": verification, "optimized": optimized}
         if latency is not None and latency.batches:
             meta["latency"] = measure_latency(static_cpu, session, latency)
     else:
-        (out / ONNX).unlink(missing_ok=True)  # never leave a graph of an earlier export beside new weights
+        for name in (ONNX, ONNX_OPTIMIZED):  # never leave a graph of an earlier export beside new weights
+            (out / name).unlink(missing_ok=True)
     atomic_write_json(meta, out / META)
     atomic_write_text(model_card(meta), out / CARD)
     return meta
@@ -226,6 +245,20 @@ def load_exported(directory: str | Path, device: str = "cpu") -> torch.nn.Module
     return net.to(device).eval()
 
 
+def onnx_model_file(directory: str | Path) -> Path:
+    """The ONNX file of an export directory to load: its onnxruntime-optimised model when
+    `meta.json` says this onnxruntime version wrote it and the file is there, else `model.onnx`
+    (an older export, another onnxruntime, or no optimised file)."""
+    d = Path(directory)
+    try:
+        optimized = json.loads((d / META).read_text())["onnx"]["optimized"]
+        name, version = optimized["file"], optimized["onnxruntime"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return d / ONNX
+    path = d / Path(str(name)).name  # a file of this folder, whatever meta.json says
+    return path if version == ort.__version__ and path.is_file() else d / ONNX
+
+
 def read_export(directory: str | Path) -> tuple[Arch, tuple[int, int, int], int]:
     """The arch, blocks per module and RoIAlign sampling ratio of an export directory.
     Raises ConfigError (missing or malformed arch/meta)."""
@@ -242,4 +275,17 @@ def read_export(directory: str | Path) -> tuple[Arch, tuple[int, int, int], int]
     return arch, bpm, sampling  # type: ignore[return-value]
 
 
-__all__ = ["ARCH", "CARD", "META", "ONNX", "WEIGHTS", "LatencyPlan", "export_subnet", "load_exported", "measure_latency", "read_export"]
+__all__ = [
+    "ARCH",
+    "CARD",
+    "META",
+    "ONNX",
+    "ONNX_OPTIMIZED",
+    "WEIGHTS",
+    "LatencyPlan",
+    "export_subnet",
+    "load_exported",
+    "measure_latency",
+    "onnx_model_file",
+    "read_export",
+]

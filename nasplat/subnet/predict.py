@@ -1,10 +1,16 @@
 """Whole-body keypoints of people in images with an exported subnet (what `nasplat predict` runs).
 
-`Predictor(model_dir, backend)` runs the export's `model.onnx` on onnxruntime or its `model.pt`
-in PyTorch; `predict(images)` crops each person box like the validation crops (the box widened
-to the body input's aspect, padded 1.25x), runs the crops in batches, decodes the 133 keypoints
-(`decode_wholebody`) and maps them back to image pixels. No flip test: the exported graph is one
-forward. Helpers read the inputs the command takes (image ids, COCO detection files).
+`Predictor(model_dir, backend)` runs the export's onnxruntime model or its `model.pt` in PyTorch,
+in three steps that a pipeline can run on different threads:
+- `prepare(image, persons)`: each person box cropped like the validation crops (the box widened to
+  the body input's aspect, padded 1.25x) and normalised (`Prepared`);
+- `infer(crops)`: one network call on a batch of crops;
+- `finish(out, centers, scales, box_scores)`: the 133 keypoints decoded (`decode_wholebody`) and
+  mapped back to image pixels, with the person scores.
+`predict_stream` batches the crops of consecutive images (`batch_size` per network call) and gives
+each image's keypoints back in input order; `predict(images)` is the same on a list. No flip test:
+the exported graph is one forward. Helpers read the inputs the command takes (image ids, COCO
+detection files).
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -27,7 +35,7 @@ from nasplat.data.keypoints import IMAGENET_MEAN, IMAGENET_STD
 from nasplat.data.transforms import box_to_center_scale, crop_matrix, crop_to_image
 from nasplat.errors import ConfigError, DataError
 from nasplat.models import ZoomNetOutput
-from nasplat.subnet.export import ONNX, load_exported, read_export
+from nasplat.subnet.export import ONNX, load_exported, onnx_model_file, read_export
 from nasplat.subnet.onnx_export import onnx_session, run_onnx
 
 __all__ = [
@@ -35,11 +43,13 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "Person",
     "Predictor",
+    "Prepared",
     "Timing",
     "clip_to_image",
     "default_backend",
     "find_images",
     "image_id_from_name",
+    "predict_stream",
     "read_ann_ids",
     "read_boxes",
     "whole_image",
@@ -50,6 +60,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PADDING = 1.25  # person box -> crop region, as the validation crops
 _MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
 _STD = np.array(IMAGENET_STD, dtype=np.float32)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,15 +69,38 @@ class Person:
     score: float  # detection score (1 for the whole image)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """The person crops of one image, ready for the network (`Predictor.prepare`)."""
+
+    crops: np.ndarray  # [P, 3, H, W] float32, normalised body-input crops
+    centers: np.ndarray  # [P, 2] crop centres, image pixels
+    scales: np.ndarray  # [P, 2] crop region (w, h), image pixels
+    box_scores: np.ndarray  # [P] detection scores
+
+    def __len__(self) -> int:
+        return int(self.crops.shape[0])
+
+
 @dataclass
 class Timing:
-    """Where predicting time went: `network` is inside the model call, the rest is crops,
-    decoding and mapping back (callers add their reading and drawing to `total`)."""
+    """Where predicting time went. `network` is the time inside model calls; `first_call` /
+    `last_call` are `time.perf_counter()` at the start of the first call and the end of the last
+    (the steady state of a pipeline lies between them); `load` is the model load."""
 
     network: float = 0.0
-    total: float = 0.0
+    load: float = 0.0
     crops: int = 0
     calls: list[int] = field(default_factory=list)  # batch size of each network call
+    first_call: float | None = None
+    last_call: float | None = None
+
+    @property
+    def steady(self) -> float:
+        """Seconds from the start of the first network call to the end of the last (0 before)."""
+        if self.first_call is None or self.last_call is None:
+            return 0.0
+        return self.last_call - self.first_call
 
 
 def default_backend(model_dir: str | Path, device: str = "cpu") -> str:
@@ -75,11 +109,16 @@ def default_backend(model_dir: str | Path, device: str = "cpu") -> str:
 
 
 class Predictor:
-    """An exported subnet ready to predict. Raises ConfigError (not an export directory, unknown
-    backend) and TrainingError (weights or ONNX file missing or unreadable)."""
+    """An exported subnet ready to predict. Construction reads the export's arch and meta (cheap);
+    the model itself is loaded by `load()` (at construction unless `load=False`, so that a caller
+    can decode images meanwhile; `infer` loads it when nobody has). With the onnx backend the
+    export's onnxruntime-optimised model is loaded when it was written by this onnxruntime version,
+    else `model.onnx` (`model_file` says which).
+    Raises ConfigError (not an export directory, unknown backend) and, from `load`, TrainingError
+    (weights or ONNX file missing or unreadable)."""
 
     def __init__(self, model_dir: str | Path, backend: str | None = None, *, device: str = "cpu",
-                 threads: int = 2, batch_size: int = 8) -> None:
+                 threads: int = 2, batch_size: int = 8, load: bool = True) -> None:
         self.model_dir = Path(model_dir)
         self.arch, _, _ = read_export(self.model_dir)
         self.backend = backend or default_backend(self.model_dir, device)
@@ -89,17 +128,53 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.device = torch.device(device)
         self.threads = threads
-        if self.backend == "onnx":
-            self._session = onnx_session(self.model_dir / ONNX, threads=threads)
-        else:
-            self._net = load_exported(self.model_dir, device)
+        self.model_file: Path | None = None  # the file the model was loaded from
+        self.load_seconds = 0.0
+        self._model: Any = None
+        self._lock = threading.Lock()
+        if load:
+            self.load()
 
-    def _run(self, x: np.ndarray) -> ZoomNetOutput:
+    def load(self) -> None:
+        """Load the model (once; later calls return at once). Raises TrainingError."""
+        with self._lock:
+            if self._model is not None:
+                return
+            start = time.perf_counter()
+            if self.backend == "onnx":
+                self.model_file = onnx_model_file(self.model_dir)
+                # no spinning: between calls the cores are the readers' and painters' (on a
+                # loaded 2-core machine 30 against 25 images/s with 2 workers, 34 against 16 serial)
+                try:
+                    self._model = onnx_session(self.model_file, threads=self.threads, spin=False)
+                except Exception:  # a damaged optimised copy: model.onnx is the model
+                    if self.model_file.name == ONNX:
+                        raise
+                    self.model_file = self.model_dir / ONNX
+                    self._model = onnx_session(self.model_file, threads=self.threads, spin=False)
+            else:
+                self.model_file = self.model_dir / "model.pt"
+                self._model = load_exported(self.model_dir, str(self.device))
+            self.load_seconds = time.perf_counter() - start
+
+    def infer(self, crops: np.ndarray, timing: Timing | None = None) -> ZoomNetOutput:
+        """One network call on crops [B, 3, H, W] (float32, as `prepare` makes them)."""
+        self.load()
+        t = time.perf_counter()
         if self.backend == "onnx":
-            return run_onnx(self._session, x)
-        with torch.no_grad():
-            out = self._net(torch.from_numpy(x).to(self.device))
-        return ZoomNetOutput(*(t.cpu() for t in out))
+            out = run_onnx(self._model, crops)
+        else:
+            with torch.no_grad():
+                raw = self._model(torch.from_numpy(crops).to(self.device))
+            out = ZoomNetOutput(*(o.cpu() for o in raw))
+        if timing is not None:
+            done = time.perf_counter()
+            timing.network += done - t
+            timing.first_call = t if timing.first_call is None else timing.first_call
+            timing.last_call = done
+            timing.calls.append(int(crops.shape[0]))
+            timing.crops += int(crops.shape[0])
+        return out
 
     def crop(self, image: np.ndarray, person: Person) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The normalised body-input crop [3, H, W] of one person of a BGR image, with its centre
@@ -111,45 +186,77 @@ class Predictor:
         rgb = (patch[..., ::-1].astype(np.float32) - _MEAN) / _STD
         return np.ascontiguousarray(rgb.transpose(2, 0, 1)), center, scale
 
+    def prepare(self, image: np.ndarray, persons: Sequence[Person]) -> Prepared:
+        """The crops of the persons of one BGR image (no model needed: safe on any thread)."""
+        h, w = self.input_size
+        crops = np.empty((len(persons), 3, h, w), dtype=np.float32)
+        centers = np.empty((len(persons), 2), dtype=np.float32)
+        scales = np.empty((len(persons), 2), dtype=np.float32)
+        for i, p in enumerate(persons):
+            crops[i], centers[i], scales[i] = self.crop(image, p)
+        return Prepared(crops, centers, scales, np.array([p.score for p in persons], dtype=np.float32))
+
+    def finish(self, out: ZoomNetOutput, centers: np.ndarray, scales: np.ndarray,
+               box_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints [B, 133, 3] (x, y image pixels, score; float64) and person scores [B] of one
+        network call's outputs, with the crops' centres [B, 2], scales [B, 2] and box scores [B]."""
+        n = centers.shape[0]
+        xy, kp_s = decode_wholebody(out.body_heatmaps, out.boxes, out.face_heatmaps, out.hand_heatmaps)
+        xy = crop_to_image(xy.float(), torch.from_numpy(centers), torch.from_numpy(scales), torch.zeros(n),
+                           self.input_size)
+        kp_s = kp_s.float()
+        keypoints = np.zeros((n, 133, 3), dtype=np.float64)
+        keypoints[:, :, :2] = xy.numpy()
+        keypoints[:, :, 2] = kp_s.numpy()
+        scores = instance_scores(torch.from_numpy(box_scores), kp_s).numpy().astype(np.float64)
+        return keypoints, scores
+
     def predict(self, images: Sequence[tuple[np.ndarray, Sequence[Person]]],
                 timing: Timing | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """For each (BGR image, persons): keypoints [P, 133, 3] (x, y image pixels, score) and
         person scores [P]. All persons of all images run in batches of `batch_size`."""
-        start = time.perf_counter()
-        crops, centers, scales, box_scores, owner = [], [], [], [], []
-        for i, (image, persons) in enumerate(images):
-            for p in persons:
-                c, center, scale = self.crop(image, p)
-                crops.append(c)
-                centers.append(center)
-                scales.append(scale)
-                box_scores.append(p.score)
-                owner.append(i)
-        keypoints = np.zeros((len(crops), 133, 3), dtype=np.float64)
-        scores = np.zeros(len(crops), dtype=np.float64)
-        for s in range(0, len(crops), self.batch_size):
-            sl = slice(s, s + self.batch_size)
-            x = np.stack(crops[sl])
-            t = time.perf_counter()
-            out = self._run(x)
-            if timing is not None:
-                timing.network += time.perf_counter() - t
-                timing.calls.append(x.shape[0])
-            xy, kp_s = decode_wholebody(out.body_heatmaps, out.boxes, out.face_heatmaps, out.hand_heatmaps)
-            n = x.shape[0]
-            xy = crop_to_image(xy.float(), torch.as_tensor(np.stack(centers[sl]), dtype=torch.float32),
-                               torch.as_tensor(np.stack(scales[sl]), dtype=torch.float32), torch.zeros(n),
-                               self.input_size)
-            kp_s = kp_s.float()
-            keypoints[sl, :, :2] = xy.numpy()
-            keypoints[sl, :, 2] = kp_s.numpy()
-            scores[sl] = instance_scores(torch.tensor(box_scores[sl], dtype=torch.float32), kp_s).numpy()
-        owner_arr = np.asarray(owner, dtype=np.int64)
-        result = [(keypoints[owner_arr == i], scores[owner_arr == i]) for i in range(len(images))]
-        if timing is not None:
-            timing.total += time.perf_counter() - start
-            timing.crops += len(crops)
-        return result
+        prepared = ((i, self.prepare(image, persons)) for i, (image, persons) in enumerate(images))
+        return [(kp, sc) for _, kp, sc in predict_stream(self, prepared, timing)]
+
+
+def predict_stream(predictor: Predictor, items: Iterable[tuple[T, Prepared]],
+                   timing: Timing | None = None) -> Iterator[tuple[T, np.ndarray, np.ndarray]]:
+    """(tag, keypoints [P, 133, 3], person scores [P]) for each (tag, prepared image), in the
+    order of `items`, each as soon as all its crops have been through the network. The crops of
+    consecutive images fill network calls of `predictor.batch_size` (the last one shorter), so the
+    batches, and with them the results, depend only on the sequence of images, not on when
+    `items` delivers them."""
+    pending: deque[list[Any]] = deque()  # [tag, prepared, keypoints, scores, crops still to run]
+    slots: deque[tuple[list[Any], int]] = deque()  # (pending entry, crop row) not yet run
+
+    def run(n: int) -> None:
+        batch = [slots.popleft() for _ in range(n)]
+        crops = np.stack([entry[1].crops[row] for entry, row in batch])  # [n, 3, H, W]
+        centers = np.stack([entry[1].centers[row] for entry, row in batch])  # [n, 2]
+        scales = np.stack([entry[1].scales[row] for entry, row in batch])  # [n, 2]
+        box_scores = np.array([entry[1].box_scores[row] for entry, row in batch], dtype=np.float32)
+        keypoints, scores = predictor.finish(predictor.infer(crops, timing), centers, scales, box_scores)
+        for k, (entry, row) in enumerate(batch):
+            entry[2][row] = keypoints[k]
+            entry[3][row] = scores[k]
+            entry[4] -= 1
+
+    def done() -> Iterator[tuple[T, np.ndarray, np.ndarray]]:
+        while pending and pending[0][4] == 0:
+            tag, _, keypoints, scores, _ = pending.popleft()
+            yield tag, keypoints, scores
+
+    for tag, prepared in items:
+        p = len(prepared)
+        entry = [tag, prepared, np.zeros((p, 133, 3), dtype=np.float64), np.zeros(p, dtype=np.float64), p]
+        pending.append(entry)
+        slots.extend((entry, row) for row in range(p))
+        while len(slots) >= predictor.batch_size:
+            run(predictor.batch_size)
+        yield from done()
+    while slots:
+        run(min(len(slots), predictor.batch_size))
+    yield from done()
 
 
 def whole_image(image: np.ndarray) -> list[Person]:

@@ -137,3 +137,106 @@ def test_image_ids_come_from_coco_style_names():
     assert image_id_from_name(Path("000000000785.jpg")) == 785
     assert image_id_from_name(Path("COCO_val2014_000000000042.png")) == 42
     assert image_id_from_name(Path("holiday.jpg")) is None
+
+
+def test_the_pipeline_writes_what_the_serial_path_writes_in_input_order(tmp_path, export_dir, trained_tiny,
+                                                                       monkeypatch):
+    from nasplat.cli import predict as cli_predict
+
+    images, ann = _val(trained_tiny)
+    folder = tmp_path / "images"
+    shutil.copytree(images, folder)
+    files = sorted(folder.glob("*.jpg"))
+    for i in range(3):  # more images than the read-ahead window, so the pipeline refills it
+        for f in files:
+            shutil.copy(f, folder / f"{f.stem}{i + 1}0000{f.suffix}")
+    files = sorted(folder.glob("*.jpg"))
+    dets = tmp_path / "dets.json"
+    ids = [int(f.stem) for f in files]
+    dets.write_text(json.dumps([{"image_id": i, "category_id": 1, "bbox": [20 + 60 * k, 30, 90, 220], "score": 0.9}
+                                for n, i in enumerate(ids) for k in range(n % 4)]))
+    real_imread = cv2.imread
+    rank = {str(f): n for n, f in enumerate(files)}
+
+    def slow_early_imread(path, flags):  # the earlier the image, the later its reader finishes
+        import time
+
+        time.sleep(0.004 * (len(files) - rank.get(path, 0)))
+        return real_imread(path, flags)
+
+    monkeypatch.setattr(cv2, "imread", slow_early_imread)
+    got = {}
+    for workers in (0, 3):
+        report = cli_predict.predict_images(export_dir, [folder], tmp_path / f"w{workers}", boxes=dets, workers=workers,
+                                            batch_size=3, threads=1, echo=lambda line: None)
+        assert report.failed == 0 and report.images == len(files)
+        got[workers] = tmp_path / f"w{workers}"
+    serial = (got[0] / "results.json").read_bytes()
+    assert (got[3] / "results.json").read_bytes() == serial  # bit-identical, same order
+    order = [r["image_id"] for r in json.loads(serial)]
+    assert order == sorted(order, key=ids.index)  # input order
+    assert set(order) == {i for n, i in enumerate(ids) if n % 4}  # images without a box have no result
+    for f in files:
+        assert (got[3] / f"{f.stem}.png").read_bytes() == (got[0] / f"{f.stem}.png").read_bytes(), f.name
+
+
+def test_the_summary_says_where_the_time_went(tmp_path, export_dir, trained_tiny):
+    images, ann = _val(trained_tiny)
+    res = _predict(str(export_dir), str(images), "--out", str(tmp_path / "pred"), "--ann", str(ann))
+    assert res.exit_code == 0, res.output
+    summary = res.stderr.strip().splitlines()[-1]
+    for part in ("images/s", "model load", "network calls", "steady state", "outside the network", "model.ort.onnx"):
+        assert part in summary, summary
+
+
+def test_predict_loads_the_optimised_model_of_this_onnxruntime_and_else_model_onnx(tmp_path, export_dir, trained_tiny):
+    import onnxruntime as ort
+
+    from nasplat.subnet.predict import Predictor, whole_image
+
+    images, _ = _val(trained_tiny)
+    image = cv2.imread(str(sorted(images.glob("*.jpg"))[0]))
+    persons = whole_image(image) * 3
+
+    def keypoints(folder: Path) -> tuple[str, np.ndarray]:
+        p = Predictor(folder, "onnx", threads=1)
+        return p.model_file.name, p.predict([(image, persons)])[0][0]
+
+    meta = json.loads((export_dir / "meta.json").read_text())
+    assert meta["onnx"]["optimized"]["onnxruntime"] == ort.__version__
+    name, optimised = keypoints(export_dir)
+    assert name == "model.ort.onnx"
+
+    other_version = tmp_path / "other-version"
+    shutil.copytree(export_dir, other_version)
+    meta["onnx"]["optimized"]["onnxruntime"] = "0.0.1"
+    (other_version / "meta.json").write_text(json.dumps(meta))
+    missing = tmp_path / "missing"
+    shutil.copytree(export_dir, missing)
+    (missing / "model.ort.onnx").unlink()
+    damaged = tmp_path / "damaged"
+    shutil.copytree(export_dir, damaged)
+    (damaged / "model.ort.onnx").write_bytes(b"not a model")
+    for folder in (other_version, missing, damaged):
+        name, plain = keypoints(folder)
+        assert name == "model.onnx", folder.name
+        np.testing.assert_allclose(plain[..., :2], optimised[..., :2], atol=1e-3)
+        np.testing.assert_allclose(plain[..., 2], optimised[..., 2], atol=1e-5)
+
+
+def test_the_steps_compose_to_predict_across_batch_boundaries(export_dir, trained_tiny):
+    from nasplat.subnet.predict import Person, Predictor
+
+    images, _ = _val(trained_tiny)
+    pictures = [cv2.imread(str(f)) for f in sorted(images.glob("*.jpg"))]
+    persons = [[Person((10.0 + 30 * k, 20.0, 80.0, 200.0), 0.5 + 0.1 * k) for k in range(n)] for n in (2, 0, 3)]
+    predictor = Predictor(export_dir, "onnx", threads=1, batch_size=2)
+    together = predictor.predict(list(zip(pictures, persons)))
+    for (image, ps), (kp, sc) in zip(zip(pictures, persons), together):
+        assert kp.shape == (len(ps), 133, 3) and sc.shape == (len(ps),)
+        if ps:  # one image alone, one network call
+            prepared = predictor.prepare(image, ps)
+            alone = predictor.finish(predictor.infer(prepared.crops), prepared.centers, prepared.scales,
+                                     prepared.box_scores)
+            np.testing.assert_allclose(kp, alone[0], atol=1e-4)
+            np.testing.assert_allclose(sc, alone[1], atol=1e-6)

@@ -34,3 +34,14 @@ def test_parts_have_distinct_colours_and_links_stay_inside_the_133_points():
     assert len(set(PART_COLOURS.values())) == len(PART_COLOURS) == 5
     for part, links in SKELETON.items():
         assert links and all(0 <= a < 133 and 0 <= b < 133 for a, b in links), part
+
+
+def test_drawings_are_stored_as_lossless_pngs_of_the_image_size():
+    import cv2
+
+    from nasplat.data.draw import encode_png
+
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    picture = draw_wholebody(image, _one_person(0.9))
+    back = cv2.imdecode(np.frombuffer(encode_png(picture), dtype=np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(back, picture)

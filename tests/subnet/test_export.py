@@ -31,6 +31,20 @@ def test_onnx_graph_matches_pytorch_on_the_validation_crops(exported, trained_ti
     assert json.loads((out / "meta.json").read_text())["onnx"] == meta["onnx"]
 
 
+def test_the_onnxruntime_optimised_copy_is_recorded_with_its_version_and_matches_pytorch(exported):
+    import onnxruntime as ort
+
+    from nasplat.subnet.export import onnx_model_file
+
+    out, meta = exported
+    o = meta["onnx"]["optimized"]
+    assert o["file"] == "model.ort.onnx" and (out / o["file"]).is_file()
+    assert o["onnxruntime"] == ort.__version__
+    assert o["max_heatmap_abs_diff"] <= 1e-5 and o["argmax_agreement"] == 1.0
+    assert onnx_model_file(out) == out / "model.ort.onnx"
+    assert "model.ort.onnx" in (out / "MODEL_CARD.md").read_text()
+
+
 def test_onnx_graph_is_checked_opset_17_with_a_free_batch_and_reproduces_the_weights(exported):
     import onnx
 
@@ -77,6 +91,7 @@ def test_a_given_network_is_exported_as_it_is(tmp_path, trained_tiny):
     meta = export_subnet(trained_tiny, arch, tmp_path / "retrained", net=net, metrics=metrics, onnx=False)
     assert meta["metrics"] == metrics and meta["checkpoint"] is None
     assert not (tmp_path / "retrained" / "model.onnx").exists()
+    assert not (tmp_path / "retrained" / "model.ort.onnx").exists()
     loaded = load_exported(tmp_path / "retrained")
     for k, v in net.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
