@@ -34,9 +34,9 @@ from nasplat.errors import StoreError, TrainingError
 from nasplat.files import atomic_write_json
 from nasplat.orchestration.cluster import init_ray
 from nasplat.orchestration.phases import Phase, Phases
+from nasplat.orchestration.tracking import tracked_phase_cost
 from nasplat.space import Arch
 from nasplat.store import StoredTrial, load_current_study
-from nasplat.store.costs import phase_cost
 from nasplat.subnet import latest_checkpoint, load_supernet
 from nasplat.subnet.retrain import PARTS, SubnetRetrainer, into_supernet, retrain_recipe
 from nasplat.train.checkpoint import atomic_torch_save, load_checkpoint
@@ -358,7 +358,7 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
         _progress.append(progress)
     gpus = rc.concurrent_trials if experiment.cluster.use_gpu else 0
     try:
-        with phase_cost(experiment.storage_url, experiment.name, "retrain", cpus=cpus, gpus=gpus):
+        with tracked_phase_cost(experiment, "retrain", cpus=cpus, gpus=gpus, track=track):
             results = tuner.fit()
     finally:
         if progress is not None:

@@ -20,13 +20,12 @@ from nasplat.orchestration.cluster import init_ray
 from nasplat.orchestration.latency import check_budgets, latency_cost
 from nasplat.orchestration.driver import ProgressUpdate, SearchResult, open_search, summarize
 from nasplat.orchestration.phases import Phase, Phases
-from nasplat.orchestration.tracking import ARTIFACTS, supernet_run
+from nasplat.orchestration.tracking import ARTIFACTS, supernet_run, tracked_phase_cost
 from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, RayEvaluatorPool
 from nasplat.search import LatencyCost
 from nasplat.search.objectives import AnalyticFactory, ObjectiveFactory
 from nasplat.space import Arch
 from nasplat.store import load_current_study
-from nasplat.store.costs import phase_cost
 from nasplat.subnet import WholeBodyFactory, export_subnet, load_exported
 from nasplat.subnet.export import ARCH, CARD, META, ONNX
 from nasplat.tracking import MlflowTracker
@@ -124,8 +123,8 @@ def run_search(
     phases.mark(Phase.SEARCHING)
     cluster = experiment.cluster
     slots = 1 if local else experiment.search.num_evaluators
-    with phase_cost(experiment.storage_url, experiment.name, "search", cpus=slots * (1 if local else cluster.cpus_per_worker),
-                    gpus=0 if local or not cluster.use_gpu else slots):
+    with tracked_phase_cost(experiment, "search", cpus=slots * (1 if local else cluster.cpus_per_worker),
+                            gpus=0 if local or not cluster.use_gpu else slots, track=track):
         result = loop.run(pool_for(experiment, factory, local=local))
     if loop.finished:
         phases.mark(Phase.SEARCHED)
@@ -169,10 +168,11 @@ def export_best(experiment: Experiment, arch: Arch, *, checkpoint: Path | None =
     """Export `arch` (the search's choice) to `<output_dir>/exports/best`, register it, and record
     the phase and its cost (`export` goes to `export_subnet`). With `trial` (study name, trial
     number) the exported files are also logged under `best_subnet/` of that trial's MLflow run.
+    When it registers or logs to a trial, the costs so far go to the search run too (`cost.*`).
     Returns the directory, the export's meta and the registered version. Raises ArchError,
     TrainingError, NasplatError (tracking)."""
     out = experiment.output_dir / "exports" / "best"
-    with phase_cost(experiment.storage_url, experiment.name, "export", cpus=1):
+    with tracked_phase_cost(experiment, "export", cpus=1, track=register or trial is not None):
         meta, version = publish_export(experiment, arch, out, register=register, checkpoint=checkpoint, origin=origin,
                                        **export)
     Phases(experiment).mark(Phase.EXPORTED)

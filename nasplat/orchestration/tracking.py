@@ -9,11 +9,20 @@ run to the supernet's training run; `runs_url` the UI's view of the Pareto front
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from nasplat.config import Experiment
+from nasplat.errors import NasplatError
+from nasplat.orchestration.phases import Phases
+from nasplat.store.costs import phase_cost, phase_costs
 from nasplat.tracking.client import client_for, experiment_id, is_local, runs_view_url, tracking_error
+from nasplat.tracking.costs import cost_metrics, log_cost_metrics, pieces
+
+log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "mlflow_run_id.txt"  # beside the checkpoints: a resumed training continues its run
 ARTIFACTS = "mlartifacts"  # under output_dir: the artifact location of a local store
@@ -71,5 +80,38 @@ def ui_hint(experiment: Experiment, experiment_file: Path | str, experiment_id: 
     return f"Pareto front in MLflow: {url}"
 
 
-__all__ = ["ARTIFACTS", "RUN_ID_FILE", "UI_PORT", "find_experiment", "open_experiment", "runs_url", "supernet_run",
-           "ui_base", "ui_hint"]
+def log_costs(experiment: Experiment, study_name: str | None = None) -> str | None:
+    """Log the experiment's phase costs as summed in its study store (`cost.<phase>.*` and
+    `cost.total.*`, `tracking.costs.cost_metrics`) on the search run of `study_name` (default: the
+    experiment's current study). Returns the run's id; None when nothing was recorded, there is no
+    study yet (the supernet's cost is logged when the search ends) or the study has no search run.
+    Creates nothing. Raises StoreError, NasplatError (URLs redacted)."""
+    costs = phase_costs(experiment.storage_url, experiment.name)
+    if study_name is None:
+        state = Phases(experiment).current()
+        study_name = state.study_name if state is not None else None
+    if not costs or study_name is None:
+        return None
+    return log_cost_metrics(experiment.tracking_uri, experiment.tracking_experiment, study_name, cost_metrics(costs),
+                            pieces(costs))
+
+
+@contextmanager
+def tracked_phase_cost(experiment: Experiment, phase: str, *, cpus: float, gpus: float = 0.0,
+                       track: bool = True) -> Iterator[None]:
+    """`store.costs.phase_cost` for the block, then, with `track`, `log_costs` however the block
+    ended. The store holds the costs: a tracking store that fails here costs a warning (the next
+    phase logs the sums again), not the phase."""
+    try:
+        with phase_cost(experiment.storage_url, experiment.name, phase, cpus=cpus, gpus=gpus):
+            yield
+    finally:
+        if track:
+            try:
+                log_costs(experiment)
+            except NasplatError as e:
+                log.warning("%s", e)
+
+
+__all__ = ["ARTIFACTS", "RUN_ID_FILE", "UI_PORT", "find_experiment", "log_costs", "open_experiment", "runs_url",
+           "supernet_run", "tracked_phase_cost", "ui_base", "ui_hint"]

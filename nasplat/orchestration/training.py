@@ -26,9 +26,8 @@ import torch
 from nasplat.config import Experiment
 from nasplat.errors import TrainingError
 from nasplat.orchestration.cluster import ray_session
-from nasplat.store.costs import phase_cost
 from nasplat.orchestration.phases import Phase, Phases
-from nasplat.orchestration.tracking import ARTIFACTS, RUN_ID_FILE, open_experiment
+from nasplat.orchestration.tracking import ARTIFACTS, RUN_ID_FILE, open_experiment, tracked_phase_cost
 from nasplat.subnet import SubnetEvaluator
 from nasplat.tracking import TrainingTracker
 from nasplat.tracking.client import command_line
@@ -166,7 +165,7 @@ def train_supernet(
     receives every step and epoch event ({"event": "step" | "epoch", "epoch", "step", "losses",
     "samples_per_s", ...}; from Ray workers only `distributed.progress_message`'s fields, with
     losses {"total"}). The phase is recorded in the study store (training, then trained with the
-    checkpoint), and so is its cost (`nasplat.store.costs`). Raises DataError, TrainingError, ConfigError, StoreError.
+    checkpoint), and so is its cost (`nasplat.store.costs`; with `mlflow` also on the current study's search run). Raises DataError, TrainingError, ConfigError, StoreError.
     """
     ensure_data(experiment)
     phases = Phases(experiment)
@@ -175,8 +174,8 @@ def train_supernet(
     monitor = MonitorFactory(mlflow=mlflow, evaluate=evaluate, experiment_id=exp_id, source=command_line())
     cluster = experiment.cluster
     gpus = cluster.num_workers if cluster.use_gpu else 0
-    with phase_cost(experiment.storage_url, experiment.name, "training", cpus=cluster.num_workers * cluster.cpus_per_worker,
-                    gpus=gpus):
+    with tracked_phase_cost(experiment, "training", cpus=cluster.num_workers * cluster.cpus_per_worker, gpus=gpus,
+                            track=mlflow):
         if cluster.num_workers == 1 and cluster.address is None:
             path = _train_here(experiment, monitor, progress)
         else:

@@ -3,9 +3,10 @@
 `SubnetEvaluator(experiment, device)` loads the supernet once, decodes and crops the BN
 calibration images (training persons, no augmentation) and the validation persons (GT boxes or
 the experiment's detections) once, at the space's largest body resolution. `evaluate(arch)` then
-sets the arch, recalibrates BN (the crops resized to the arch's resolution), predicts, decodes
-body/foot from BodyNet and face/hands from the heads inside the boxes they cropped, maps the points
-back to image pixels, and scores them with the official whole-body protocol.
+sets the arch, recalibrates BN (the crops resized to the arch's resolution), predicts with a static
+BN-folded copy of the subnet (`subnet.inference`), decodes body/foot from BodyNet and face/hands
+from the heads inside the boxes they cropped, maps the points back to image pixels, and scores
+them with the official whole-body protocol.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from nasplat.metrics.wholebody import WholeBodyEvaluator, make_results
 from nasplat.models import SupernetConfig, ZoomNetSupernet, decode_part_boxes
 from nasplat.space.arch import Arch
 from nasplat.subnet.bn import batchnorm_modules, recalibrate_bn
+from nasplat.subnet.inference import inference_copy
 from nasplat.train.checkpoint import find_latest, load_checkpoint
 from nasplat.train.data import train_dataset
 from nasplat.train.precision import recipe_precision
@@ -40,6 +42,7 @@ from nasplat.train.precision import recipe_precision
 log = logging.getLogger(__name__)
 
 _META = ("center", "scale", "rotation", "image_id", "score")
+COPY_RANGE = "nasplat.inference_copy"  # the per-arch copy, as torch.profiler names it
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,9 @@ class SubnetEvaluator:
     (training uses this; its BN statistics are restored after every evaluation);
     max_images: cap on validation persons, kept and scored as whole images (default: all;
     training passes `eval.max_images`);
-    load_val: False to prepare BN calibration only (export), `evaluate` then raises.
+    load_val: False to prepare BN calibration only (export), `evaluate` then raises;
+    static_predict: predict with a static BN-folded copy of the subnet (`inference_copy`, made
+    per call) rather than the elastic supernet: the same heatmaps up to float rounding, faster.
 
     Raises TrainingError (no checkpoint) and DataError (no data).
     """
@@ -122,8 +127,10 @@ class SubnetEvaluator:
         net: Any | None = None,
         max_images: int | None = None,
         load_val: bool = True,
+        static_predict: bool = True,
     ) -> None:
         self.experiment = experiment
+        self.static_predict = static_predict
         self.device = torch.device(device)
         self.recipe = experiment.trainer
         # BN recalibration and prediction run at the recipe's precision and memory layout
@@ -181,10 +188,15 @@ class SubnetEvaluator:
         if self.val is None:
             raise TrainingError("this evaluator was built without the validation set (load_val=False)")
         flip = self.recipe.eval.flip_test if flip_test is None else flip_test
-        net = self.net
-        net.set_arch(arch)
-        was_training = net.training
-        net.eval()
+        supernet = self.net
+        supernet.set_arch(arch)
+        was_training = supernet.training
+        supernet.eval()
+        # the copy's folded BN holds the statistics just recalibrated: made per call, never kept
+        net = supernet
+        if self.static_predict and hasattr(supernet, "extract"):  # a static net (no `extract`) is used as it is
+            with torch.profiler.record_function(COPY_RANGE):
+                net = self.precision.module(inference_copy(supernet, arch))
         size = arch.body.input_size
         sx, sy = size[1] / self.input_size[1], size[0] / self.input_size[0]
         out_kp, out_sc = [], []
@@ -209,7 +221,7 @@ class SubnetEvaluator:
                 out_kp.append(torch.cat((xy, s[..., None]), dim=-1))
                 out_sc.append(instance_scores(self.val.score[sl], s))
         finally:
-            net.train(was_training)
+            supernet.train(was_training)
         return torch.cat(out_kp).numpy(), torch.cat(out_sc).numpy()
 
     def evaluate(self, arch: Arch, *, recalibrate: bool = True, flip_test: bool | None = None) -> dict[str, Any]:
@@ -242,4 +254,4 @@ class SubnetEvaluator:
         }
 
 
-__all__ = ["CropCache", "SubnetEvaluator", "latest_checkpoint", "load_supernet"]
+__all__ = ["COPY_RANGE", "CropCache", "SubnetEvaluator", "latest_checkpoint", "load_supernet"]

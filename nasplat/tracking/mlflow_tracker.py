@@ -3,7 +3,9 @@
 What a user sees (the contract in docs/DESIGN.md, "Tracking"):
 
 - the search run `search-<study>`: the search settings as params, `pareto_size` and
-  `best_wholebody_AP` as its only metrics, the Pareto figures (`pareto_front.png`, and
+  `best_wholebody_AP` as its metrics, and what the experiment cost so far, logged by each phase
+  as it ends (`tracking.costs`: `cost.<phase>.wall_s`, `.core_hours`, `.gpu_hours`,
+  `cost.total.*`), the Pareto figures (`pareto_front.png`, and
   `pareto_front.html` with plotly.js embedded, so it works offline), tags linking the supernet
   run (`nasplat.supernet_run`, `nasplat.supernet_checkpoint`) and the best trial's run
   (`best_trial` = `trial-N`, `best_trial_run_id`), and a description with those links;

@@ -54,6 +54,10 @@ def test_nasplat_run_keeps_every_artifact_under_the_output_directory(tmp_path, t
     assert supernet.data.tags["mlflow.source.name"].startswith(("nasplat", "python", "pytest"))
     assert "default_worker" not in supernet.data.tags["mlflow.source.name"]
     assert "time" not in supernet.data.metrics
+    # what each phase cost, as the study store sums it, on the search run
+    costs = {k for k in search.data.metrics if k.startswith("cost.")}
+    assert {f"cost.{p}.{m}" for p in ("training", "search", "export", "total")
+            for m in ("wall_s", "core_hours", "gpu_hours")} <= costs
     # the exported best subnet is an artifact of the best trial's run
     best = next(r for r in runs["trial"] if r.info.run_id == search.data.tags["best_trial_run_id"])
     exported = {p.name for p in (out / "exports" / "best").iterdir()}

@@ -1,0 +1,243 @@
+"""Subnet evaluation near the machine's limit: the evaluator's achieved GMAC/s over that of a bare
+PyTorch stack of the same conv shapes, for random quickstart subnets.
+
+    python benchmarks/bench_eval_roofline.py [--archs 20] [--threads 1] [--repeats 2]
+                                             [--profile-archs 3] [--checkpoint CKPT]
+
+For each arch (seeded samples of `search_spaces/quickstart.yaml`, the quickstart's supernet,
+random weights unless `--checkpoint`, on the quickstart's synthetic data: 400 train / 100 val
+images), BN is recalibrated (timed separately) and the val crops are predicted with the flip test,
+twice over, interleaved in one process:
+
+- before: the prediction runs the elastic supernet (`SubnetEvaluator(static_predict=False)`);
+- after:  it runs a static copy of the subnet with BN folded into the convs, made per arch
+          (`subnet.inference.inference_copy`, what the evaluator does by default).
+
+MACs are those of the subnet's convs as the supernet runs them (true groups), recorded once per
+arch with forward hooks. The bare stack replays the same conv calls (input shape, weight shape,
+stride, padding, groups) in the same order on preallocated random tensors with `F.conv2d`. The
+ratio = evaluator GMAC/s / bare-stack GMAC/s = bare time / predict time; goal >= 0.7. Times are
+process CPU time (one intra-op thread by default, as an evaluator actor runs), the best of
+`--repeats`. Then torch.profiler splits the `after` prediction of `--profile-archs` archs into
+where its time goes: conv kernels, memory-bound ops (add, ReLU, upsample, cat, copies), the
+per-arch copy, RoI align and decoding, and what no op accounts for (Python, dispatch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nasplat.config import load_experiment  # noqa: E402
+from nasplat.data.synth import generate_dataset  # noqa: E402
+from nasplat.models import build_supernet  # noqa: E402
+from nasplat.nn.elastic import DENSE_GROUPED_BELOW, ElasticConv2d  # noqa: E402
+from nasplat.subnet.evaluator import COPY_RANGE, SubnetEvaluator, load_supernet  # noqa: E402
+from nasplat.subnet.inference import inference_copy  # noqa: E402
+
+ConvCall = tuple[tuple[int, ...], tuple[int, int, int, int], int, int, int]  # x shape, weight, stride, pad, groups
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+def record_convs(evaluator: SubnetEvaluator, arch: Any) -> list[ConvCall]:
+    """The conv calls of one prediction of `arch` (flip test on) as the elastic supernet makes them."""
+    calls: list[ConvCall] = []
+
+    def hook(module: ElasticConv2d, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
+        g = module.groups
+        w = (module.out_channels, module.in_channels // g, module.kernel_size, module.kernel_size)
+        calls.append((tuple(inputs[0].shape), w, module.stride, module.padding, g))
+
+    handles = [m.register_forward_hook(hook) for m in evaluator.net.modules() if isinstance(m, ElasticConv2d)]
+    try:
+        evaluator.predict(arch, flip_test=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def macs(calls: list[ConvCall], *, dense_small_groups: bool = False) -> int:
+    total = 0
+    for x, (out, cin_g, kh, kw), stride, _, g in calls:
+        h, w = -(-x[2] // stride), -(-x[3] // stride)
+        per_out = cin_g * kh * kw
+        if dense_small_groups and g > 1 and cin_g < DENSE_GROUPED_BELOW:
+            per_out *= g  # the dense block-diagonal conv does every group's columns
+        total += x[0] * out * h * w * per_out
+    return total
+
+
+def bare_stack(calls: list[ConvCall], repeats: int) -> float:
+    """CPU seconds of the conv calls replayed with F.conv2d (best of `repeats`)."""
+    g = torch.Generator().manual_seed(0)
+    inputs: dict[tuple[int, ...], torch.Tensor] = {}
+    weights: dict[tuple[int, ...], torch.Tensor] = {}
+    for x, w, *_ in calls:
+        if x not in inputs:
+            inputs[x] = torch.randn(x, generator=g)
+        if w not in weights:
+            weights[w] = torch.randn(w, generator=g)
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats):
+            t0 = _cpu()
+            for x, w, stride, pad, groups in calls:
+                F.conv2d(inputs[x], weights[w], None, stride, pad, 1, groups)
+            best = min(best, _cpu() - t0)
+    return best
+
+
+def timed_predict(evaluator: SubnetEvaluator, arch: Any, repeats: int) -> tuple[float, float]:
+    """(best CPU seconds, best wall seconds) of `predict(arch, flip_test=True)`."""
+    cpu, wall = float("inf"), float("inf")
+    for _ in range(repeats):
+        t0, w0 = _cpu(), time.perf_counter()
+        evaluator.predict(arch, flip_test=True)
+        cpu, wall = min(cpu, _cpu() - t0), min(wall, time.perf_counter() - w0)
+    return cpu, wall
+
+
+_CATEGORIES = (  # first match wins; matched against the op name
+    ("conv kernels", ("conv",)),
+    ("add", ("aten::add",)),
+    ("ReLU", ("relu", "clamp_min", "threshold")),
+    ("upsample", ("upsample", "interpolate")),
+    ("cat", ("aten::cat",)),
+    ("copies, allocation", ("copy_", "clone", "contiguous", "aten::to", "_to_copy", "empty", "zero_", "fill_", "resize_")),
+    ("RoI align", ("grid_sampler", "roi", "index", "gather", "bmm", "matmul", "mm")),
+)
+
+
+def _category(name: str) -> str:
+    for label, keys in _CATEGORIES:
+        if any(k in name for k in keys):
+            return label
+    return "decode and other ops"
+
+
+def _under_copy(event: Any) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name == COPY_RANGE:
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
+def where_time_goes(evaluator: SubnetEvaluator, archs: list[Any]) -> tuple[dict[str, float], float]:
+    """Seconds per category of the `after` prediction of `archs` (profiled, one pass each), and
+    their wall total."""
+    from torch.profiler import ProfilerActivity, profile
+
+    seconds: dict[str, float] = defaultdict(float)
+    wall = 0.0
+    for arch in archs:
+        evaluator.recalibrate(arch)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            w0 = time.perf_counter()
+            evaluator.predict(arch, flip_test=True)
+            wall += time.perf_counter() - w0
+        for event in prof.events():
+            if event.name == COPY_RANGE:
+                continue
+            label = "per-arch copy" if _under_copy(event) else _category(event.name)
+            seconds[label] += event.self_cpu_time_total / 1e6
+    seconds["Python, dispatch (no op)"] = max(0.0, wall - sum(seconds.values()))
+    return dict(seconds), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--archs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--profile-archs", type=int, default=3)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="a trained quickstart supernet (default: random)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        generate_dataset(d / "data", 400, 100, seed=0)
+        (d / "exp.yaml").write_text(
+            f"name: roofline\nspace: {ROOT / 'search_spaces' / 'quickstart.yaml'}\n"
+            f"trainer: {ROOT / 'trainers' / 'cpu_small.yaml'}\ndata: {{root: {d / 'data'}}}\noutput_dir: {d / 'out'}\n"
+        )
+        experiment = load_experiment(d / "exp.yaml")
+        net = load_supernet(args.checkpoint)[0] if args.checkpoint else build_supernet(experiment.space, seed=0)
+        after = SubnetEvaluator(experiment, net=net)  # the default: static BN-folded copy
+        before = SubnetEvaluator(experiment, net=net, static_predict=False)
+        torch.set_num_threads(args.threads)  # the data pipeline may have changed it
+        rng = np.random.default_rng(args.seed)
+        archs = [experiment.space.sample(rng) for _ in range(args.archs)]
+
+        rows = []
+        for i, arch in enumerate(archs):
+            t0 = _cpu()
+            after.recalibrate(arch)  # both evaluators share the net: one recalibration serves both
+            recal = _cpu() - t0
+            calls = record_convs(before, arch)
+            n_macs = macs(calls)
+            pair = [("before", before), ("after", after)]
+            if i % 2:
+                pair.reverse()  # alternate the order: neither mode always runs second
+            t = {name: timed_predict(ev, arch, args.repeats) for name, ev in pair}
+            bare = bare_stack(calls, args.repeats)
+            t0 = _cpu()
+            inference_copy(net, arch)
+            copy_s = _cpu() - t0
+            rows.append({"macs": n_macs, "dense_macs": macs(calls, dense_small_groups=True), "recal": recal,
+                         "before": t["before"][0], "after": t["after"][0], "bare": bare, "copy": copy_s,
+                         "wall_before": t["before"][1], "wall_after": t["after"][1]})
+            r = rows[-1]
+            print(f"arch {i:2d}: {n_macs / 1e9:6.3f} GMAC  bare {n_macs / bare / 1e9:6.2f} GMAC/s  "
+                  f"before {n_macs / r['before'] / 1e9:6.2f} ({bare / r['before']:.3f})  "
+                  f"after {n_macs / r['after'] / 1e9:6.2f} ({bare / r['after']:.3f})  "
+                  f"BN recal {recal:.2f} s  copy {1e3 * copy_s:.0f} ms", flush=True)
+
+        ratio_before = [r["bare"] / r["before"] for r in rows]
+        ratio_after = [r["bare"] / r["after"] for r in rows]
+        print(f"\n{len(rows)} quickstart subnets, 100 val crops, flip test, {args.threads} thread(s), "
+              f"{'trained' if args.checkpoint else 'random'} weights; CPU time, best of {args.repeats}")
+        print(f"evaluator GMAC/s / bare conv stack GMAC/s, median (min-max):  "
+              f"before {statistics.median(ratio_before):.3f} ({min(ratio_before):.3f}-{max(ratio_before):.3f})   "
+              f"after {statistics.median(ratio_after):.3f} ({min(ratio_after):.3f}-{max(ratio_after):.3f})   goal >= 0.7")
+        wall_speedup = statistics.median(r["wall_before"] / r["wall_after"] for r in rows)
+        print(f"median predict time before/after: CPU {statistics.median(r['before'] / r['after'] for r in rows):.3f}x, "
+              f"wall {wall_speedup:.3f}x; BN recalibration median {statistics.median(r['recal'] for r in rows):.2f} s "
+              f"(timed apart, not in the ratio)")
+        extra = statistics.median(r["dense_macs"] / r["macs"] - 1 for r in rows)
+        print(f"per-arch copy (extract + fold): median {100 * statistics.median(r['copy'] / r['after'] for r in rows):.1f}%"
+              f" of the after prediction; dense small-group convs: median {100 * extra:.1f}% extra MACs")
+
+        if args.profile_archs:
+            seconds, wall = where_time_goes(after, archs[: args.profile_archs])
+            bare_s = sum(r["bare"] for r in rows[: args.profile_archs])
+            print(f"\nwhere the after prediction's time goes ({args.profile_archs} archs, profiled, "
+                  f"{wall:.2f} s wall; the bare conv stack: {bare_s:.2f} s CPU):")
+            for label, s in sorted(seconds.items(), key=lambda kv: -kv[1]):
+                print(f"  {label:28s} {s:7.3f} s  {100 * s / wall:5.1f}%")
+            moves = sum(seconds.get(k, 0.0) for k in ("add", "ReLU", "upsample", "cat", "copies, allocation"))
+            print(f"  memory-bound data movement (add, ReLU, upsample, cat, copies): {100 * moves / wall:.1f}%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The net the evaluator predicts with: a static copy of one subnet with BN folded into its convs.
+
+The elastic supernet pays for its elasticity in every forward: weight slices (and, for grouped
+convs, gathered block diagonals) rebuilt per call, and a BatchNorm after every conv. After BN
+recalibration a subnet's statistics are fixed, so for prediction `inference_copy(supernet, arch)`
+extracts the static subnet (`ZoomNetSupernet.extract`) and folds each BN into the conv before it:
+
+    w' = w * gamma / sqrt(var + eps)        b' = beta + (b - mean) * gamma / sqrt(var + eps)
+
+(per output channel), so conv -> BN becomes one conv with a bias. Its heatmaps equal the
+supernet's in eval mode up to float rounding (tests/subnet/test_inference.py states the tolerance).
+With `dense_small_groups` a grouped conv with fewer than `DENSE_GROUPED_BELOW` input channels per
+group becomes the dense conv with its block-diagonal weight, as the elastic conv runs it on CPU:
+the same result, more MACs, less time there. The copy is for prediction only: folded BN has no
+statistics left to train or recalibrate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from nasplat.nn.elastic import DENSE_GROUPED_BELOW, ConvBN
+from nasplat.space.arch import Arch
+
+
+@torch.no_grad()
+def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """`conv` (changed in place) with `bn`'s eval-mode affine map folded into weight and bias."""
+    assert bn.running_mean is not None and bn.running_var is not None  # a static copy tracks statistics
+    # in float64: 1/sqrt(var + eps) of a tiny variance loses digits in float32
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)  # [out]
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    new_bias = bn.bias.double() + (bias - bn.running_mean.double()) * scale  # [out]
+    conv.weight.mul_(scale.to(conv.weight.dtype)[:, None, None, None])  # [out, in/g, k, k]
+    conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype), requires_grad=False)
+    return conv
+
+
+@torch.no_grad()
+def _dense(conv: nn.Conv2d) -> nn.Conv2d:
+    """The dense conv equal to grouped `conv`: its weight on the block diagonal, zeros elsewhere."""
+    g, out, cin = conv.groups, conv.out_channels, conv.in_channels
+    co, ci = out // g, cin // g
+    dense = nn.Conv2d(cin, out, conv.kernel_size, stride=conv.stride, padding=conv.padding,  # type: ignore[arg-type]
+                      bias=conv.bias is not None).to(conv.weight.device, conv.weight.dtype)
+    dense.weight.zero_()
+    for k in range(g):  # group k: rows [k*co, (k+1)*co), columns [k*ci, (k+1)*ci)
+        dense.weight[k * co : (k + 1) * co, k * ci : (k + 1) * ci] = conv.weight[k * co : (k + 1) * co]
+    if conv.bias is not None and dense.bias is not None:
+        dense.bias.copy_(conv.bias)
+    return dense
+
+
+def fold_batchnorm(net: nn.Module, *, dense_small_groups: bool = False) -> nn.Module:
+    """Fold every static `ConvBN`'s BatchNorm into its conv, in place (the BN becomes an
+    identity), and with `dense_small_groups` make its small-group convs dense. Uses the running
+    statistics: the result computes what `net.eval()` does. Returns `net` in eval mode."""
+    for module in net.modules():
+        if not isinstance(module, ConvBN):
+            continue
+        conv, bn = module.conv, module.bn
+        if type(conv) is not nn.Conv2d or type(bn) is not nn.BatchNorm2d:
+            continue  # elastic layers (a supernet) keep their BN: its slice changes with the arch
+        conv = _folded(conv, bn)
+        if dense_small_groups and conv.groups > 1 and conv.in_channels // conv.groups < DENSE_GROUPED_BELOW:
+            conv = _dense(conv)
+        module.conv, module.bn = conv, nn.Identity()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
+def inference_copy(supernet: Any, arch: Arch, *, dense_small_groups: bool | None = None) -> nn.Module:
+    """A static, BN-folded copy of subnet `arch` of `supernet` (a `ZoomNetSupernet`, its BN
+    statistics already recalibrated for `arch`) for prediction, in eval mode. The supernet's
+    active arch ends as `arch`. `dense_small_groups` (default: on CPU) as in `fold_batchnorm`.
+    Raises ArchError when `arch` does not fit the supernet."""
+    supernet.set_arch(arch)
+    static = supernet.extract()
+    if dense_small_groups is None:
+        dense_small_groups = next(supernet.parameters()).device.type == "cpu"
+    return fold_batchnorm(static, dense_small_groups=dense_small_groups)
+
+
+__all__ = ["fold_batchnorm", "inference_copy"]
