@@ -42,7 +42,7 @@ def profile(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(2, "--threads", min=1, help="Intra-op threads."),
     batch: int = typer.Option(1, "--batch", min=1, help="Persons per forward pass."),
-    repeats: int = typer.Option(25, "--repeats", min=3, help="Timed runs per block (the entry is their median)."),
+    repeats: int = typer.Option(25, "--repeats", min=3, help="Timed runs per block (the entry is the fastest)."),
     warmup: int = typer.Option(5, "--warmup", min=0, help="Untimed runs before timing."),
     calibration: int = typer.Option(6, "--calibration", min=0, help="Whole subnets measured to fit the correction."),
 ) -> None:

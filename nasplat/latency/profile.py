@@ -1,7 +1,7 @@
 """Build a latency table: time every distinct unit of a space, then fit the correction.
 
 `profile_space(space, settings, out)` times each unit of `space_units(space)` on the backend
-(`Timer.time`: warm-up, repeats, median), subtracts the cost of a do-nothing call, then measures
+(`Timer.time`: warm-up, repeats, the fastest run), subtracts the cost of a do-nothing call, then measures
 `calibration` whole static subnets (the min and max arch and seeded random ones) and fits
 `scale, offset_ms` (`fit_correction`). Progress is saved to `<out>.partial` every few seconds, so
 an interrupted build resumes where it stopped (on the same machine and settings); the finished

@@ -1,12 +1,17 @@
 """Timing on the deployment backend: onnxruntime (an ONNX export of the module) or eager torch.
 
 `Timer(settings)` runs a module as deployed and times it: `warmup` untimed runs, then `repeats`
-timed runs, reduced to their median (robust to the odd preempted run on a shared machine). The
+timed runs, reduced by `statistic`: `min` (the default) or `median`. A run cannot be faster than
+the hardware allows but any run can be slowed by another process, a page fault or a late thread
+wake-up, so the fastest of the runs is the estimate least disturbed by what else the machine
+does; on this project's shared 2-core machine a whole network's median moved 10-20 % between
+two passes a minute apart while its minimum moved less. The
 ONNX path exports with `export_for_timing` (torch's TorchScript-based exporter, opset 17: about
 10 ms per block against seconds for the dynamo exporter; the graph is the same Conv / BN / Add /
 Resize / GridSample ops) and runs the model in an `InferenceSession` with `threads` intra-op
 threads and one inter-op thread, full graph optimisation (BN folded into the convs, Conv+ReLU
-fused). The torch path runs the module under `torch.inference_mode` with `torch.set_num_threads`.
+fused), with inputs and outputs bound once to preallocated buffers (IOBinding): a timed block
+then pays no per-run output allocation, which inside a whole network it never pays. The torch path runs the module under `torch.inference_mode` with `torch.set_num_threads`.
 On CUDA each run is followed by a synchronisation.
 
 `machine()` describes where this runs (CPU model or GPU name, torch and onnxruntime versions):
@@ -32,7 +37,7 @@ from nasplat.errors import ConfigError
 from nasplat.models import build_static
 from nasplat.space import Arch
 
-__all__ = ["TimingSettings", "Timer", "export_for_timing", "machine"]
+__all__ = ["TimingSettings", "Timer", "export_for_timing", "machine", "reduce_samples"]
 
 Backend = Literal["onnx", "torch"]
 OPSET = 17
@@ -47,7 +52,8 @@ class TimingSettings:
     threads: int = 2  # intra-op threads
     batch: int = 1  # persons per forward pass
     warmup: int = 5  # untimed runs before timing
-    repeats: int = 25  # timed runs; the entry is their median
+    repeats: int = 25  # timed runs, reduced by `statistic`
+    statistic: Literal["min", "median"] = "min"
 
 
 def _cpu_name() -> str:
@@ -110,6 +116,15 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def reduce_samples(samples: list[float], statistic: str) -> float:
+    """The fastest sample (`min`) or the median (`median`)."""
+    if statistic == "min":
+        return min(samples)
+    if statistic == "median":
+        return statistics.median(samples)
+    raise ConfigError(f"unknown timing statistic {statistic!r} (min or median)", key="statistic")
+
+
 class Timer:
     """Times modules and whole subnets with one `TimingSettings`."""
 
@@ -138,8 +153,7 @@ class Timer:
             # spinning pool stalls whole networks (2 threads measured 36 ms vs 4 ms on 1 thread)
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = self._ort.InferenceSession(export_for_timing(module, inputs), options, providers=self._providers)
-            feed = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)}
-            return lambda: session.run(None, feed)
+            return self._bound(session, inputs)
         dev = torch.device(s.device)
         module = module.to(dev)
         inputs = tuple(x.to(dev) for x in inputs)
@@ -152,8 +166,35 @@ class Timer:
 
         return run
 
+    def _bound(self, session: Any, inputs: tuple[Tensor, ...]) -> Callable[[], Any]:
+        """A run of `session` with inputs and outputs bound once to preallocated buffers on the
+        device: a timed unit then pays no per-run output allocation or copy, which a whole
+        network pays once for its outputs and never between its blocks."""
+        device = "cuda" if self.settings.device == "cuda" else "cpu"
+        binding = session.io_binding()
+        keep = []  # the bound OrtValues must outlive the binding
+        for meta, x in zip(session.get_inputs(), inputs):
+            value = self._ort.OrtValue.ortvalue_from_numpy(x.numpy(), device, 0)
+            binding.bind_ortvalue_input(meta.name, value)
+            keep.append(value)
+        probe = session.run(None, {m.name: x.numpy() for m, x in zip(session.get_inputs(), inputs)})
+        for meta, y in zip(session.get_outputs(), probe):
+            value = self._ort.OrtValue.ortvalue_from_shape_and_type(list(y.shape), y.dtype, device, 0)
+            binding.bind_ortvalue_output(meta.name, value)
+            keep.append(value)
+
+        def run() -> None:
+            session.run_with_iobinding(binding)
+            if device == "cuda":
+                binding.synchronize_outputs()
+
+        run.binding = binding  # type: ignore[attr-defined]  # copy_outputs_to_cpu() reads the last run's outputs
+        run.keep = keep  # type: ignore[attr-defined]
+        return run
+
     def time(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> float:
-        """Median milliseconds of one forward of `module` on `inputs` (built on the CPU)."""
+        """Milliseconds of one forward of `module` on `inputs` (built on the CPU): the `statistic`
+        of `repeats` timed runs after `warmup` untimed ones."""
         s = self.settings
         with _torch_threads(s.threads):
             run = self._runner(module, inputs)
@@ -164,15 +205,15 @@ class Timer:
                 start = time.perf_counter()
                 run()
                 samples.append(time.perf_counter() - start)
-        return 1e3 * statistics.median(samples)
+        return 1e3 * reduce_samples(samples, s.statistic)
 
     def call_overhead(self) -> float:
-        """Median milliseconds of running a module that does nothing (one element in and out):
+        """Milliseconds of running a module that does nothing (one element in and out):
         the per-call cost a timed unit carries and a whole network pays once."""
         return self.time(_Nothing(), (torch.zeros(1),))
 
     def time_arch(self, arch: Arch, blocks_per_module: tuple[int, int, int], seed: int = 0) -> float:
-        """Median milliseconds of the whole static subnet `arch` (BodyNet, box decoding, RoIAlign,
+        """Milliseconds of the whole static subnet `arch` (BodyNet, box decoding, RoIAlign,
         both heads) on `batch` random person crops."""
         net = build_static(arch, blocks_per_module, seed=seed).eval()
         h, w = arch.body.input_size
