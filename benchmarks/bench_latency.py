@@ -3,12 +3,12 @@ and what searching on latency instead of FLOPs changes.
 
     python benchmarks/bench_latency.py [--spaces quickstart,cpu_small] [--backends onnx,torch]
         [--batches 1,8] [--subnets 100] [--threads 2] [--device cpu] [--repeats 25] [--seed 0]
-        [--statistic min|median] [--no-remeasure] [--lut-dir DIR]
+        [--statistic min|median] [--passes 3] [--no-remeasure] [--lut-dir DIR]
 
 For each (space, backend, batch): build the table (`profile_space`, timed; kept in --lut-dir and
 reused when it is there, so the benchmark can be run in parts), sample --subnets random subnets
-(seeded), measure each whole static subnet end to end on the table's backend (`Timer.time_arch`:
-the same warm-up / repeats / statistic as the table) and predict it. Printed per row: share within
+(seeded), measure each whole static subnet end to end on the table's backend (`Timer.time_archs`:
+the same passes / warm-up / repeats / statistic as the table) and predict it. Printed per row: share within
 +-10 % (goal >= 95 %), RMSE in %, Kendall tau, table build time (goal <= 300 s for quickstart on
 2 cores), time per prediction (goal <= 1 ms; a fresh predictor over the distinct subnets: listing the
 units, looking them up, correcting).
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--repeats", type=int, default=25, help="timed runs per block and per subnet")
     parser.add_argument("--statistic", default="min", choices=("min", "median"), help="how the timed runs are reduced")
+    parser.add_argument("--passes", type=int, default=3, help="passes over each group of blocks or subnets")
     parser.add_argument("--no-remeasure", action="store_true", help="skip the second measurement (the noise floor)")
     parser.add_argument("--calibration", type=int, default=6, help="whole subnets the correction is fitted on")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random subnets (the tables fit their correction on seed 0)")
@@ -111,7 +112,7 @@ def main() -> None:
     lut_dir = Path(args.lut_dir)
     lut_dir.mkdir(parents=True, exist_ok=True)
     print(f"bench_latency: {args.subnets} random subnets (seed {args.seed}), {args.threads} threads, device {args.device}, "
-          f"{args.statistic} of {args.repeats} runs")
+          f"{args.statistic} of {args.passes} passes x {args.repeats} runs")
     print(f"{'space':<11}{'backend':<8}{'batch':>5}{'blocks':>7}{'build s':>9}{'within10%':>10}{'RMSE %':>8}"
           f"{'tau':>7}{'pred ms':>9}{'measured ms (min-max)':>24}{'scale':>7}{'offset':>8}{'rep10%':>8}{'repRMSE':>8}")
     for name in args.spaces.split(","):
@@ -121,7 +122,8 @@ def main() -> None:
         for backend in args.backends.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
                 settings = TimingSettings(backend=backend, device=args.device, threads=args.threads,  # type: ignore[arg-type]
-                                          batch=batch, repeats=args.repeats, statistic=args.statistic)
+                                          batch=batch, repeats=args.repeats, statistic=args.statistic,
+                                          passes=args.passes)
                 lut = lut_dir / f"{space.name}_{backend}_{args.device}_t{args.threads}_b{batch}.json"
                 if lut.exists():
                     table = load_table(lut)
@@ -132,12 +134,12 @@ def main() -> None:
                 predictor = LatencyPredictor(table, space)
                 timer = Timer(settings)
                 bpm = space.all_blocks_per_module()
-                measured = [timer.time_arch(a, bpm) for a in archs]
+                measured = timer.time_archs(archs, bpm)
                 predicted = [predictor(a) for a in archs]
                 within, rmse = _agreement(predicted, measured)
                 noise = "    -       -"
                 if not args.no_remeasure:
-                    again = [timer.time_arch(a, bpm) for a in archs]
+                    again = timer.time_archs(archs, bpm)
                     noise = "{:>7.0f}%{:>8.1f}".format(*_agreement(again, measured))
                 tau = kendalltau(predicted, measured).statistic
                 per = _prediction_ms(table, space, archs)

@@ -36,3 +36,12 @@ def test_the_bound_onnx_run_computes_the_modules_outputs() -> None:
     run()
     np.testing.assert_allclose(run.binding.copy_outputs_to_cpu()[0], expected, atol=1e-5)
 
+
+
+def test_time_many_keeps_the_order_across_chunks_and_passes() -> None:
+    tiny = (nn.Conv2d(3, 4, 1).eval(), (torch.randn(1, 3, 8, 8),))
+    big = (nn.Conv2d(64, 64, 3, padding=1).eval(), (torch.randn(1, 64, 96, 72),))  # ~2,000x the MACs
+    timer = Timer(TimingSettings(backend="torch", threads=1, repeats=3, warmup=1, passes=2))
+    ms = list(timer.time_many([tiny, big, tiny, big, tiny], chunk=2))
+    assert len(ms) == 5
+    assert min(ms[1], ms[3]) > max(ms[0], ms[2], ms[4])
