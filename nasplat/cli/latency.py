@@ -42,8 +42,9 @@ def profile(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(2, "--threads", min=1, help="Intra-op threads."),
     batch: int = typer.Option(1, "--batch", min=1, help="Persons per forward pass."),
-    repeats: int = typer.Option(25, "--repeats", min=3, help="Timed runs per block (the entry is their median)."),
+    repeats: int = typer.Option(25, "--repeats", min=3, help="Timed runs per block (the entry is the fastest)."),
     warmup: int = typer.Option(5, "--warmup", min=0, help="Untimed runs before timing."),
+    passes: int = typer.Option(3, "--passes", min=1, help="Passes over each group of blocks, --repeats runs each."),
     calibration: int = typer.Option(6, "--calibration", min=0, help="Whole subnets measured to fit the correction."),
 ) -> None:
     """Time every distinct building block the space's subnets can contain; write the table.
@@ -68,7 +69,7 @@ def profile(
         raise ConfigError(f"--backend {backend!r}; allowed: onnx, torch", key="--backend")
     space = load_space(space_file)
     settings = TimingSettings(backend=backend, device=device, threads=threads, batch=batch,  # type: ignore[arg-type]
-                              warmup=warmup, repeats=repeats)
+                              warmup=warmup, repeats=repeats, passes=passes)
     console = make_console(stderr=True)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -112,8 +113,8 @@ def predict(
     if measure:
         from nasplat.latency.timing import Timer, TimingSettings
 
-        settings = TimingSettings(**{k: table.settings[k] for k in ("backend", "device", "threads", "batch",
-                                                                      "warmup", "repeats")})
+        keys = ("backend", "device", "threads", "batch", "warmup", "repeats", "statistic", "passes")
+        settings = TimingSettings(**{k: table.settings[k] for k in keys if k in table.settings})
         measured = Timer(settings).time_arch(chosen, space.all_blocks_per_module())
     if as_json:
         typer.echo(json.dumps({"predicted_ms": parts, "measured_ms": measured, "table": table.describe()}))

@@ -73,6 +73,7 @@ class LatencyProfileConfig:
     threads: int = Field(2, ge=1)
     batch: int = Field(1, ge=1)
     repeats: int = Field(25, ge=3)
+    passes: int = Field(3, ge=1)  # passes over each group of blocks, `repeats` timed runs each
     calibration: int = Field(6, ge=0)  # whole subnets measured to fit the correction
 
 

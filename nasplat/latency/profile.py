@@ -1,8 +1,8 @@
 """Build a latency table: time every distinct unit of a space, then fit the correction.
 
 `profile_space(space, settings, out)` times each unit of `space_units(space)` on the backend
-(`Timer.time`: warm-up, repeats, median), subtracts the cost of a do-nothing call, then measures
-`calibration` whole static subnets (the min and max arch and seeded random ones) and fits
+(`Timer.time_many`: passes over groups of units, warm-up and repeats in each, the fastest run),
+subtracts the cost of a do-nothing call, then measures `calibration` whole static subnets (the min and max arch and seeded random ones) and fits
 `scale, offset_ms` (`fit_correction`). Progress is saved to `<out>.partial` every few seconds, so
 an interrupted build resumes where it stopped (on the same machine and settings); the finished
 table replaces it atomically.
@@ -83,16 +83,17 @@ def profile_space(
     entries = _load_partial(partial, header) if partial is not None else {}
     overhead = timer.call_overhead()
     last_save = time.perf_counter()
-    for i, unit in enumerate(units):
-        key = unit.key
-        if key not in entries:
-            module, inputs = unit_module(unit, settings.batch)
-            entries[key] = max(0.0, timer.time(module, inputs) - overhead)
-            if partial is not None and time.perf_counter() - last_save > _SAVE_EVERY_S:
-                atomic_write_json({"header": header, "entries": entries}, partial, indent=None)
-                last_save = time.perf_counter()
+    todo = [u for u in units if u.key not in entries]
+    done = len(units) - len(todo)
+    timed = timer.time_many(unit_module(u, settings.batch) for u in todo)
+    for unit, ms in zip(todo, timed):
+        entries[unit.key] = max(0.0, ms - overhead)
+        done += 1
+        if partial is not None and time.perf_counter() - last_save > _SAVE_EVERY_S:
+            atomic_write_json({"header": header, "entries": entries}, partial, indent=None)
+            last_save = time.perf_counter()
         if progress is not None:
-            progress(i + 1, total, key)
+            progress(done, total, unit.key)
     table = LatencyTable(
         space_name=space.name,
         space_fingerprint=space.fingerprint(),
@@ -104,9 +105,9 @@ def profile_space(
     predictor = LatencyPredictor(table, space)
     fit = []
     bpm = space.all_blocks_per_module()
-    for j, arch in enumerate(calibration_archs(space, calibration, seed)):
+    archs = calibration_archs(space, calibration, seed)
+    for j, (arch, measured) in enumerate(zip(archs, timer.time_archs(archs, bpm))):
         summed = sum(predictor.summed(arch).values())
-        measured = timer.time_arch(arch, bpm)
         fit.append({"arch": arch.to_flat(), "summed_ms": summed, "measured_ms": measured})
         if progress is not None:
             progress(len(units) + j + 1, total, "whole subnet")

@@ -5,10 +5,11 @@ A table is JSON:
 ```
 {"format": "nasplat-latency-lut", "version": 1,
  "space": {"name": "quickstart", "fingerprint": "..."},
- "settings": {"backend": "onnx", "device": "cpu", "threads": 2, "batch": 1, "warmup": 5, "repeats": 25},
+ "settings": {"backend": "onnx", "device": "cpu", "threads": 2, "batch": 1, "warmup": 5, "repeats": 25,
+              "statistic": "min"},
  "machine": {"device": "cpu", "name": "Intel(R) Xeon(R) ...", "torch": "2.13.0+cpu", "onnxruntime": "1.32.0"},
  "call_overhead_ms": 0.006,             # a do-nothing call, already subtracted from every entry
- "entries": {"basic(c=16,g=2,h=32,m=1,w=24)": 0.0412, ...},   # median ms per unit
+ "entries": {"basic(c=16,g=2,h=32,m=1,w=24)": 0.0412, ...},   # ms per unit (the statistic of its timed runs)
  "correction": {"scale": 1.02, "offset_ms": 0.31, "fit": [{"arch": {...}, "summed_ms": .., "measured_ms": ..}]},
  "build_seconds": 61.2}
 ```
@@ -43,7 +44,7 @@ class LatencyTable:
     space_fingerprint: str
     settings: Mapping[str, Any]  # backend, device, threads, batch, warmup, repeats
     machine: Mapping[str, Any]  # device, name, torch[, onnxruntime]
-    entries: Mapping[str, float]  # unit key -> median ms, call overhead subtracted
+    entries: Mapping[str, float]  # unit key -> ms (settings.statistic of the runs), call overhead subtracted
     call_overhead_ms: float = 0.0
     scale: float = 1.0  # whole-network ms ~= scale * sum of entries + offset_ms
     offset_ms: float = 0.0

@@ -36,7 +36,8 @@ def latency_cost(experiment: Experiment, *, profile: bool = True,
                               f"`nasplat latency profile {experiment.space_path} --out {path}`",
                               source=str(experiment.path), key="search.latency_lut")
         p = search.latency_profile
-        settings = TimingSettings(backend=p.backend, device=p.device, threads=p.threads, batch=p.batch, repeats=p.repeats)
+        settings = TimingSettings(backend=p.backend, device=p.device, threads=p.threads, batch=p.batch, repeats=p.repeats,
+                                  passes=p.passes)
         path.parent.mkdir(parents=True, exist_ok=True)
         profile_space(experiment.space, settings, path, calibration=p.calibration, progress=progress)
     table = load_table(path)
