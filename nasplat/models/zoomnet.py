@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nasplat.errors import ArchError, ConfigError
@@ -21,6 +20,7 @@ from nasplat.models.registry import register_model
 from nasplat.models.roi_align import roi_align
 from nasplat.nn.elastic import ConvBN, ElasticConv2d
 from nasplat.nn.hrnet import HRNetTrunk
+from nasplat.nn.resample import resize
 from nasplat.space.arch import HEADS, NUM_FEATURE_STAGES, Arch, BodyArch, HeadArch, HRNetArch
 
 __all__ = [
@@ -146,7 +146,7 @@ class HRNetV2Head(nn.Module):
     def combine(self, branches: list[Tensor]) -> Tensor:
         """The trunk's four branch outputs -> heatmaps [N, K, R, R]: upsample, concat, fuse, final."""
         size = branches[0].shape[-2:]
-        ups = [branches[0]] + [F.interpolate(b, size=size, mode="bilinear", align_corners=False) for b in branches[1:]]
+        ups = [branches[0]] + [resize(b, size, "bilinear") for b in branches[1:]]
         y = self.fuse(torch.cat(ups, dim=1))  # [N, C1+C2+C3+C4, R, R]
         return self.final(y)
 

@@ -6,8 +6,8 @@ with full-size elastic layers, `set_active(...)` selects a subnet, `to_static()`
 container class holding only the active layers, as plain `nn.Conv2d` / `nn.BatchNorm2d`.
 
 Branch b runs at 1/2^b of the trunk input (rounded up by the stride-2 3x3 convs, as in HRNet).
-Fusion resizes to the exact size of the branch it joins: nearest upsampling with `size=` for
-lower-resolution inputs, chains of stride-2 3x3 convs for higher-resolution ones.
+Fusion resizes to the exact size of the branch it joins: nearest upsampling (`nn.resample.resize`)
+for lower-resolution inputs, chains of stride-2 3x3 convs for higher-resolution ones.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from nasplat.errors import ArchError
 from nasplat.nn.blocks import BasicBlock, Bottleneck
 from nasplat.nn.elastic import ConvBN
+from nasplat.nn.resample import resize
 from nasplat.space.arch import HRNetArch
 
 __all__ = ["DepthSequential", "HRModule", "HRNetTrunk", "Transition"]
@@ -117,11 +118,13 @@ class HRModule(nn.Module):
         row = self.fuse[i]
         y = xs[i]
         for j, x in enumerate(xs):
-            if j > i:
-                y = y + F.interpolate(row[j](x), size=xs[i].shape[-2:], mode="nearest")
-            elif j < i:
-                y = y + row[j](x)
-        return F.relu(y)
+            if j == i:
+                continue
+            z = resize(row[j](x), xs[i].shape[-2:], "nearest") if j > i else row[j](x)
+            # the first sum is a new tensor: the later ones and the ReLU go into it in place
+            # (add and ReLU keep no input for backward that this overwrites)
+            y = y + z if y is xs[i] else y.add_(z)
+        return F.relu(y, inplace=y is not xs[i])
 
     def to_static(self) -> HRModule:
         branches = [nn.Sequential(*(block.to_static() for block in branch)) for branch in self.branches]

@@ -1,0 +1,63 @@
+"""Resizing feature maps as two small matrix products, for the fusions that upsample branches.
+
+Nearest and bilinear (`align_corners=False`) resizing of a [B, C, h, w] map to [B, C, H, W] is
+separable: out = A_h @ x @ A_w^T, with A_h [H, h] and A_w [W, w] the 1-D resampling matrices. On
+CPU, PyTorch's upsample kernels copy a contiguous NCHW input into another layout and back, and
+bilinear's backward scatters into the small input; at HRNet's shapes the two matmuls ran 2-10x
+faster forward and 1-8x faster forward + backward (`benchmarks/bench_eval_roofline.py` measures
+what that is worth to the evaluator, and names the matmul path `RESIZE_RANGE` in its profile).
+
+The matrices are F.interpolate applied to an identity, so they carry exactly PyTorch's index and
+weight convention. Nearest resizing is then exact (each output is 1.0 times one input plus zeros);
+bilinear equals F.interpolate up to float rounding (~5e-7 at unit scale), and its gradient too.
+Under tracing (the ONNX export) and for channels_last inputs, F.interpolate itself runs: the graph
+keeps one Resize op, and the channels_last kernels need no layout copy.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Mode = Literal["nearest", "bilinear"]
+
+RESIZE_RANGE = "nasplat.resize"  # the matmul path, as torch.profiler names it
+
+__all__ = ["RESIZE_RANGE", "resize"]
+
+
+@lru_cache(maxsize=256)
+def _matrix(n_in: int, n_out: int, mode: Mode, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[n_out, n_in]: column k is where input sample k lands in the resized row."""
+    # in float64: the weights of a ratio such as 5/17 are then rounded once, to `dtype`
+    eye = torch.eye(n_in, dtype=torch.float64, device=device)[None, None]  # [1, 1, n_in, n_in]
+    extra = {} if mode == "nearest" else {"align_corners": False}
+    with torch.no_grad():
+        rows = F.interpolate(eye, size=(n_in, n_out), mode=mode, **extra)[0, 0]  # [n_in, n_out]
+    return rows.t().contiguous().to(dtype)
+
+
+def resize(x: Tensor, size: tuple[int, int] | torch.Size, mode: Mode) -> Tensor:
+    """x [B, C, h, w] -> [B, C, *size], resized as F.interpolate(x, size, mode) does (bilinear
+    with align_corners=False)."""
+    if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or x.dim() != 4 or not x.is_contiguous()):
+        # `size` as given: a traced graph keeps the sizes it takes from shapes
+        if mode == "nearest":
+            return F.interpolate(x, size=size, mode="nearest")
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    with torch.profiler.record_function(RESIZE_RANGE):
+        return _resize(x, int(size[0]), int(size[1]), mode)
+
+
+def _resize(x: Tensor, height: int, width: int, mode: Mode) -> Tensor:
+    b, c, h, w = x.shape
+    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    a_h = _matrix(h, height, mode, dtype, x.device)  # [H, h]
+    a_w = _matrix(w, width, mode, dtype, x.device)  # [W, w]
+    y = (x.reshape(b * c * h, w) @ a_w.t()).view(b * c, h, width)  # [BCh, w] @ [w, W]
+    return torch.matmul(a_h, y).view(b, c, height, width)  # [H, h] @ [BC, h, W]
