@@ -20,20 +20,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks._common
 VARIANTS = ("distillation", "ground truth only")
 
 
 def train_and_evaluate(variant: str, data: Path, out: Path, epochs: int | None, gt_weight: float | None) -> dict:
-    from nasplat.config import DistillationConfig, load_experiment
+    from benchmarks._common import SPACES, TRAINERS, scratch_experiment
+    from nasplat.config import DistillationConfig
     from nasplat.subnet.evaluator import SubnetEvaluator
     from nasplat.train import WorkerContext, run_training
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "exp.yaml").write_text(
-        f"name: bench\nspace: {ROOT / 'search_spaces' / 'quickstart.yaml'}\n"
-        f"trainer: {ROOT / 'trainers' / 'cpu_small.yaml'}\ndata: {{root: {data}}}\noutput_dir: {out / 'run'}\n"
-    )
-    base = load_experiment(out / "exp.yaml")
+    base = scratch_experiment(out / "exp.yaml", name="bench", space=SPACES / "quickstart.yaml",
+                              trainer=TRAINERS / "cpu_small.yaml", data_root=data, output_dir=out / "run")
     recipe = base.trainer
     schedule = recipe.schedule
     if epochs is not None:

@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import scratch_experiment  # noqa: E402
 from nasplat.config import load_experiment  # noqa: E402
 from nasplat.data.synth import generate_dataset  # noqa: E402
 from nasplat.data.topdown import collate  # noqa: E402
@@ -67,11 +68,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         generate_dataset(d / "data", 4, 1, seed=0)
-        (d / "exp.yaml").write_text(
-            f"name: paper_scale\nspace: {shipped.space_path}\ntrainer: {shipped.trainer_path}\n"
-            f"data: {{root: {d / 'data'}}}\noutput_dir: {d / 'out'}\n"
-        )
-        exp = load_experiment(d / "exp.yaml")
+        exp = scratch_experiment(d / "exp.yaml", name="paper_scale", space=shipped.space_path,
+                                 trainer=shipped.trainer_path, data_root=d / "data", output_dir=d / "out")
         ds = train_dataset(exp)
         batch = collate([ds[i % len(ds)] for i in range(args.batch)])
     h, w = batch["image"].shape[-2:]

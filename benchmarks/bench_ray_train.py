@@ -15,10 +15,12 @@ import argparse
 import dataclasses
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks._common
 
 
 def _throughput(log: Path) -> float:
@@ -36,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from nasplat.data.synth import generate_dataset
-    from nasplat.config import load_experiment
+    from benchmarks._common import SPACES, TRAINERS, scratch_experiment
     from nasplat.orchestration.cluster import ray_session
     from nasplat.orchestration.training import MonitorFactory, TrainingMonitor
     from nasplat.train import WorkerContext, run_training
@@ -47,12 +49,10 @@ def main() -> None:
         generate_dataset(d / "data", 120, 2, seed=0)
         out = {}
         for workers in (1, 2):
-            (d / f"exp{workers}.yaml").write_text(
-                f"name: bench{workers}\nspace: {ROOT / 'search_spaces' / 'cpu_small.yaml'}\n"
-                f"trainer: {ROOT / 'trainers' / 'cpu_small.yaml'}\ndata: {{root: {d / 'data'}}}\n"
-                f"output_dir: {d / f'out{workers}'}\ncluster: {{num_workers: {workers}, cpus_per_worker: 1}}\n"
-            )
-            exp = load_experiment(d / f"exp{workers}.yaml")
+            files = {"space": SPACES / "cpu_small.yaml", "data_root": d / "data", "output_dir": d / f"out{workers}",
+                     "cluster": {"num_workers": workers, "cpus_per_worker": 1}}
+            exp = scratch_experiment(d / f"exp{workers}.yaml", name=f"bench{workers}", trainer=TRAINERS / "cpu_small.yaml",
+                                     **files)
             recipe = dataclasses.replace(
                 exp.trainer,
                 batch_size=args.batch * (2 if workers == 1 else 1),
@@ -69,11 +69,9 @@ def main() -> None:
             else:
                 # Ray workers reload the experiment from its file: write the recipe there too.
                 (d / "trainer2.yaml").write_text(_recipe_yaml(recipe))
-                text = (d / "exp2.yaml").read_text().replace(str(ROOT / "trainers" / "cpu_small.yaml"),
-                                                              str(d / "trainer2.yaml"))
-                (d / "exp2.yaml").write_text(text)
+                on_ray = scratch_experiment(d / "exp2.yaml", name="bench2", trainer=d / "trainer2.yaml", **files)
                 with ray_session(None, num_cpus=2):
-                    train_with_ray(load_experiment(d / "exp2.yaml"), monitor=MonitorFactory(mlflow=False, evaluate=False))
+                    train_with_ray(on_ray, monitor=MonitorFactory(mlflow=False, evaluate=False))
             out[workers] = _throughput(exp.output_dir / "train_log.jsonl")
     print(f"global batch {2 * args.batch}, {args.steps_per_epoch} steps/epoch, epochs 2..{args.epochs} timed")
     print(f"plain process ({args.threads} threads) {out[1]:.2f} samples/s, 2 Ray Train workers {out[2]:.2f} samples/s, "

@@ -48,7 +48,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nasplat.config import load_experiment  # noqa: E402
+from benchmarks._common import SPACES, TRAINERS, scratch_experiment  # noqa: E402
 from nasplat.data.synth import generate_dataset  # noqa: E402
 from nasplat.data.topdown import collate  # noqa: E402
 from nasplat.flops import analytic_gflops  # noqa: E402
@@ -127,12 +127,8 @@ def _adam_with_state(params: Any) -> torch.optim.Adam:
 def measure(space_name: str, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """R, F, the median CPU seconds of a max and a sandwich step, wall-time R, per-role shares and,
     unless `args.no_floor`, the static floor (R_static and the static steps' median seconds)."""
-    exp_path = out / f"{space_name}.yaml"
-    exp_path.write_text(
-        f"name: bench\nspace: {ROOT / 'search_spaces' / (space_name + '.yaml')}\n"
-        f"trainer: {ROOT / 'trainers' / 'cpu_small.yaml'}\ndata: {{root: {data}}}\noutput_dir: {out / 'out'}\n"
-    )
-    exp = load_experiment(exp_path)
+    exp = scratch_experiment(out / f"{space_name}.yaml", name="bench", space=SPACES / f"{space_name}.yaml",
+                             trainer=TRAINERS / "cpu_small.yaml", data_root=data, output_dir=out / "out")
     ds = train_dataset(exp)
     batch = collate([ds[i % len(ds)] for i in range(args.batch)])
     net = build_supernet(exp.space, seed=0)

@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nasplat.config import load_experiment  # noqa: E402
+from benchmarks._common import SPACES, TRAINERS, scratch_experiment  # noqa: E402
 from nasplat.data.synth import generate_dataset  # noqa: E402
 from nasplat.data.topdown import collate  # noqa: E402
 from nasplat.flops import analytic_gflops  # noqa: E402
@@ -168,8 +168,8 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    space = ROOT / "search_spaces" / ("zoomnas.yaml" if cuda else "cpu_small.yaml")
-    trainer = ROOT / "trainers" / ("supernet.yaml" if cuda else "cpu_small.yaml")
+    space = SPACES / ("zoomnas.yaml" if cuda else "cpu_small.yaml")
+    trainer = TRAINERS / ("supernet.yaml" if cuda else "cpu_small.yaml")
     steps = args.steps or (5 if cuda else 2)
     warmup = 2 if cuda else 1
     n_crops = args.crops or (500 if cuda else 100)
@@ -179,11 +179,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         generate_dataset(d / "data", 8, 2, seed=0)
-        (d / "exp.yaml").write_text(
-            f"name: gpu_check\nspace: {space}\ntrainer: {trainer}\n"
-            f"data: {{root: {d / 'data'}}}\noutput_dir: {d / 'out'}\n"
-        )
-        exp = load_experiment(d / "exp.yaml")
+        exp = scratch_experiment(d / "exp.yaml", name="gpu_check", space=space, trainer=trainer,
+                                 data_root=d / "data", output_dir=d / "out")
         recipe = exp.trainer
         batch_size = args.batch or (recipe.batch_size if cuda else 4)
         ds = train_dataset(exp)

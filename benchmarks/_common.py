@@ -1,0 +1,37 @@
+"""What the benchmarks share: the repository's folders and a scratch experiment file around
+generated data (`scratch_experiment`), written as a user would write one and loaded through
+`load_experiment`, so every benchmark runs the same validation and defaults as `nasplat run`.
+
+Imports only nasplat's config layer (pydantic, yaml): `gpu_check.py` uses it on a machine
+without Ray, MLflow or Optuna.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nasplat.config import Experiment, load_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = ROOT / "search_spaces"
+TRAINERS = ROOT / "trainers"
+
+
+def scratch_experiment(path: Path, *, space: Path, trainer: Path, data_root: Path, output_dir: Path,
+                       name: str | None = None, **sections: Any) -> Experiment:
+    """Write the experiment file `path` (name: its stem unless given; the space and trainer files,
+    `data.root`, `output_dir`, and any further top-level `sections`, e.g. `cluster={...}`) and
+    load it."""
+    text: dict[str, Any] = {
+        "name": name or path.stem, "space": str(space), "trainer": str(trainer),
+        "data": {"root": str(data_root)}, "output_dir": str(output_dir), **sections,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(text, sort_keys=False))
+    return load_experiment(path)
+
+
+__all__ = ["ROOT", "SPACES", "TRAINERS", "scratch_experiment"]
