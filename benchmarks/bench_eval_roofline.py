@@ -7,18 +7,20 @@ PyTorch stack of the same conv shapes, for random quickstart subnets.
 For each arch (seeded samples of `search_spaces/quickstart.yaml`, the quickstart's supernet,
 random weights unless `--checkpoint`, on the quickstart's synthetic data: 400 train / 100 val
 images), BN is recalibrated (timed separately) and the val crops are predicted with the flip test,
-twice over, interleaved in one process:
+in three modes, interleaved in one process (their order rotates from arch to arch):
 
-- before: the prediction runs the elastic supernet (`SubnetEvaluator(static_predict=False)`);
-- after:  it runs a static copy of the subnet with BN folded into the convs, made per arch
-          (`subnet.inference.inference_copy`, what the evaluator does by default).
+- elastic:     the prediction runs the elastic supernet (`SubnetEvaluator(static_predict=False)`);
+- interpolate: it runs a static copy of the subnet with BN folded into the convs, made per arch
+               (`subnet.inference.inference_copy`), its fusions resized by F.interpolate;
+- evaluator:   the same copy with the fusions resized by `nn.resample.resize` (two small matmuls):
+               what the evaluator does by default, and the mode the goal is for.
 
 MACs are those of the subnet's convs as the supernet runs them (true groups), recorded once per
 arch with forward hooks. The bare stack replays the same conv calls (input shape, weight shape,
 stride, padding, groups) in the same order on preallocated random tensors with `F.conv2d`. The
 ratio = evaluator GMAC/s / bare-stack GMAC/s = bare time / predict time; goal >= 0.7. Times are
 process CPU time (one intra-op thread by default, as an evaluator actor runs), the best of
-`--repeats`. Then torch.profiler splits the `after` prediction of `--profile-archs` archs into
+`--repeats`. Then torch.profiler splits the `evaluator` prediction of `--profile-archs` archs into
 where its time goes: conv kernels, memory-bound ops (add, ReLU, upsample, cat, copies), the
 per-arch copy, RoI align and decoding, and what no op accounts for (Python, dispatch).
 """
@@ -31,6 +33,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +45,13 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nasplat.config import load_experiment  # noqa: E402
+import nasplat.models.zoomnet as zoomnet  # noqa: E402
+import nasplat.nn.hrnet as hrnet  # noqa: E402
+from benchmarks._common import SPACES, TRAINERS, scratch_experiment  # noqa: E402
 from nasplat.data.synth import generate_dataset  # noqa: E402
 from nasplat.models import build_supernet  # noqa: E402
 from nasplat.nn.elastic import DENSE_GROUPED_BELOW, ElasticConv2d  # noqa: E402
+from nasplat.nn.resample import RESIZE_RANGE  # noqa: E402
 from nasplat.subnet.evaluator import COPY_RANGE, SubnetEvaluator, load_supernet  # noqa: E402
 from nasplat.subnet.inference import inference_copy  # noqa: E402
 
@@ -114,6 +121,25 @@ def timed_predict(evaluator: SubnetEvaluator, arch: Any, repeats: int) -> tuple[
     return cpu, wall
 
 
+@contextmanager
+def interpolated_fusions(on: bool) -> Iterator[None]:
+    """With `on`, the HRNet and head fusions resize with F.interpolate, as they did before
+    `nasplat.nn.resample`: the baseline of the `interpolate` mode."""
+    if not on:
+        yield
+        return
+
+    def interpolate(x: torch.Tensor, size: Any, mode: str) -> torch.Tensor:
+        return F.interpolate(x, size=size, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
+
+    saved = hrnet.resize, zoomnet.resize
+    hrnet.resize = zoomnet.resize = interpolate
+    try:
+        yield
+    finally:
+        hrnet.resize, zoomnet.resize = saved
+
+
 _CATEGORIES = (  # first match wins; matched against the op name
     ("conv kernels", ("conv",)),
     ("add", ("aten::add",)),
@@ -121,7 +147,7 @@ _CATEGORIES = (  # first match wins; matched against the op name
     ("upsample", ("upsample", "interpolate")),
     ("cat", ("aten::cat",)),
     ("copies, allocation", ("copy_", "clone", "contiguous", "aten::to", "_to_copy", "empty", "zero_", "fill_", "resize_")),
-    ("RoI align", ("grid_sampler", "roi", "index", "gather", "bmm", "matmul", "mm")),
+    ("RoI align", ("grid_sampler", "roi", "index", "gather")),
 )
 
 
@@ -132,17 +158,20 @@ def _category(name: str) -> str:
     return "decode and other ops"
 
 
-def _under_copy(event: Any) -> bool:
-    parent = event.cpu_parent
-    while parent is not None:
-        if parent.name == COPY_RANGE:
-            return True
-        parent = parent.cpu_parent
-    return False
+_RANGES = {COPY_RANGE: "per-arch copy", RESIZE_RANGE: "upsample"}  # named ranges -> their category
+
+
+def _range_label(event: Any) -> str | None:
+    """The category of the innermost named range holding `event` (itself included), if any."""
+    while event is not None:
+        if event.name in _RANGES:
+            return _RANGES[event.name]
+        event = event.cpu_parent
+    return None
 
 
 def where_time_goes(evaluator: SubnetEvaluator, archs: list[Any]) -> tuple[dict[str, float], float]:
-    """Seconds per category of the `after` prediction of `archs` (profiled, one pass each), and
+    """Seconds per category of the default (`evaluator`) prediction of `archs` (profiled, one pass each), and
     their wall total."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -155,9 +184,7 @@ def where_time_goes(evaluator: SubnetEvaluator, archs: list[Any]) -> tuple[dict[
             evaluator.predict(arch, flip_test=True)
             wall += time.perf_counter() - w0
         for event in prof.events():
-            if event.name == COPY_RANGE:
-                continue
-            label = "per-arch copy" if _under_copy(event) else _category(event.name)
+            label = _range_label(event) or _category(event.name)
             seconds[label] += event.self_cpu_time_total / 1e6
     seconds["Python, dispatch (no op)"] = max(0.0, wall - sum(seconds.values()))
     return dict(seconds), wall
@@ -177,61 +204,64 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         generate_dataset(d / "data", 400, 100, seed=0)
-        (d / "exp.yaml").write_text(
-            f"name: roofline\nspace: {ROOT / 'search_spaces' / 'quickstart.yaml'}\n"
-            f"trainer: {ROOT / 'trainers' / 'cpu_small.yaml'}\ndata: {{root: {d / 'data'}}}\noutput_dir: {d / 'out'}\n"
-        )
-        experiment = load_experiment(d / "exp.yaml")
+        experiment = scratch_experiment(d / "exp.yaml", name="roofline", space=SPACES / "quickstart.yaml",
+                                        trainer=TRAINERS / "cpu_small.yaml", data_root=d / "data", output_dir=d / "out")
         net = load_supernet(args.checkpoint)[0] if args.checkpoint else build_supernet(experiment.space, seed=0)
-        after = SubnetEvaluator(experiment, net=net)  # the default: static BN-folded copy
-        before = SubnetEvaluator(experiment, net=net, static_predict=False)
+        static = SubnetEvaluator(experiment, net=net)  # the default: static BN-folded copy
+        elastic = SubnetEvaluator(experiment, net=net, static_predict=False)
         torch.set_num_threads(args.threads)  # the data pipeline may have changed it
         rng = np.random.default_rng(args.seed)
         archs = [experiment.space.sample(rng) for _ in range(args.archs)]
 
+        modes = {  # name -> (evaluator, fusions resized by F.interpolate)
+            "elastic": (elastic, False), "interpolate": (static, True), "evaluator": (static, False)}
         rows = []
         for i, arch in enumerate(archs):
             t0 = _cpu()
-            after.recalibrate(arch)  # both evaluators share the net: one recalibration serves both
+            static.recalibrate(arch)  # both evaluators share the net: one recalibration serves both
             recal = _cpu() - t0
-            calls = record_convs(before, arch)
+            calls = record_convs(elastic, arch)
             n_macs = macs(calls)
-            pair = [("before", before), ("after", after)]
-            if i % 2:
-                pair.reverse()  # alternate the order: neither mode always runs second
-            t = {name: timed_predict(ev, arch, args.repeats) for name, ev in pair}
+            order = list(modes)
+            order = order[i % 3 :] + order[: i % 3]  # rotate the order: no mode always runs first
+            t = {}
+            for name in order:
+                ev, interp = modes[name]
+                with interpolated_fusions(interp):
+                    t[name] = timed_predict(ev, arch, args.repeats)
             bare = bare_stack(calls, args.repeats)
             t0 = _cpu()
             inference_copy(net, arch)
             copy_s = _cpu() - t0
             rows.append({"macs": n_macs, "dense_macs": macs(calls, dense_small_groups=True), "recal": recal,
-                         "before": t["before"][0], "after": t["after"][0], "bare": bare, "copy": copy_s,
-                         "wall_before": t["before"][1], "wall_after": t["after"][1]})
+                         "bare": bare, "copy": copy_s, **{m: t[m][0] for m in modes},
+                         **{f"wall_{m}": t[m][1] for m in modes}})
             r = rows[-1]
             print(f"arch {i:2d}: {n_macs / 1e9:6.3f} GMAC  bare {n_macs / bare / 1e9:6.2f} GMAC/s  "
-                  f"before {n_macs / r['before'] / 1e9:6.2f} ({bare / r['before']:.3f})  "
-                  f"after {n_macs / r['after'] / 1e9:6.2f} ({bare / r['after']:.3f})  "
-                  f"BN recal {recal:.2f} s  copy {1e3 * copy_s:.0f} ms", flush=True)
+                  + "  ".join(f"{m} {n_macs / r[m] / 1e9:6.2f} ({bare / r[m]:.3f})" for m in modes)
+                  + f"  BN recal {recal:.2f} s  copy {1e3 * copy_s:.0f} ms", flush=True)
 
-        ratio_before = [r["bare"] / r["before"] for r in rows]
-        ratio_after = [r["bare"] / r["after"] for r in rows]
         print(f"\n{len(rows)} quickstart subnets, 100 val crops, flip test, {args.threads} thread(s), "
               f"{'trained' if args.checkpoint else 'random'} weights; CPU time, best of {args.repeats}")
-        print(f"evaluator GMAC/s / bare conv stack GMAC/s, median (min-max):  "
-              f"before {statistics.median(ratio_before):.3f} ({min(ratio_before):.3f}-{max(ratio_before):.3f})   "
-              f"after {statistics.median(ratio_after):.3f} ({min(ratio_after):.3f}-{max(ratio_after):.3f})   goal >= 0.7")
-        wall_speedup = statistics.median(r["wall_before"] / r["wall_after"] for r in rows)
-        print(f"median predict time before/after: CPU {statistics.median(r['before'] / r['after'] for r in rows):.3f}x, "
-              f"wall {wall_speedup:.3f}x; BN recalibration median {statistics.median(r['recal'] for r in rows):.2f} s "
-              f"(timed apart, not in the ratio)")
+        print("evaluator GMAC/s / bare conv stack GMAC/s, median (min-max):")
+        for m, label in (("elastic", "elastic supernet"), ("interpolate", "static copy, fusions by F.interpolate"),
+                         ("evaluator", "the evaluator (static copy, nn.resample)")):
+            ratio = [r["bare"] / r[m] for r in rows]
+            goal = "   goal >= 0.7" if m == "evaluator" else ""
+            print(f"  {label:42s} {statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}){goal}")
+        for m in ("elastic", "interpolate"):
+            cpu = statistics.median(r[m] / r["evaluator"] for r in rows)
+            wall = statistics.median(r[f"wall_{m}"] / r["wall_evaluator"] for r in rows)
+            print(f"median predict time {m}/evaluator: CPU {cpu:.3f}x, wall {wall:.3f}x")
+        print(f"BN recalibration median {statistics.median(r['recal'] for r in rows):.2f} s (timed apart, not in the ratio)")
         extra = statistics.median(r["dense_macs"] / r["macs"] - 1 for r in rows)
-        print(f"per-arch copy (extract + fold): median {100 * statistics.median(r['copy'] / r['after'] for r in rows):.1f}%"
-              f" of the after prediction; dense small-group convs: median {100 * extra:.1f}% extra MACs")
+        print(f"per-arch copy (extract + fold): median {100 * statistics.median(r['copy'] / r['evaluator'] for r in rows):.1f}%"
+              f" of the evaluator's prediction; dense small-group convs: median {100 * extra:.1f}% extra MACs")
 
         if args.profile_archs:
-            seconds, wall = where_time_goes(after, archs[: args.profile_archs])
+            seconds, wall = where_time_goes(static, archs[: args.profile_archs])
             bare_s = sum(r["bare"] for r in rows[: args.profile_archs])
-            print(f"\nwhere the after prediction's time goes ({args.profile_archs} archs, profiled, "
+            print(f"\nwhere the evaluator's prediction time goes ({args.profile_archs} archs, profiled, "
                   f"{wall:.2f} s wall; the bare conv stack: {bare_s:.2f} s CPU):")
             for label, s in sorted(seconds.items(), key=lambda kv: -kv[1]):
                 print(f"  {label:28s} {s:7.3f} s  {100 * s / wall:5.1f}%")
