@@ -1,13 +1,17 @@
-"""What the benchmarks share: the repository's folders and a scratch experiment file around
+"""What the benchmarks share: the repository's folders; a scratch experiment file around
 generated data (`scratch_experiment`), written as a user would write one and loaded through
-`load_experiment`, so every benchmark runs the same validation and defaults as `nasplat run`.
+`load_experiment`, so every benchmark runs the same validation and defaults as `nasplat run`; and
+a switch for what the fusions resize with (`fusion_resize`), to time `nn.resample` against
+F.interpolate.
 
-Imports only nasplat's config layer (pydantic, yaml): `gpu_check.py` uses it on a machine
-without Ray, MLflow or Optuna.
+Imports only nasplat's config layer (pydantic, yaml) at the top, torch only inside the switch:
+`gpu_check.py` uses it on a machine without Ray, MLflow or Optuna.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,4 +38,26 @@ def scratch_experiment(path: Path, *, space: Path, trainer: Path, data_root: Pat
     return load_experiment(path)
 
 
-__all__ = ["ROOT", "SPACES", "TRAINERS", "scratch_experiment"]
+@contextmanager
+def fusion_resize(fn: Callable[..., Any]) -> Iterator[None]:
+    """Within the block, the HRNet and head fusions call `fn(x, size, mode)` instead of
+    `nasplat.nn.resample.resize`, e.g. F.interpolate as before it, or a recorder."""
+    import nasplat.models.zoomnet as zoomnet
+    import nasplat.nn.hrnet as hrnet
+
+    saved = hrnet.resize, zoomnet.resize
+    hrnet.resize = zoomnet.resize = fn
+    try:
+        yield
+    finally:
+        hrnet.resize, zoomnet.resize = saved
+
+
+def interpolate(x: Any, size: Any, mode: str) -> Any:
+    """What the fusions ran before `nn.resample`: F.interpolate (bilinear: align_corners=False)."""
+    import torch.nn.functional as F
+
+    return F.interpolate(x, size=size, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
+
+
+__all__ = ["ROOT", "SPACES", "TRAINERS", "fusion_resize", "interpolate", "scratch_experiment"]

@@ -1,7 +1,7 @@
 """Subnet evaluation near the machine's limit: the evaluator's achieved GMAC/s over that of a bare
 PyTorch stack of the same conv shapes, for random quickstart subnets.
 
-    python benchmarks/bench_eval_roofline.py [--archs 20] [--threads 1] [--repeats 2]
+    python benchmarks/bench_eval_roofline.py [--archs 20] [--threads 1] [--repeats 3]
                                              [--profile-archs 3] [--checkpoint CKPT]
 
 For each arch (seeded samples of `search_spaces/quickstart.yaml`, the quickstart's supernet,
@@ -20,7 +20,8 @@ arch with forward hooks. The bare stack replays the same conv calls (input shape
 stride, padding, groups) in the same order on preallocated random tensors with `F.conv2d`. The
 ratio = evaluator GMAC/s / bare-stack GMAC/s = bare time / predict time; goal >= 0.7. Times are
 process CPU time (one intra-op thread by default, as an evaluator actor runs), the best of
-`--repeats`. Then torch.profiler splits the `evaluator` prediction of `--profile-archs` archs into
+`--repeats` rounds, each of which runs every mode and the bare stack once, so that a drift in the
+machine's speed hits all of them alike. Then torch.profiler splits the `evaluator` prediction of `--profile-archs` archs into
 where its time goes: conv kernels, memory-bound ops (add, ReLU, upsample, cat, copies), the
 per-arch copy, RoI align and decoding, and what no op accounts for (Python, dispatch).
 """
@@ -33,8 +34,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +45,11 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import nasplat.models.zoomnet as zoomnet  # noqa: E402
-import nasplat.nn.hrnet as hrnet  # noqa: E402
-from benchmarks._common import SPACES, TRAINERS, scratch_experiment  # noqa: E402
+from benchmarks._common import SPACES, TRAINERS, fusion_resize, interpolate, scratch_experiment  # noqa: E402
 from nasplat.data.synth import generate_dataset  # noqa: E402
 from nasplat.models import build_supernet  # noqa: E402
 from nasplat.nn.elastic import DENSE_GROUPED_BELOW, ElasticConv2d  # noqa: E402
-from nasplat.nn.resample import RESIZE_RANGE  # noqa: E402
+from nasplat.nn.resample import RESIZE_RANGE, resize  # noqa: E402
 from nasplat.subnet.evaluator import COPY_RANGE, SubnetEvaluator, load_supernet  # noqa: E402
 from nasplat.subnet.inference import inference_copy  # noqa: E402
 
@@ -91,8 +89,8 @@ def macs(calls: list[ConvCall], *, dense_small_groups: bool = False) -> int:
     return total
 
 
-def bare_stack(calls: list[ConvCall], repeats: int) -> float:
-    """CPU seconds of the conv calls replayed with F.conv2d (best of `repeats`)."""
+def bare_stack(calls: list[ConvCall]) -> Callable[[], float]:
+    """A function that replays the conv calls with F.conv2d once and returns its CPU seconds."""
     g = torch.Generator().manual_seed(0)
     inputs: dict[tuple[int, ...], torch.Tensor] = {}
     weights: dict[tuple[int, ...], torch.Tensor] = {}
@@ -101,43 +99,22 @@ def bare_stack(calls: list[ConvCall], repeats: int) -> float:
             inputs[x] = torch.randn(x, generator=g)
         if w not in weights:
             weights[w] = torch.randn(w, generator=g)
-    best = float("inf")
-    with torch.no_grad():
-        for _ in range(repeats):
-            t0 = _cpu()
-            for x, w, stride, pad, groups in calls:
-                F.conv2d(inputs[x], weights[w], None, stride, pad, 1, groups)
-            best = min(best, _cpu() - t0)
-    return best
+
+    @torch.no_grad()
+    def run() -> float:
+        t0 = _cpu()
+        for x, w, stride, pad, groups in calls:
+            F.conv2d(inputs[x], weights[w], None, stride, pad, 1, groups)
+        return _cpu() - t0
+
+    return run
 
 
-def timed_predict(evaluator: SubnetEvaluator, arch: Any, repeats: int) -> tuple[float, float]:
-    """(best CPU seconds, best wall seconds) of `predict(arch, flip_test=True)`."""
-    cpu, wall = float("inf"), float("inf")
-    for _ in range(repeats):
-        t0, w0 = _cpu(), time.perf_counter()
-        evaluator.predict(arch, flip_test=True)
-        cpu, wall = min(cpu, _cpu() - t0), min(wall, time.perf_counter() - w0)
-    return cpu, wall
-
-
-@contextmanager
-def interpolated_fusions(on: bool) -> Iterator[None]:
-    """With `on`, the HRNet and head fusions resize with F.interpolate, as they did before
-    `nasplat.nn.resample`: the baseline of the `interpolate` mode."""
-    if not on:
-        yield
-        return
-
-    def interpolate(x: torch.Tensor, size: Any, mode: str) -> torch.Tensor:
-        return F.interpolate(x, size=size, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
-
-    saved = hrnet.resize, zoomnet.resize
-    hrnet.resize = zoomnet.resize = interpolate
-    try:
-        yield
-    finally:
-        hrnet.resize, zoomnet.resize = saved
+def timed_predict(evaluator: SubnetEvaluator, arch: Any) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one `predict(arch, flip_test=True)`."""
+    t0, w0 = _cpu(), time.perf_counter()
+    evaluator.predict(arch, flip_test=True)
+    return _cpu() - t0, time.perf_counter() - w0
 
 
 _CATEGORIES = (  # first match wins; matched against the op name
@@ -194,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--archs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile-archs", type=int, default=3)
     parser.add_argument("--checkpoint", type=Path, default=None, help="a trained quickstart supernet (default: random)")
     parser.add_argument("--seed", type=int, default=0)
@@ -224,12 +201,16 @@ def main() -> None:
             n_macs = macs(calls)
             order = list(modes)
             order = order[i % 3 :] + order[: i % 3]  # rotate the order: no mode always runs first
-            t = {}
-            for name in order:
-                ev, interp = modes[name]
-                with interpolated_fusions(interp):
-                    t[name] = timed_predict(ev, arch, args.repeats)
-            bare = bare_stack(calls, args.repeats)
+            run_bare = bare_stack(calls)
+            t = {name: (float("inf"), float("inf")) for name in modes}
+            bare = float("inf")
+            for _ in range(args.repeats):  # rounds of every mode and the bare stack: drift hits all alike
+                for name in order:
+                    ev, interp = modes[name]
+                    with fusion_resize(interpolate if interp else resize):
+                        cpu, wall = timed_predict(ev, arch)
+                    t[name] = (min(t[name][0], cpu), min(t[name][1], wall))
+                bare = min(bare, run_bare())
             t0 = _cpu()
             inference_copy(net, arch)
             copy_s = _cpu() - t0

@@ -4,6 +4,7 @@ the same members cost as static networks.
 
     python benchmarks/bench_sandwich.py [--spaces cpu_small quickstart] [--batch 16] [--steps 6]
                                         [--threads 1] [--floor-reps 1] [--no-floor] [--profile]
+                                        [--interpolate]
 
 Per space, with a real synthetic batch and the cpu_small recipe: R = median sandwich step / median
 max-subnet step (interleaved, same process), F = the FLOPs of the sandwich members over the max
@@ -25,6 +26,9 @@ block-diagonal weight, so the floor's static copies run those convs the same way
 nn.Conv2d holding the block-diagonal weight; the supernet's per-step mask multiply is not copied,
 it is supernet overhead). Static steps are timed after their optimizer state exists, as the
 supernet's is.
+
+`--interpolate` runs every step with the fusions resized by F.interpolate, as before
+`nn.resample`: run it beside a plain run to see what the resampling change is worth.
 
 `--profile` prints torch.profiler's top ops of one sandwich step and, with the floor, the ops
 whose self CPU time differs most between that step and the static copies' step of the same
@@ -48,12 +52,13 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import SPACES, TRAINERS, scratch_experiment  # noqa: E402
+from benchmarks._common import SPACES, TRAINERS, fusion_resize, interpolate, scratch_experiment  # noqa: E402
 from nasplat.data.synth import generate_dataset  # noqa: E402
 from nasplat.data.topdown import collate  # noqa: E402
 from nasplat.flops import analytic_gflops  # noqa: E402
 from nasplat.models import ZoomNet, ZoomNetSupernet, build_supernet  # noqa: E402
 from nasplat.nn.elastic import DENSE_GROUPED_BELOW  # noqa: E402
+from nasplat.nn.resample import resize  # noqa: E402
 from nasplat.space import Arch  # noqa: E402
 from nasplat.train.data import train_dataset  # noqa: E402
 from nasplat.train.loop import init_final_layers  # noqa: E402
@@ -236,7 +241,9 @@ def _print_op_diff(space_name: str, elastic: Any, static: Any, rows: int = 20) -
 
 
 def _table(rows: Sequence[tuple[str, dict[str, Any]]], args: argparse.Namespace, write: Callable[[str], None]) -> None:
-    write(f"batch {args.batch}, {args.threads} thread(s), {args.steps} interleaved steps per kind, process CPU time")
+    resizer = "F.interpolate" if args.interpolate else "nn.resample"
+    write(f"batch {args.batch}, {args.threads} thread(s), {args.steps} interleaved steps per kind, process CPU time,"
+          f" fusions resized by {resizer}")
     write(f"{'space':<12}{'max step':>10}{'sandwich':>10}{'R':>8}{'F':>8}{'Q = R/F':>10}{'wall R':>9}")
     for name, r in rows:
         write(f"{name:<12}{r['max'] * 1000:>8.0f}ms{r['sandwich'] * 1000:>8.0f}ms{r['R']:>8.2f}{r['F']:>8.2f}"
@@ -267,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
     ap.add_argument("--floor-reps", type=int, default=1, help="static steps of each kind per interleaved step")
     ap.add_argument("--no-floor", action="store_true", help="skip the static-subnet floor")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--interpolate", action="store_true",
+                    help="the fusions resize with F.interpolate, as before nn.resample (to compare)")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.floor_reps < 1 or args.batch < 1:
         ap.error("--steps, --floor-reps and --batch must be at least 1")
@@ -275,8 +284,9 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         generate_dataset(d / "data", 12, 2, seed=0)
-        for name in args.spaces:
-            rows.append((name, measure(name, d / "data", d, args)))
+        with fusion_resize(interpolate if args.interpolate else resize):
+            for name in args.spaces:
+                rows.append((name, measure(name, d / "data", d, args)))
     _table(rows, args, print)
     return rows
 

@@ -4,16 +4,17 @@ Nearest and bilinear (`align_corners=False`) resizing of a [B, C, h, w] map to [
 separable: out = A_h @ x @ A_w^T, with A_h [H, h] and A_w [W, w] the 1-D resampling matrices; for
 nearest, the product with A_h is a gather of whole rows, done as one. On CPU, PyTorch's upsample
 kernels copy a contiguous NCHW input into another layout and back, and bilinear's backward
-scatters into the small input. Over the resize calls of one quickstart evaluator prediction
-(their shapes, timed one by one) this ran 6.6x (nearest) and 3.9x (bilinear) faster forward, 2.4x
-and 5.1x forward + backward; `benchmarks/bench_eval_roofline.py` measures what that is worth to
-the evaluator, and books the `RESIZE_RANGE` it runs under as upsampling.
+scatters into the small input. Over the resize calls of BN recalibration and one prediction of
+the quickstart evaluator (`benchmarks/bench_resample.py`: their shapes, timed one by one) this ran
+4.4x (nearest) and 2.7x (bilinear) faster forward, 1.8x and 3.2x forward + backward;
+`benchmarks/bench_eval_roofline.py` measures what that is worth to a whole prediction, and books
+the `RESIZE_RANGE` it runs under as upsampling.
 
 The matrices are F.interpolate applied to an identity, so they carry exactly PyTorch's index and
 weight convention. Nearest resizing is then exact (each output is 1.0 times one input plus zeros);
-bilinear equals F.interpolate up to float rounding (~5e-7 at unit scale), and its gradient too.
-Under tracing (the ONNX export) and for channels_last inputs, F.interpolate itself runs: the graph
-keeps one Resize op, and the channels_last kernels need no layout copy.
+bilinear equals F.interpolate up to float rounding (within 2e-6 on unit-variance inputs), and so
+does its gradient. Under tracing (the ONNX export) and for channels_last inputs, F.interpolate
+itself runs: the graph keeps one Resize op, and the channels_last kernels need no layout copy.
 """
 
 from __future__ import annotations
