@@ -37,17 +37,19 @@ __all__ = ["RESIZE_RANGE", "resize"]
 def _matrix(n_in: int, n_out: int, mode: Mode, dtype: torch.dtype, device: torch.device) -> Tensor:
     """[n_out, n_in]: column k is where input sample k lands in the resized row."""
     # in float64: the weights of a ratio such as 5/17 are then rounded once, to `dtype`
-    eye = torch.eye(n_in, dtype=torch.float64, device=device)[None, None]  # [1, 1, n_in, n_in]
     extra = {} if mode == "nearest" else {"align_corners": False}
-    with torch.no_grad():
+    # cached for every later call: never an inference tensor, which autograd could not save
+    with torch.inference_mode(False), torch.no_grad():
+        eye = torch.eye(n_in, dtype=torch.float64, device=device)[None, None]  # [1, 1, n_in, n_in]
         rows = F.interpolate(eye, size=(n_in, n_out), mode=mode, **extra)[0, 0]  # [n_in, n_out]
-    return rows.t().contiguous().to(dtype)
+        return rows.t().contiguous().to(dtype)
 
 
 @lru_cache(maxsize=256)
 def _source_rows(n_in: int, n_out: int, device: torch.device) -> Tensor:
     """[n_out] int64: the input row nearest resizing copies into each output row."""
-    return _matrix(n_in, n_out, "nearest", torch.float64, device).argmax(dim=1)
+    with torch.inference_mode(False):  # as in _matrix
+        return _matrix(n_in, n_out, "nearest", torch.float64, device).argmax(dim=1)
 
 
 def resize(x: Tensor, size: tuple[int, int] | torch.Size, mode: Mode) -> Tensor:

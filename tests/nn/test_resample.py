@@ -43,6 +43,18 @@ def test_resize_equals_interpolate_forward_and_backward(hw: tuple[int, int], siz
         torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=10 * tol)
 
 
+def test_matrices_first_made_under_inference_mode_still_train() -> None:
+    """The cached matrices may first be made under torch.inference_mode (latency timing), then
+    serve a training forward whose backward saves them."""
+    with torch.inference_mode():
+        for mode in ("nearest", "bilinear"):
+            resize(torch.randn(1, 2, 7, 5), (13, 11), mode)
+    x = torch.randn(1, 2, 7, 5, requires_grad=True)
+    for mode in ("nearest", "bilinear"):
+        resize(x * 2, (13, 11), mode).sum().backward()
+    assert x.grad is not None
+
+
 def test_channels_last_input_keeps_its_layout() -> None:
     x = torch.randn(2, 8, 6, 5).contiguous(memory_format=torch.channels_last)
     for mode in ("nearest", "bilinear"):
