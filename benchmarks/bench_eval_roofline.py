@@ -17,7 +17,8 @@ in three modes, interleaved in one process (their order rotates from arch to arc
 
 MACs are those of the subnet's convs as the supernet runs them (true groups), recorded once per
 arch with forward hooks. The bare stack replays the same conv calls (input shape, weight shape,
-stride, padding, groups) in the same order on preallocated random tensors with `F.conv2d`. The
+stride, padding, groups) in the same order on preallocated random tensors with `F.conv2d`, in the
+memory layout the recipe runs the evaluator in (`channels_last`: NHWC for cpu_small). The
 ratio = evaluator GMAC/s / bare-stack GMAC/s = bare time / predict time; goal >= 0.7. Times are
 process CPU time (one intra-op thread by default, as an evaluator actor runs), the best of
 `--repeats` rounds, each of which runs every mode and the bare stack once, so that a drift in the
@@ -52,6 +53,7 @@ from nasplat.nn.elastic import DENSE_GROUPED_BELOW, ElasticConv2d  # noqa: E402
 from nasplat.nn.resample import RESIZE_RANGE, resize  # noqa: E402
 from nasplat.subnet.evaluator import COPY_RANGE, SubnetEvaluator, load_supernet  # noqa: E402
 from nasplat.subnet.inference import inference_copy  # noqa: E402
+from nasplat.train.precision import recipe_precision  # noqa: E402
 
 ConvCall = tuple[tuple[int, ...], tuple[int, int, int, int], int, int, int]  # x shape, weight, stride, pad, groups
 
@@ -89,16 +91,18 @@ def macs(calls: list[ConvCall], *, dense_small_groups: bool = False) -> int:
     return total
 
 
-def bare_stack(calls: list[ConvCall]) -> Callable[[], float]:
-    """A function that replays the conv calls with F.conv2d once and returns its CPU seconds."""
+def bare_stack(calls: list[ConvCall], channels_last: bool) -> Callable[[], float]:
+    """A function that replays the conv calls with F.conv2d once, in the evaluator's memory layout
+    (NHWC with `channels_last`), and returns its CPU seconds."""
     g = torch.Generator().manual_seed(0)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     inputs: dict[tuple[int, ...], torch.Tensor] = {}
     weights: dict[tuple[int, ...], torch.Tensor] = {}
     for x, w, *_ in calls:
         if x not in inputs:
-            inputs[x] = torch.randn(x, generator=g)
+            inputs[x] = torch.randn(x, generator=g).contiguous(memory_format=layout)
         if w not in weights:
-            weights[w] = torch.randn(w, generator=g)
+            weights[w] = torch.randn(w, generator=g).contiguous(memory_format=layout)
 
     @torch.no_grad()
     def run() -> float:
@@ -184,6 +188,7 @@ def main() -> None:
         experiment = scratch_experiment(d / "exp.yaml", name="roofline", space=SPACES / "quickstart.yaml",
                                         trainer=TRAINERS / "cpu_small.yaml", data_root=d / "data", output_dir=d / "out")
         net = load_supernet(args.checkpoint)[0] if args.checkpoint else build_supernet(experiment.space, seed=0)
+        net = recipe_precision(experiment.trainer, "cpu").module(net)  # laid out as training leaves it
         static = SubnetEvaluator(experiment, net=net)  # the default: static BN-folded copy
         elastic = SubnetEvaluator(experiment, net=net, static_predict=False)
         torch.set_num_threads(args.threads)  # the data pipeline may have changed it
@@ -201,7 +206,7 @@ def main() -> None:
             n_macs = macs(calls)
             order = list(modes)
             order = order[i % 3 :] + order[: i % 3]  # rotate the order: no mode always runs first
-            run_bare = bare_stack(calls)
+            run_bare = bare_stack(calls, static.precision.channels_last)
             t = {name: (float("inf"), float("inf")) for name in modes}
             bare = float("inf")
             for _ in range(args.repeats):  # rounds of every mode and the bare stack: drift hits all alike
@@ -222,8 +227,10 @@ def main() -> None:
                   + "  ".join(f"{m} {n_macs / r[m] / 1e9:6.2f} ({bare / r[m]:.3f})" for m in modes)
                   + f"  BN recal {recal:.2f} s  copy {1e3 * copy_s:.0f} ms", flush=True)
 
+        layout = "NHWC (channels_last)" if static.precision.channels_last else "NCHW"
         print(f"\n{len(rows)} quickstart subnets, 100 val crops, flip test, {args.threads} thread(s), "
-              f"{'trained' if args.checkpoint else 'random'} weights; CPU time, best of {args.repeats}")
+              f"{'trained' if args.checkpoint else 'random'} weights, {layout} as the recipe says, "
+              f"bare stack alike; CPU time, best of {args.repeats}")
         print("evaluator GMAC/s / bare conv stack GMAC/s, median (min-max):")
         for m, label in (("elastic", "elastic supernet"), ("interpolate", "static copy, fusions by F.interpolate"),
                          ("evaluator", "the evaluator (static copy, nn.resample)")):

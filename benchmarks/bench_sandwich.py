@@ -63,6 +63,7 @@ from nasplat.space import Arch  # noqa: E402
 from nasplat.train.data import train_dataset  # noqa: E402
 from nasplat.train.loop import init_final_layers  # noqa: E402
 from nasplat.train.sandwich import SandwichMember, SandwichSampler  # noqa: E402
+from nasplat.train.precision import Precision, recipe_precision  # noqa: E402
 from nasplat.train.step import sandwich_step  # noqa: E402
 
 
@@ -92,9 +93,11 @@ def dense_small_groups(module: nn.Module) -> nn.Module:
     return module
 
 
-def floor_copy(net: ZoomNetSupernet, arch: Arch) -> ZoomNet:
-    """Subnet `arch` as a static network whose convs run as the supernet's do on CPU."""
-    return dense_small_groups(net.extract(arch))  # type: ignore[return-value]
+def floor_copy(net: ZoomNetSupernet, arch: Arch, precision: Precision | None = None) -> ZoomNet:
+    """Subnet `arch` as a static network whose convs run as the supernet's do on CPU, in the
+    memory layout of `precision` (the recipe's) when given."""
+    static = dense_small_groups(net.extract(arch))
+    return precision.module(static) if precision is not None else static  # type: ignore[return-value]
 
 
 class StaticMembers(nn.Module):
@@ -136,7 +139,8 @@ def measure(space_name: str, data: Path, out: Path, args: argparse.Namespace) ->
                              trainer=TRAINERS / "cpu_small.yaml", data_root=data, output_dir=out / "out")
     ds = train_dataset(exp)
     batch = collate([ds[i % len(ds)] for i in range(args.batch)])
-    net = build_supernet(exp.space, seed=0)
+    precision = recipe_precision(exp.trainer, "cpu")  # the layout (channels_last) training runs in
+    net = precision.module(build_supernet(exp.space, seed=0))
     init_final_layers(net, 0.001, 0)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     sampler = SandwichSampler(exp.space, 0, exp.trainer.sandwich.num_random)
@@ -156,8 +160,8 @@ def measure(space_name: str, data: Path, out: Path, args: argparse.Namespace) ->
         return timed(net, opt, members)
 
     floor = not args.no_floor
-    static_max = StaticMembers({max_arch: floor_copy(net, max_arch)}) if floor else None
-    static_min = floor_copy(net, exp.space.min_arch()) if floor else None
+    static_max = StaticMembers({max_arch: floor_copy(net, max_arch, precision)}) if floor else None
+    static_min = floor_copy(net, exp.space.min_arch(), precision) if floor else None
     opt_static_max = _adam_with_state(static_max.parameters()) if static_max is not None else None
 
     def static_group(members: list[SandwichMember]) -> tuple[StaticMembers, torch.optim.Adam]:
@@ -166,7 +170,7 @@ def measure(space_name: str, data: Path, out: Path, args: argparse.Namespace) ->
         copies: dict[Arch, ZoomNet] = {max_arch: static_max.copies[0], exp.space.min_arch(): static_min}
         for m in members:
             if m.arch not in copies:
-                copies[m.arch] = floor_copy(net, m.arch)
+                copies[m.arch] = floor_copy(net, m.arch, precision)
         group = StaticMembers(copies)
         return group, _adam_with_state(group.parameters())
 

@@ -154,7 +154,8 @@ class TrainerRecipe:
     torch_threads: int | None = Field(None, ge=1)
     # Autocast of every forward (training, BN recalibration, evaluation, retraining): auto is bf16
     # on CUDA and fp32 on CPU; fp16 adds a gradient scaler. Weights, BN statistics and losses stay
-    # fp32. channels_last lays out the net and its inputs NHWC (tensor-core convs on GPUs).
+    # fp32. channels_last lays out the net and its inputs NHWC (tensor-core convs on GPUs; on CPU,
+    # oneDNN's NHWC kernels run narrow convs faster: trainers/cpu_small.yaml turns it on).
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = False
     log_every_steps: int = Field(10, ge=1)

@@ -35,6 +35,7 @@ from nasplat.subnet.evaluator import SubnetEvaluator, latest_checkpoint, load_su
 from nasplat.train.checkpoint import capture_rng_state, restore_rng_state
 from nasplat.train.data import ShardedEpochSampler, train_dataset
 from nasplat.train.loop import init_final_layers
+from nasplat.train.precision import recipe_precision
 from nasplat.train.sandwich import SandwichMember
 from nasplat.train.schedule import lr_at, make_optimizer
 from nasplat.train.step import sandwich_step
@@ -113,7 +114,8 @@ class SubnetRetrainer:
                                   sampling_ratio=supernet.sampling_ratio)
             if recipe.final_init_std is not None:
                 init_final_layers(static, recipe.final_init_std, experiment.seed)
-        self.net = FixedArch(static.to(self.device))
+        # the recipe's memory layout, as the supernet trained (the step lays out the inputs alike)
+        self.net = FixedArch(recipe_precision(recipe, self.device).module(static.to(self.device)))
         self.optimizer = make_optimizer(self.net.parameters(), recipe)
         self.dataset = train_dataset(experiment)
         self.steps_per_epoch = self._batches(0).num_batches()
