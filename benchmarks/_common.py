@@ -38,6 +38,23 @@ def scratch_experiment(path: Path, *, space: Path, trainer: Path, data_root: Pat
     return load_experiment(path)
 
 
+def quickstart_evaluator(folder: Path, name: str, train_images: int, net: Any = None) -> Any:
+    """A `SubnetEvaluator` on the quickstart space and the cpu_small recipe, over synthetic data
+    made in `folder` (`train_images` train, 100 val), for `net` (default: a random supernet) laid
+    out as training leaves it (the recipe's `channels_last`)."""
+    from nasplat.data.synth import generate_dataset
+    from nasplat.models import build_supernet
+    from nasplat.subnet.evaluator import SubnetEvaluator
+    from nasplat.train.precision import recipe_precision
+
+    generate_dataset(folder / "data", train_images, 100, seed=0)
+    experiment = scratch_experiment(folder / "exp.yaml", name=name, space=SPACES / "quickstart.yaml",
+                                    trainer=TRAINERS / "cpu_small.yaml", data_root=folder / "data",
+                                    output_dir=folder / "out")
+    net = net if net is not None else build_supernet(experiment.space, seed=0)
+    return SubnetEvaluator(experiment, net=recipe_precision(experiment.trainer, "cpu").module(net))
+
+
 @contextmanager
 def fusion_resize(fn: Callable[..., Any]) -> Iterator[None]:
     """Within the block, the HRNet and head fusions call `fn(x, size, mode)` instead of
@@ -60,4 +77,4 @@ def interpolate(x: Any, size: Any, mode: str) -> Any:
     return F.interpolate(x, size=size, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
 
 
-__all__ = ["ROOT", "SPACES", "TRAINERS", "fusion_resize", "interpolate", "scratch_experiment"]
+__all__ = ["ROOT", "SPACES", "TRAINERS", "fusion_resize", "interpolate", "quickstart_evaluator", "scratch_experiment"]

@@ -46,14 +46,11 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import SPACES, TRAINERS, fusion_resize, interpolate, scratch_experiment  # noqa: E402
-from nasplat.data.synth import generate_dataset  # noqa: E402
-from nasplat.models import build_supernet  # noqa: E402
+from benchmarks._common import fusion_resize, interpolate, quickstart_evaluator  # noqa: E402
 from nasplat.nn.elastic import DENSE_GROUPED_BELOW, ElasticConv2d  # noqa: E402
 from nasplat.nn.resample import RESIZE_RANGE, resize  # noqa: E402
 from nasplat.subnet.evaluator import COPY_RANGE, SubnetEvaluator, load_supernet  # noqa: E402
 from nasplat.subnet.inference import inference_copy  # noqa: E402
-from nasplat.train.precision import recipe_precision  # noqa: E402
 
 ConvCall = tuple[tuple[int, ...], tuple[int, int, int, int], int, int, int]  # x shape, weight, stride, pad, groups
 
@@ -183,13 +180,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        generate_dataset(d / "data", 400, 100, seed=0)
-        experiment = scratch_experiment(d / "exp.yaml", name="roofline", space=SPACES / "quickstart.yaml",
-                                        trainer=TRAINERS / "cpu_small.yaml", data_root=d / "data", output_dir=d / "out")
-        net = load_supernet(args.checkpoint)[0] if args.checkpoint else build_supernet(experiment.space, seed=0)
-        net = recipe_precision(experiment.trainer, "cpu").module(net)  # laid out as training leaves it
-        static = SubnetEvaluator(experiment, net=net)  # the default: static BN-folded copy
+        static = quickstart_evaluator(Path(tmp), "roofline", 400,  # the default: static BN-folded copy
+                                      load_supernet(args.checkpoint)[0] if args.checkpoint else None)
+        experiment, net = static.experiment, static.net
         elastic = SubnetEvaluator(experiment, net=net, static_predict=False)
         torch.set_num_threads(args.threads)  # the data pipeline may have changed it
         rng = np.random.default_rng(args.seed)

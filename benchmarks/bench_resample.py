@@ -30,9 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import SPACES, TRAINERS, fusion_resize, interpolate, scratch_experiment  # noqa: E402
-from nasplat.data.synth import generate_dataset  # noqa: E402
-from nasplat.models import build_supernet  # noqa: E402
+from benchmarks._common import fusion_resize, interpolate, quickstart_evaluator  # noqa: E402
 from nasplat.nn.resample import resize  # noqa: E402
 from nasplat.subnet.evaluator import SubnetEvaluator  # noqa: E402
 
@@ -91,12 +89,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        generate_dataset(d / "data", 100, 100, seed=0)
-        experiment = scratch_experiment(d / "exp.yaml", name="resample", space=SPACES / "quickstart.yaml",
-                                        trainer=TRAINERS / "cpu_small.yaml", data_root=d / "data", output_dir=d / "out")
-        net = build_supernet(experiment.space, seed=0)
-        evaluator = SubnetEvaluator(experiment, net=net)
+        evaluator = quickstart_evaluator(Path(tmp), "resample", 100)
+        experiment = evaluator.experiment
         torch.set_num_threads(args.threads)  # the data pipeline may have changed it
         rng = np.random.default_rng(args.seed)
         archs = [experiment.space.sample(rng) for _ in range(args.archs)]
