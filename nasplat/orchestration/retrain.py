@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -234,6 +236,77 @@ class RetrainCallback(Callback):
 
 
 # ------------------------------------------------------------------------------------------------
+# Trial checkpoints: pruned behind the saved sweep state
+# ------------------------------------------------------------------------------------------------
+#
+# Tune's own pruning (`CheckpointConfig(num_to_keep=k)`) deletes a trial's oldest checkpoint the
+# moment a new one is registered, while the sweep state on storage (what `Tuner.restore` reads)
+# still names the old one until the next snapshot has been written and synced. A kill in that
+# window leaves a sweep that cannot resume ("Could not recover from checkpoint as it does not
+# exist on storage anymore"). So Tune keeps every checkpoint, and this module deletes a trial's
+# checkpoints only once the newest saved state resumes the trial from a later one.
+
+_CHECKPOINT = re.compile(r"checkpoint_(\d{6})")
+
+
+def _saved_latest_checkpoint(experiment_dir: Path, trial_dir: str) -> int | None:
+    """The index of the checkpoint that the sweep's newest saved state would resume the trial in
+    `trial_dir` (a directory name) from: the newest one its checkpoint manager holds, read from
+    Tune's `experiment_state-*.json` (the manager is a cloudpickled, hex-encoded field; only
+    that field counts: the trial's last result can name a checkpoint not yet registered). None
+    when there is no readable state or it names none; then nothing may be deleted."""
+    states = sorted(experiment_dir.glob("experiment_state-*.json"))  # Tune restores from the last by name
+    if not states:
+        return None
+    try:
+        trial_data = json.loads(states[-1].read_text())["trial_data"]
+    except (OSError, ValueError, KeyError, TypeError):  # being written by Tune's syncer: next time
+        return None
+    for entry in trial_data:
+        try:
+            if json.loads(entry[0]).get("relative_logdir") != trial_dir:
+                continue
+            manager = json.loads(entry[1])["checkpoint_manager"]
+            text = bytes.fromhex(manager["value"]).decode("utf-8", "replace") if isinstance(manager, dict) else str(manager)
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError):
+            return None
+        found = [int(m) for m in _CHECKPOINT.findall(text)]
+        return max(found) if found else None
+    return None
+
+
+def prune_trial_checkpoints(trial_dir: Path) -> list[Path]:
+    """Delete the checkpoints of the trial in `trial_dir` older than the one its newest saved sweep
+    state (in the parent directory) resumes it from; returns what was deleted. The checkpoint that
+    state names and every later one stay, so a kill at any moment leaves a resumable sweep."""
+    keep_from = _saved_latest_checkpoint(trial_dir.parent, trial_dir.name)
+    if keep_from is None:
+        return []
+    deleted = []
+    for d in sorted(trial_dir.glob("checkpoint_*")):
+        m = _CHECKPOINT.fullmatch(d.name)
+        if m and int(m.group(1)) < keep_from and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+            deleted.append(d)
+    return deleted
+
+
+def checkpoint_config() -> Any:
+    """The sweep's Tune CheckpointConfig: Tune deletes nothing, CheckpointPruner does."""
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=None)
+
+
+class CheckpointPruner(Callback):
+    """Prunes a trial's checkpoints behind the saved sweep state at each new one: a trial holds
+    the checkpoints of the few epochs that the state on storage lags behind, not all of them."""
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        prune_trial_checkpoints(Path(trial.path))
+
+
+# ------------------------------------------------------------------------------------------------
 # The phase
 # ------------------------------------------------------------------------------------------------
 
@@ -275,8 +348,8 @@ def _tuner(experiment: Experiment, sweep: str, space: dict[str, Any], storage: P
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler,
                                     max_concurrent_trials=rc.concurrent_trials, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
-            name=sweep, storage_path=str(storage), verbose=0, callbacks=[RetrainCallback(tracking)],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            name=sweep, storage_path=str(storage), verbose=0, callbacks=[RetrainCallback(tracking), CheckpointPruner()],
+            checkpoint_config=checkpoint_config(),
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
@@ -363,6 +436,9 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     finally:
         if progress is not None:
             _progress.remove(progress)
+    for trial_dir in (storage / sweep).iterdir():  # the final state is saved: keep only what it names
+        if trial_dir.is_dir():
+            prune_trial_checkpoints(trial_dir)
     errors = list(results.errors)
     if errors:
         raise TrainingError(f"a retrain trial failed: {_error_line(errors[0])}", source=str(storage / sweep))
@@ -383,4 +459,5 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     return result
 
 
-__all__ = ["RetrainResult", "RetrainedSubnet", "retrain_trial", "run_retrain", "top_subnets"]
+__all__ = ["CheckpointPruner", "RetrainResult", "RetrainedSubnet", "checkpoint_config", "prune_trial_checkpoints", "retrain_trial",
+           "run_retrain", "top_subnets"]
