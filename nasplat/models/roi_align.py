@@ -31,6 +31,13 @@ def _fractions(n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     return cached
 
 
+def _channels_last(x: Tensor) -> bool:
+    """Whether `x` is laid out NHWC (not also NCHW), outside tracing: an exported graph stays NCHW."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return False
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def roi_align(
     features: Tensor,
     boxes: Tensor,
@@ -68,7 +75,13 @@ def roi_align(
     out = F.grid_sample(
         features, grid.reshape(b, p * n, n, 2), mode="bilinear", padding_mode="zeros", align_corners=False
     )  # [B, C, P * n, n]
-    out = out.view(b, c, p, n, n).transpose(1, 2)  # [B, P, C, n, n]
+    out = out.view(b, c, p, n, n)
+    if _channels_last(features):
+        # NHWC features feed NHWC convs: lay the crops out so (one copy here, where each conv that
+        # reads an NCHW crop would make its own, and flattening P into B is then free)
+        out = out.permute(0, 2, 3, 4, 1).contiguous().permute(0, 1, 4, 2, 3)  # [B, P, C, n, n], C innermost
+    else:
+        out = out.transpose(1, 2)  # [B, P, C, n, n]
     if sampling_ratio > 1:
         out = F.avg_pool2d(out.reshape(b * p, c, n, n), sampling_ratio)  # [B * P, C, R, R]
         out = out.view(b, p, c, output_size, output_size)

@@ -54,6 +54,19 @@ def test_roi_align_matches_direct_bilinear_sampling(sampling_ratio: int) -> None
     assert torch.all(out[1, 1] == 0)
 
 
+@pytest.mark.parametrize("sampling_ratio", [1, 2])
+def test_roi_align_of_nhwc_features_is_the_same_crops_laid_out_nhwc(sampling_ratio: int) -> None:
+    gen = torch.Generator().manual_seed(1)
+    feats = torch.randn(2, 6, 9, 7, generator=gen)
+    boxes = torch.tensor([[[2.0, 3.0, 17.5, 20.0], [-6.0, -4.0, 10.0, 12.0]], [[5.0, 5.0, 6.0, 30.0], [1.0, 2.0, 9.0, 8.0]]])
+    nchw = roi_align(feats, boxes, 5, sampling_ratio=sampling_ratio)
+    nhwc = roi_align(feats.contiguous(memory_format=torch.channels_last), boxes, 5, sampling_ratio=sampling_ratio)
+    assert torch.equal(nchw, nhwc)
+    crops = nhwc.flatten(0, 1)  # what the heads' first convs read
+    assert crops.is_contiguous(memory_format=torch.channels_last) and crops.data_ptr() == nhwc.data_ptr()
+    assert nchw.flatten(0, 1).is_contiguous()  # NCHW features keep NCHW crops
+
+
 def test_roi_align_hits_feature_pixels_exactly_at_their_input_points() -> None:
     feats = torch.arange(30.0).view(1, 1, 5, 6)
     # a 1x1 output of box centred on input point (8, 12) = feature pixel (row 3, col 2)
