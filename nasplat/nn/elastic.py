@@ -8,13 +8,17 @@ a plain `nn.Conv2d` / `nn.BatchNorm2d` whose output is identical.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nasplat.errors import ArchError
 
-__all__ = ["DENSE_GROUPED_BELOW", "ElasticBatchNorm2d", "ElasticConv2d", "ConvBN"]
+__all__ = ["DENSE_GROUPED_BELOW", "ElasticBatchNorm2d", "ElasticConv2d", "ConvBN", "folding_batchnorm"]
 
 DENSE_GROUPED_BELOW = 8
 """On CPU, a grouped conv with fewer input channels per group than this runs as the equivalent
@@ -224,6 +228,22 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         return f"max {self.num_features}, active {self.channels}"
 
 
+Folder = Callable[["ElasticConv2d", "ElasticBatchNorm2d"], nn.Module]
+_FOLDER: ContextVar[Folder | None] = ContextVar("nasplat_batchnorm_folder", default=None)
+
+
+@contextmanager
+def folding_batchnorm(folder: Folder) -> Iterator[None]:
+    """Within the block, `ConvBN.to_static` of an elastic conv -> BN returns `folder(conv, bn)`
+    (a conv with the BN's eval-mode map folded in, `nasplat.subnet.inference`) and no BN: a
+    static copy made for prediction never builds the BatchNorm layers it would drop."""
+    token = _FOLDER.set(folder)
+    try:
+        yield
+    finally:
+        _FOLDER.reset(token)
+
+
 class ConvBN(nn.Module):
     """conv -> BN -> optional ReLU, shared by elastic and static nets (the children decide which).
 
@@ -258,6 +278,9 @@ class ConvBN(nn.Module):
         return F.relu(x, inplace=True) if self.relu else x
 
     def to_static(self) -> ConvBN:
+        folder = _FOLDER.get()
+        if folder is not None and isinstance(self.conv, ElasticConv2d) and isinstance(self.bn, ElasticBatchNorm2d):
+            return ConvBN(folder(self.conv, self.bn), nn.Identity(), self.relu)
         return ConvBN(self.conv.to_static(), self.bn.to_static(), self.relu)
 
     def extra_repr(self) -> str:

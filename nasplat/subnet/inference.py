@@ -3,7 +3,8 @@
 The elastic supernet pays for its elasticity in every forward: weight slices (and, for grouped
 convs, gathered block diagonals) rebuilt per call, and a BatchNorm after every conv. After BN
 recalibration a subnet's statistics are fixed, so for prediction `inference_copy(supernet, arch)`
-extracts the static subnet (`ZoomNetSupernet.extract`) and folds each BN into the conv before it:
+extracts the static subnet (`ZoomNetSupernet.extract`) folding each BN into the conv before it as
+that conv is copied (`nn.elastic.folding_batchnorm`: no BatchNorm layer is built to be dropped):
 
     w' = w * gamma / sqrt(var + eps)        b' = beta + (b - mean) * gamma / sqrt(var + eps)
 
@@ -17,26 +18,45 @@ statistics left to train or recalibrate.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from nasplat.nn.elastic import DENSE_GROUPED_BELOW, ConvBN
+from nasplat.nn.elastic import DENSE_GROUPED_BELOW, ConvBN, ElasticBatchNorm2d, ElasticConv2d, folding_batchnorm
 from nasplat.space.arch import Arch
 
 
 @torch.no_grad()
-def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """`conv` (changed in place) with `bn`'s eval-mode affine map folded into weight and bias."""
-    assert bn.running_mean is not None and bn.running_var is not None  # a static copy tracks statistics
+def _fold(conv: nn.Conv2d, gamma: torch.Tensor, beta: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+          eps: float) -> nn.Conv2d:
+    """`conv` (changed in place) with the BN map (gamma, beta, running mean and var, each [out])
+    folded into weight and bias."""
     # in float64: 1/sqrt(var + eps) of a tiny variance loses digits in float32
-    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)  # [out]
+    scale = gamma.double() / torch.sqrt(var.double() + eps)  # [out]
     bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
-    new_bias = bn.bias.double() + (bias - bn.running_mean.double()) * scale  # [out]
+    new_bias = beta.double() + (bias - mean.double()) * scale  # [out]
     conv.weight.mul_(scale.to(conv.weight.dtype)[:, None, None, None])  # [out, in/g, k, k]
     conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype), requires_grad=False)
     return conv
+
+
+def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """`conv` (changed in place) with `bn`'s eval-mode affine map folded into weight and bias."""
+    assert bn.running_mean is not None and bn.running_var is not None  # a static copy tracks statistics
+    return _fold(conv, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
+
+
+def _folded_elastic(conv: ElasticConv2d, bn: ElasticBatchNorm2d, *, dense_small_groups: bool) -> nn.Conv2d:
+    """The static conv of `conv`'s active slice with the active slice of `bn` folded in (and made
+    dense as in `fold_batchnorm`): what `fold_batchnorm` makes of their static copies."""
+    assert bn.running_mean is not None and bn.running_var is not None  # a supernet tracks statistics
+    c = bn.channels
+    static = _fold(conv.to_static(), bn.weight[:c], bn.bias[:c], bn.running_mean[:c], bn.running_var[:c], bn.eps)
+    if dense_small_groups and static.groups > 1 and static.in_channels // static.groups < DENSE_GROUPED_BELOW:
+        return _dense(static)
+    return static
 
 
 @torch.no_grad()
@@ -79,9 +99,12 @@ def inference_copy(supernet: Any, arch: Arch, *, dense_small_groups: bool | None
     active arch ends as `arch`. `dense_small_groups` (default: on CPU) as in `fold_batchnorm`.
     Raises ArchError when `arch` does not fit the supernet."""
     supernet.set_arch(arch)
-    static = supernet.extract()
     if dense_small_groups is None:
         dense_small_groups = next(supernet.parameters()).device.type == "cpu"
+    # BN folded as each conv is copied (no BatchNorm layer built to be dropped), then whatever
+    # static ConvBN the supernet held already
+    with folding_batchnorm(partial(_folded_elastic, dense_small_groups=dense_small_groups)):
+        static = supernet.extract()
     return fold_batchnorm(static, dense_small_groups=dense_small_groups)
 
 

@@ -77,6 +77,19 @@ def test_the_folded_static_copy_gives_the_recalibrated_supernets_heatmaps(evalua
         torch.testing.assert_close(got.hand_heatmaps, want.hand_heatmaps, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_folding_while_copying_gives_what_folding_the_extracted_subnet_gives(evaluator, trained_tiny, dense: bool):
+    net = evaluator.net
+    for arch in _archs(trained_tiny.space)[1:3]:
+        evaluator.recalibrate(arch)
+        copy = inference_copy(net, arch, dense_small_groups=dense)  # BN folded as each conv is copied
+        want = fold_batchnorm(net.extract(arch), dense_small_groups=dense)  # BN copied, then folded
+        got = copy.state_dict()
+        assert list(got) == list(want.state_dict())
+        assert all(torch.equal(got[k], v) for k, v in want.state_dict().items())
+        assert not copy.training and not any(p.requires_grad for p in copy.parameters())
+
+
 def test_the_evaluators_ap_is_the_same_as_with_the_supernet(evaluator, trained_tiny):
     from nasplat.subnet.evaluator import SubnetEvaluator
 
