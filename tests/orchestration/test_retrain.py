@@ -217,7 +217,8 @@ def test_a_sweep_killed_at_any_checkpoint_resumes(tmp_path: Path, monkeypatch: p
             restored = tune.Tuner.restore(str(copy), trainable=trainable, resume_errored=True).fit()
             assert not restored.errors, restored.errors
             (result,) = list(restored)
-            (copied_trial,) = [d for d in copy.iterdir() if d.is_dir()]
+            copied_trial = copy / trial_dir.name  # (Tune may add folders of its own beside it)
+            assert Path(result.path) == copied_trial  # the trial resumed in its own folder, not a new one
             rows = [json.loads(ln)["step"] for ln in (copied_trial / "result.json").read_text().splitlines() if ln.strip()]
             # the epoch whose result was logged but not yet in the saved state runs again, no other
             assert result.metrics["step"] == steps and sorted(set(rows)) == list(range(1, steps + 1)), rows
