@@ -151,6 +151,14 @@ def test_retrain_resumes_after_sigkill(tmp_path: Path, tiny_experiment) -> None:
     assert all((tmp_path / "kill" / "out" / "exports" / f"retrained-{k}" / "model.pt").is_file() for k in (1, 2))
 
 
+def _state_written(sweep: Path) -> bool:
+    states = sorted(sweep.glob("experiment_state-*.json"))
+    try:
+        return bool(states) and isinstance(json.loads(states[-1].read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
 @pytest.mark.ray
 @pytest.mark.timeout(300)
 def test_a_sweep_killed_at_any_checkpoint_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,7 +205,15 @@ def test_a_sweep_killed_at_any_checkpoint_resumes(tmp_path: Path, monkeypatch: p
         if trial_dir.parent == tmp_path / "store" / "sweep":  # not again in a restored copy
             most.append(len(list(trial_dir.glob("checkpoint_*"))))
             copy = tmp_path / f"kill{len(copies)}" / trial_dir.parent.name
-            shutil.copytree(trial_dir.parent, copy)
+            # Tune's syncer (a thread) rewrites the sweep state in place at every step: a kill
+            # while it writes is Tune's own window, not the one this test is about; copy again
+            # until the copied state is whole
+            for _ in range(100):
+                shutil.copytree(trial_dir.parent, copy)
+                if _state_written(copy):
+                    break
+                shutil.rmtree(copy)
+                time.sleep(0.01)
             copies.append(copy)
 
     monkeypatch.setattr(_CheckpointManager, "register_checkpoint", register_then_kill)
