@@ -18,9 +18,13 @@ and the best trial.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
+import logging
 import os
+import pickletools
 import re
 import shutil
 import tempfile
@@ -33,7 +37,7 @@ from ray.tune import Callback
 
 from nasplat.config import Experiment, load_experiment
 from nasplat.errors import StoreError, TrainingError
-from nasplat.files import atomic_write_json
+from nasplat.files import atomic_write_bytes, atomic_write_json
 from nasplat.orchestration.cluster import init_ray
 from nasplat.orchestration.phases import Phase, Phases
 from nasplat.orchestration.tracking import tracked_phase_cost
@@ -43,6 +47,8 @@ from nasplat.subnet import latest_checkpoint, load_supernet
 from nasplat.subnet.retrain import PARTS, SubnetRetrainer, into_supernet, retrain_recipe
 from nasplat.train.checkpoint import atomic_torch_save, load_checkpoint
 from nasplat.tracking import RetrainTracker
+
+log = logging.getLogger(__name__)
 
 METRIC = "wholebody_ap"
 STATE = "retrain.pt"  # the trial checkpoint's file inside Tune's checkpoint directory
@@ -236,33 +242,101 @@ class RetrainCallback(Callback):
 
 
 # ------------------------------------------------------------------------------------------------
-# Trial checkpoints: pruned behind the saved sweep state
+# The sweep's saved state: a whole copy kept beside it, trial checkpoints pruned behind that copy
 # ------------------------------------------------------------------------------------------------
 #
 # Tune's own pruning (`CheckpointConfig(num_to_keep=k)`) deletes a trial's oldest checkpoint the
 # moment a new one is registered, while the sweep state on storage (what `Tuner.restore` reads)
 # still names the old one until the next snapshot has been written and synced. A kill in that
 # window leaves a sweep that cannot resume ("Could not recover from checkpoint as it does not
-# exist on storage anymore"). So Tune keeps every checkpoint, and this module deletes a trial's
-# checkpoints only once the newest saved state resumes the trial from a later one.
+# exist on storage anymore"). And Tune's syncer rewrites the state files (`experiment_state-*.json`,
+# the search algorithm's `basic-variant-state-*.json`) in place at every step: a kill while it
+# writes leaves a truncated file, from which Tune "fails to restore the run state" and starts an
+# empty run. So Tune keeps every checkpoint; at each new checkpoint, when every state file is
+# whole, this module keeps a copy of them beside the sweep (`.<sweep>.state`, outside the folder
+# Tune syncs), deletes a trial's checkpoints older than the one that copy resumes it from, and
+# before a restore puts the copy back over any state file that is not whole.
 
 _CHECKPOINT = re.compile(r"checkpoint_(\d{6})")
+_SESSION = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}")  # Tune's session stamp in its state file names
 
 
-def _saved_latest_checkpoint(experiment_dir: Path, trial_dir: str) -> int | None:
-    """The index of the checkpoint that the sweep's newest saved state would resume the trial in
-    `trial_dir` (a directory name) from: the newest one its checkpoint manager holds, read from
-    Tune's `experiment_state-*.json` (the manager is a cloudpickled, hex-encoded field; only
-    that field counts: the trial's last result can name a checkpoint not yet registered). None
-    when there is no readable state or it names none; then nothing may be deleted."""
-    states = sorted(experiment_dir.glob("experiment_state-*.json"))  # Tune restores from the last by name
-    if not states:
-        return None
+def _state_files(experiment_dir: Path) -> list[Path]:
+    """Tune's state files of a sweep: the top-level .json and .pkl files (what Tune reads back on a
+    restore), tuner.pkl included."""
+    return sorted(p for p in experiment_dir.iterdir() if p.is_file() and p.suffix in (".json", ".pkl"))
+
+
+def _whole(name: str, data: bytes) -> bool:
+    """Whether a state file's bytes are a complete record: the sweep state parses as JSON; the
+    others (pickles, whatever their suffix) are walked opcode by opcode to the end, not loaded."""
+    if name.startswith("experiment_state-"):
+        try:
+            return isinstance(json.loads(data).get("trial_data"), list)
+        except (ValueError, AttributeError):
+            return False
     try:
-        trial_data = json.loads(states[-1].read_text())["trial_data"]
-    except (OSError, ValueError, KeyError, TypeError):  # being written by Tune's syncer: next time
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
+        return True
+    except Exception:  # noqa: BLE001 - genops raises ValueError, EOFError, ... on a cut-off stream
+        try:
+            json.loads(data)
+            return True
+        except ValueError:
+            return False
+
+
+def _state_copy_path(experiment_dir: Path) -> Path:
+    return experiment_dir.parent / f".{experiment_dir.name}.state"
+
+
+def _keep_whole_state(experiment_dir: Path) -> dict[str, Any] | None:
+    """When every state file of the sweep is whole, copy them (atomically, one file) beside the
+    sweep and return the parsed newest sweep state; None, and the copy untouched, otherwise."""
+    try:
+        files = {p.name: p.read_bytes() for p in _state_files(experiment_dir)}
+    except OSError:
         return None
-    for entry in trial_data:
+    states = sorted(n for n in files if n.startswith("experiment_state-"))
+    if not states or not all(_whole(n, b) for n, b in files.items()):
+        return None
+    atomic_write_json({n: base64.b64encode(b).decode("ascii") for n, b in files.items()}, _state_copy_path(experiment_dir), indent=None)
+    return json.loads(files[states[-1]])
+
+
+def restore_whole_state(experiment_dir: Path) -> bool:
+    """Make the sweep's state files whole before `Tuner.restore`: each one that is not is replaced
+    by the copy kept beside the sweep, or, when the copy has none of that name, deleted with the
+    rest of its Tune session's files. Returns whether a sweep state is left to restore from."""
+    if not experiment_dir.is_dir():
+        return False
+    try:
+        kept = {n: base64.b64decode(b) for n, b in json.loads(_state_copy_path(experiment_dir).read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        kept = {}
+    for path in _state_files(experiment_dir):
+        if not path.exists():  # dropped with its session below
+            continue
+        if _whole(path.name, path.read_bytes()):
+            continue
+        if path.name in kept:
+            log.warning("the sweep state file %s was cut off (a kill while Tune wrote it): restored from the last whole copy", path)
+            atomic_write_bytes(kept[path.name], path)
+            continue
+        stamp = _SESSION.search(path.name)
+        log.warning("the sweep state file %s was cut off before any whole copy of it was kept: its Tune session is dropped", path)
+        for other in _state_files(experiment_dir):
+            if other == path or (stamp is not None and stamp.group(0) in other.name and other.name not in kept):
+                other.unlink(missing_ok=True)
+    return any(p.name.startswith("experiment_state-") for p in _state_files(experiment_dir)) and (experiment_dir / "tuner.pkl").is_file()
+
+
+def _trial_checkpoint(state: dict[str, Any], trial_dir: str) -> int | None:
+    """The index of the newest checkpoint the parsed sweep `state` holds for the trial in
+    `trial_dir` (a directory name): its checkpoint manager (a cloudpickled, hex-encoded field; only
+    that field counts: the trial's last result can name a checkpoint not yet registered)."""
+    for entry in state.get("trial_data", []):
         try:
             if json.loads(entry[0]).get("relative_logdir") != trial_dir:
                 continue
@@ -275,11 +349,26 @@ def _saved_latest_checkpoint(experiment_dir: Path, trial_dir: str) -> int | None
     return None
 
 
+def _saved_latest_checkpoint(experiment_dir: Path, trial_dir: str) -> int | None:
+    """The index of the checkpoint that the sweep's newest saved state (by name, as Tune picks it)
+    would resume the trial in `trial_dir` from; None when that state is not readable or names none."""
+    states = sorted(experiment_dir.glob("experiment_state-*.json"))
+    if not states:
+        return None
+    try:
+        state = json.loads(states[-1].read_text())
+    except (OSError, ValueError):
+        return None
+    return _trial_checkpoint(state, trial_dir) if isinstance(state, dict) else None
+
+
 def prune_trial_checkpoints(trial_dir: Path) -> list[Path]:
-    """Delete the checkpoints of the trial in `trial_dir` older than the one its newest saved sweep
-    state (in the parent directory) resumes it from; returns what was deleted. The checkpoint that
-    state names and every later one stay, so a kill at any moment leaves a resumable sweep."""
-    keep_from = _saved_latest_checkpoint(trial_dir.parent, trial_dir.name)
+    """Keep a whole copy of the sweep's state (see above) and delete the checkpoints of the trial in
+    `trial_dir` older than the one that copy resumes it from; returns what was deleted. The
+    checkpoint it names and every later one stay, so a kill at any moment leaves a resumable
+    sweep. Nothing is deleted while a state file is being written."""
+    state = _keep_whole_state(trial_dir.parent)
+    keep_from = _trial_checkpoint(state, trial_dir.name) if state is not None else None
     if keep_from is None:
         return []
     deleted = []
@@ -331,7 +420,7 @@ def _tuner(experiment: Experiment, sweep: str, space: dict[str, Any], storage: P
     resources = {"cpu": rc.trial_cpus(cluster), "gpu": 1 if cluster.use_gpu else 0}
     trainable = tune.with_resources(retrain_trial, resources)
     path = storage / sweep
-    if tune.Tuner.can_restore(str(path)):
+    if restore_whole_state(path) and tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
     n = len(space["subnet"]) * len(space["lr"])
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=rc.epochs, grace_period=1, reduction_factor=2) if n > 1 else None
@@ -459,5 +548,5 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     return result
 
 
-__all__ = ["CheckpointPruner", "RetrainResult", "RetrainedSubnet", "checkpoint_config", "prune_trial_checkpoints", "retrain_trial",
-           "run_retrain", "top_subnets"]
+__all__ = ["CheckpointPruner", "RetrainResult", "RetrainedSubnet", "checkpoint_config", "prune_trial_checkpoints",
+           "restore_whole_state", "retrain_trial", "run_retrain", "top_subnets"]

@@ -151,26 +151,33 @@ def test_retrain_resumes_after_sigkill(tmp_path: Path, tiny_experiment) -> None:
     assert all((tmp_path / "kill" / "out" / "exports" / f"retrained-{k}" / "model.pt").is_file() for k in (1, 2))
 
 
-def _state_written(sweep: Path) -> bool:
-    states = sorted(sweep.glob("experiment_state-*.json"))
-    try:
-        return bool(states) and isinstance(json.loads(states[-1].read_text()), dict)
-    except (OSError, ValueError):
-        return False
+def _cut_off(path: Path) -> None:
+    """What a kill while Tune's syncer rewrites a state file in place leaves."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
 
 
 @pytest.mark.ray
 @pytest.mark.timeout(300)
 def test_a_sweep_killed_at_any_checkpoint_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A copy of the sweep's storage taken right after each checkpoint is registered (where Tune's
-    own pruning deleted the checkpoint that the saved state still names) restores and
-    finishes, with the sweep's checkpointing; the pruner leaves one checkpoint per trial at the
-    end and a few at most on the way."""
+    own pruning deleted the checkpoint that the saved state still names, and where Tune's syncer
+    may be rewriting the state files) restores and finishes; the pruner leaves one checkpoint per
+    trial at the end and a few at most on the way; a finished sweep whose state files were cut
+    off mid-write restores from the copy kept beside it and runs nothing again."""
     import ray
     from ray import tune
 
     from nasplat.orchestration.cluster import init_ray
-    from nasplat.orchestration.retrain import CheckpointPruner, _saved_latest_checkpoint, checkpoint_config, prune_trial_checkpoints
+    from nasplat.orchestration.retrain import (
+        CheckpointPruner,
+        _saved_latest_checkpoint,
+        _state_copy_path,
+        _whole,
+        checkpoint_config,
+        prune_trial_checkpoints,
+        restore_whole_state,
+    )
 
     monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0")  # as run_retrain sets it
     monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "0")
@@ -193,6 +200,7 @@ def test_a_sweep_killed_at_any_checkpoint_resumes(tmp_path: Path, monkeypatch: p
                 (_Path(d) / "state.json").write_text(_json.dumps({"step": step}))
                 _tune.report({"step": step}, checkpoint=_tune.Checkpoint.from_directory(d))
 
+    store = tmp_path / "store"
     copies: list[Path] = []
     most: list[int] = []
     from ray.train._internal.checkpoint_manager import _CheckpointManager
@@ -202,46 +210,97 @@ def test_a_sweep_killed_at_any_checkpoint_resumes(tmp_path: Path, monkeypatch: p
     def register_then_kill(self, result) -> None:  # noqa: ANN001 - what a SIGKILL right now leaves on storage
         register(self, result)
         trial_dir = Path(result.checkpoint.path).parent
-        if trial_dir.parent == tmp_path / "store" / "sweep":  # not again in a restored copy
+        if trial_dir.parent == store / "sweep":  # not again in a restored copy
             most.append(len(list(trial_dir.glob("checkpoint_*"))))
-            copy = tmp_path / f"kill{len(copies)}" / trial_dir.parent.name
-            # Tune's syncer (a thread) rewrites the sweep state in place at every step: a kill
-            # while it writes is Tune's own window, not the one this test is about; copy again
-            # until the copied state is whole
-            for _ in range(100):
-                shutil.copytree(trial_dir.parent, copy)
-                if _state_written(copy):
-                    break
-                shutil.rmtree(copy)
-                time.sleep(0.01)
-            copies.append(copy)
+            copy = tmp_path / f"kill{len(copies)}"
+            shutil.copytree(store, copy)  # the sweep and the state copy beside it
+            copies.append(copy / "sweep")
+
+    def rows(trial: Path) -> list[int]:
+        return [json.loads(ln)["step"] for ln in (trial / "result.json").read_text().splitlines() if ln.strip()]
+
+    def restore(sweep: Path) -> tune.ResultGrid:
+        ray.shutdown()  # a new process after the kill: a new Ray session (Tune stages its files per session)
+        init_ray(None, num_cpus=1)
+        restored = tune.Tuner.restore(str(sweep), trainable=trainable, resume_errored=True).fit()
+        assert not restored.errors, restored.errors
+        return restored
 
     monkeypatch.setattr(_CheckpointManager, "register_checkpoint", register_then_kill)
     init_ray(None, num_cpus=1)
     try:
         tuner = tune.Tuner(trainable, run_config=tune.RunConfig(
-            name="sweep", storage_path=str(tmp_path / "store"), verbose=0, checkpoint_config=checkpoint_config(),
+            name="sweep", storage_path=str(store), verbose=0, checkpoint_config=checkpoint_config(),
             callbacks=[CheckpointPruner()], failure_config=tune.FailureConfig(max_failures=0)))
         assert not tuner.fit().errors
-        (trial_dir,) = [d for d in (tmp_path / "store" / "sweep").iterdir() if d.is_dir()]
+        (trial_dir,) = [d for d in (store / "sweep").iterdir() if d.is_dir()]
         prune_trial_checkpoints(trial_dir)
         assert [d.name for d in trial_dir.glob("checkpoint_*")] == [f"checkpoint_{steps - 1:06d}"]
         assert len(copies) == steps and max(most) <= 3
         for copy in copies:
-            ray.shutdown()  # a new process after the kill: a new Ray session (Tune stages its files per session)
-            init_ray(None, num_cpus=1)
-            restored = tune.Tuner.restore(str(copy), trainable=trainable, resume_errored=True).fit()
-            assert not restored.errors, restored.errors
-            (result,) = list(restored)
+            cut = not all(_whole(f.name, f.read_bytes()) for f in copy.iterdir() if f.suffix in (".json", ".pkl"))
+            if not restore_whole_state(copy):
+                # cut off before any whole copy was kept: nothing to restore, a new sweep starts
+                assert cut and not _state_copy_path(copy).exists()
+                continue
+            (result,) = list(restore(copy))
             copied_trial = copy / trial_dir.name  # (Tune may add folders of its own beside it)
             if _saved_latest_checkpoint(copy, trial_dir.name) is None:
                 # the kill came before any saved state held the trial: Tune runs it anew
                 assert result.metrics["step"] == steps
                 continue
             assert Path(result.path) == copied_trial  # the trial resumed in its own folder, not a new one
-            rows = [json.loads(ln)["step"] for ln in (copied_trial / "result.json").read_text().splitlines() if ln.strip()]
+            got = rows(copied_trial)
             # the epoch whose result was logged but not yet in the saved state runs again, no other
-            assert result.metrics["step"] == steps and sorted(set(rows)) == list(range(1, steps + 1)), rows
-            assert len(rows) <= steps + 1, rows
+            # (an older one when the state was cut off and the copy kept at an earlier step came back)
+            assert result.metrics["step"] == steps and sorted(set(got)) == list(range(1, steps + 1)), got
+            assert cut or len(got) <= steps + 1, got
+        done = rows(trial_dir)
+        for prefix in ("experiment_state-", "basic-variant-state-"):
+            copy = tmp_path / f"cut-{prefix}"
+            shutil.copytree(store, copy)
+            (state,) = (copy / "sweep").glob(f"{prefix}*")
+            _cut_off(state)
+            assert restore_whole_state(copy / "sweep") and _whole(state.name, state.read_bytes())
+            (result,) = list(restore(copy / "sweep"))
+            assert Path(result.path) == copy / "sweep" / trial_dir.name and rows(Path(result.path)) == done  # nothing ran again
     finally:
         ray.shutdown()
+
+
+def test_state_files_cut_off_without_a_whole_copy_drop_their_session(tmp_path: Path) -> None:
+    """A sweep state cut off before any whole copy was kept is no sweep to restore: that Tune
+    session's files go (an older session's stay), and with no sweep state left the phase starts
+    a new sweep instead of Tune's empty one; a whole state is copied beside the sweep."""
+    import pickle
+
+    from nasplat.orchestration.retrain import _keep_whole_state, _state_copy_path, _whole, restore_whole_state
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    old, new = "2026-12-01_10-00-00", "2026-12-02_10-00-00"
+    (sweep / "tuner.pkl").write_bytes(pickle.dumps({"param_space": [1, 2]}))
+    (sweep / f"experiment_state-{old}.json").write_text(json.dumps({"trial_data": []}))
+    (sweep / f"basic-variant-state-{old}.json").write_bytes(pickle.dumps({"n": 1}))
+    (sweep / f"experiment_state-{new}.json").write_text(json.dumps({"trial_data": [["{}", "{}"]]}))
+    (sweep / f"basic-variant-state-{new}.json").write_bytes(pickle.dumps({"n": 2}))
+    assert all(_whole(p.name, p.read_bytes()) for p in sweep.iterdir())
+    assert restore_whole_state(sweep)  # all whole: nothing changes
+    assert len(list(sweep.iterdir())) == 5
+
+    _cut_off(sweep / f"basic-variant-state-{new}.json")
+    assert not _whole(f"basic-variant-state-{new}.json", (sweep / f"basic-variant-state-{new}.json").read_bytes())
+    assert _keep_whole_state(sweep) is None and not _state_copy_path(sweep).exists()  # no copy of a cut-off state
+    assert restore_whole_state(sweep)
+    assert sorted(p.name for p in sweep.iterdir()) == [f"basic-variant-state-{old}.json", f"experiment_state-{old}.json", "tuner.pkl"]
+
+    assert _keep_whole_state(sweep) == {"trial_data": []} and _state_copy_path(sweep).is_file()
+    _cut_off(sweep / "tuner.pkl")
+    _cut_off(sweep / f"experiment_state-{old}.json")
+    assert restore_whole_state(sweep)  # both put back from the copy
+    assert pickle.loads((sweep / "tuner.pkl").read_bytes()) == {"param_space": [1, 2]}
+
+    _state_copy_path(sweep).unlink()
+    _cut_off(sweep / f"experiment_state-{old}.json")
+    assert not restore_whole_state(sweep)  # no copy, no whole sweep state: a new sweep
+    assert not list(sweep.glob("experiment_state-*"))
