@@ -148,6 +148,8 @@ class StoredTrial:
     requeued_from: int | None
     outcome: str | None
     error: str | None
+    started: float | None = None  # seconds since the epoch: when the trial was started (its evaluation dispatched)
+    ended: float | None = None  # and when its result was stored
 
     @property
     def key(self) -> str:
@@ -421,6 +423,8 @@ class StudyStore:
             requeued_from=attrs.get("requeued_from"),
             outcome="killed" if killed else (result.get("outcome") if terminal else None),
             error=result.get("error"),
+            started=t.datetime_start.timestamp() if t.datetime_start is not None else None,  # Optuna's naive local times
+            ended=t.datetime_complete.timestamp() if t.datetime_complete is not None else None,
         )
 
     def recover(self) -> list[StoredTrial]:

@@ -222,10 +222,11 @@ class MlflowTracker:
                                     end_time=_ms(ended))
 
     def sync(self, trials: list[StoredTrial]) -> None:
-        """Log every finished trial of the store that MLflow lacks (after a crash)."""
+        """Log every finished trial of the store that MLflow lacks (after a crash), each run
+        spanning the trial's evaluation as the store recorded it, not the time of this call."""
         for t in trials:
             if t.tell_seq is not None and t.number not in self._logged:
-                self.log_trial(t)
+                self.log_trial(t, t.started, t.ended)
 
     def finish(self, trials: list[StoredTrial], budget_gflops: float | None, finished: bool) -> list[str]:
         """Tag every trial run `pareto=true` or `false`, log `arch.json` on each front trial's

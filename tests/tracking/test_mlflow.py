@@ -150,6 +150,34 @@ def test_trial_runs_take_the_evaluations_start_and_end_times(tmp_path: Path, loc
     assert "params" not in run.data.metrics and run.data.metrics["num_params"] == evaluation.params
 
 
+def test_trials_synced_after_a_crash_keep_their_stored_times(tmp_path: Path, local_store: str) -> None:
+    """A driver that died before MLflow got its trials: the next one logs them from the store, each
+    run spanning the trial as the store recorded it (start and result), not the time of the sync."""
+    from mlflow.tracking import MlflowClient
+
+    from nasplat.store import load_current_study
+
+    space = load_space(SPACE)
+    settings = SearchConfig(sampler="random", n_trials=4, budget_gflops=0.1, seed=0, objective="analytic")
+    url = "sqlite:///" + str(tmp_path / "study.db")
+    result = drive(space, settings, AnalyticFactory(str(SPACE)), study="s", storage_url=url)  # no tracker: MLflow has none
+    time.sleep(1.1)  # a sync that took its own time would be at least this much later
+    synced_at = time.time()
+    trials = load_current_study(url, "s").trials()
+    assert len(trials) == len(result.trials) == 4 and all(t.started and t.ended for t in trials)
+    tracker = MlflowTracker(local_store, _fresh(), tmp_path / "art")
+    tracker.start("s", {})
+    tracker.sync(trials)
+    tracker.flush()
+    runs = MlflowClient(tracking_uri=local_store).search_runs([tracker.experiment_id], "tags.`nasplat.role` = 'trial'")
+    by_trial = {int(r.data.tags["nasplat.trial"]): r.info for r in runs}
+    assert set(by_trial) == {t.number for t in trials}
+    for t in trials:
+        info = by_trial[t.number]
+        assert (info.start_time, info.end_time) == (int(t.started * 1000), int(t.ended * 1000))
+        assert info.start_time <= info.end_time < synced_at * 1000 - 1000
+
+
 @dataclass(frozen=True)
 class _SlowFactory:
     """The analytic objective, taking at least `seconds` per evaluation."""
