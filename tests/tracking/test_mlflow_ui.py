@@ -1,7 +1,8 @@
 """The MLflow UI as a user opens it after a search: headless Chromium (Debian `chromium` and
 `chromium-driver`, driven by selenium) on the tracking server that `.ci/run` starts
-(NASPLAT_TEST_MLFLOW_URI). The trial runs and the Pareto artifacts must be there, and the URL
-nasplat prints must open the Pareto front sorted by AP. Screenshots go to the test's tmp dir.
+(NASPLAT_TEST_MLFLOW_URI). The trial runs and the Pareto artifacts must be there, the URL
+nasplat prints must open the Pareto front sorted by AP, and a registered export must show its
+versions, source run and files. Screenshots go to the test's tmp dir.
 
 Skipped when selenium, chromedriver (NASPLAT_CHROMEDRIVER, else on PATH) or the server is missing.
 MLflow 3's UI is a React app: every wait is a bounded WebDriverWait on what the user would see."""
@@ -163,3 +164,48 @@ def _wait_for_image(driver, shot: Path) -> None:  # noqa: ANN001
         driver.save_screenshot(str(shot))
         pytest.fail(f"the Pareto PNG did not render within {WAIT_S} s (screenshot {shot})")
     driver.save_screenshot(str(shot))
+
+
+@pytest.mark.timeout(600)
+def test_the_mlflow_ui_shows_a_registered_export_its_versions_and_files(tmp_path: Path, server_uri: str, browser) -> None:  # noqa: ANN001
+    """An export as `nasplat export` registers it (`register_export`), twice: the model page lists
+    both versions with the export's tags, a version page links its source run, and that run's
+    artifacts hold the logged model with the export's files (MLmodel, the model card, previewed)."""
+    import torch
+
+    from nasplat.models import build_static
+    from nasplat.space import load_space
+    from nasplat.tracking.registry import register_export
+
+    space = load_space(SPACE)
+    arch = space.min_arch()
+    net = build_static(arch, space.all_blocks_per_module(), seed=0).eval()
+    meta = {"name": "best", "arch": arch.to_flat(), "gflops": {"body": 0.1, "face": 0.01, "hand": 0.01, "total": 0.13},
+            "params": sum(p.numel() for p in net.parameters()), "metrics": {"wholebody": {"AP": 0.25, "AR": 0.5}},
+            "origin": {"study": "ui-study", "trial": 4}}
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# ZoomNet subnet for the browser\n")
+    name = f"ui-model-{uuid.uuid4().hex[:8]}"
+    with torch.no_grad():
+        first = register_export(server_uri, name, name, net, meta, [card])
+        second = register_export(server_uri, name, name, net, meta, [card])
+    assert (first.version, second.version) == ("1", "2")
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    base = server_uri.rstrip("/")
+
+    browser.get(f"{base}/#/models/{name}")
+    _wait_for_text(browser, [name, "ZoomNet subnets exported by nasplat", "Version 1", "Version 2", "origin.trial"],
+                   shots / "1-model.png")
+    browser.get(f"{base}/#/models/{name}/versions/2")
+    _wait_for_text(browser, ["Version 2", "Source Run", "export best", "origin.study", "ui-study"], shots / "2-version.png")
+    _open_artifact(browser, "export best")  # the source run's link
+    _wait_for_text(browser, ["export best"], shots / "3-source-run.png")
+    assert second.run_id in browser.current_url
+    browser.get(browser.current_url.split("?")[0].rstrip("/") + "/artifacts")
+    _wait_for_text(browser, ["model"], shots / "4-artifacts.png")
+    _open_artifact(browser, "model")
+    _wait_for_text(browser, ["MLmodel", "MODEL_CARD.md", "requirements.txt"], shots / "5-model-files.png")
+    _open_artifact(browser, "MODEL_CARD.md")
+    _wait_for_text(browser, ["ZoomNet subnet for the browser"], shots / "6-model-card.png")  # the card, previewed
+    assert len(list(shots.glob("*.png"))) == 6
