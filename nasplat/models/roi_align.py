@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nasplat.nn.resample import recording_graph
+
 __all__ = ["roi_align"]
 
 _FRACTIONS: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
@@ -33,7 +35,7 @@ def _fractions(n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
 
 def _channels_last(x: Tensor) -> bool:
     """Whether `x` is laid out NHWC (not also NCHW), outside tracing: an exported graph stays NCHW."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+    if recording_graph():
         return False
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 

@@ -30,7 +30,7 @@ Mode = Literal["nearest", "bilinear"]
 
 RESIZE_RANGE = "nasplat.resize"  # the matmul path, as torch.profiler names it
 
-__all__ = ["RESIZE_RANGE", "resize"]
+__all__ = ["RESIZE_RANGE", "recording_graph", "resize"]
 
 
 @lru_cache(maxsize=256)
@@ -52,11 +52,16 @@ def _source_rows(n_in: int, n_out: int, device: torch.device) -> Tensor:
         return _matrix(n_in, n_out, "nearest", torch.float64, device).argmax(dim=1)
 
 
+def recording_graph() -> bool:
+    """Whether the ops run into a graph (torch.jit trace or script, ONNX export) rather than
+    eagerly: eager-only shortcuts (matmul resizing, NHWC layout tricks) must stay out of it."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+
+
 def resize(x: Tensor, size: tuple[int, int] | torch.Size, mode: Mode) -> Tensor:
     """x [B, C, h, w] -> [B, C, *size], resized as F.interpolate(x, size, mode) does (bilinear
     with align_corners=False)."""
-    if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or x.dim() != 4 or not x.is_contiguous()):
+    if recording_graph() or x.dim() != 4 or not x.is_contiguous():
         # `size` as given: a traced graph keeps the sizes it takes from shapes
         if mode == "nearest":
             return F.interpolate(x, size=size, mode="nearest")
