@@ -44,7 +44,7 @@ def flip_back(heatmaps: torch.Tensor, flip_index: np.ndarray | torch.Tensor, shi
     stride-4 convention, where a flipped column j lands at j + 0.75), the result is moved one
     pixel right, as mmpose's `shift_heatmap`.
     """
-    index = torch.as_tensor(np.asarray(flip_index), dtype=torch.long, device=heatmaps.device)
+    index = torch.tensor(np.asarray(flip_index), dtype=torch.long, device=heatmaps.device)  # a copy: the tables are read-only arrays
     out = heatmaps.index_select(1, index).flip(-1)  # [B, K, h, w]
     if shift:
         out = torch.cat([out[..., :1], out[..., :-1]], dim=-1)

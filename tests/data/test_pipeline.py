@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 from pathlib import Path
 
@@ -114,12 +115,15 @@ def test_flip_back_with_shift_undoes_a_flip() -> None:
     # the same person in the horizontally flipped crop: x -> W - 1 - x, pairs swapped
     kf = kp.clone()
     kf[0, :, 0] = INPUT[1] - 1 - kp[0, :, 0]
-    kf = kf[:, torch.as_tensor(FLIP_INDEX)]
+    kf = kf[:, torch.tensor(FLIP_INDEX)]
     bf = boxes.clone()
     bf[0, :, 0], bf[0, :, 2] = INPUT[1] - 1 - boxes[0, :, 2], INPUT[1] - 1 - boxes[0, :, 0]
     bf = bf[:, [0, 2, 1]]
     flipped, _ = body_targets(kf, bf, valid, INPUT, sigma=2.0)
-    back = flip_back(flipped, BODY_CHANNEL_FLIP_INDEX)
+    assert not BODY_CHANNEL_FLIP_INDEX.flags.writeable
+    with warnings.catch_warnings():  # the read-only table is copied, not shared (PyTorch warns once per process)
+        warnings.simplefilter("error")
+        back = flip_back(flipped, BODY_CHANNEL_FLIP_INDEX)
     c0, _ = decode_heatmaps(target)
     c1, _ = decode_heatmaps(back)
     assert (c0 - c1).abs().max() <= 0.5 + 1e-5  # within half a heatmap pixel
@@ -152,7 +156,7 @@ def test_flip_augmentation_mirrors_keypoints_and_swaps_hands(synth_root: Path) -
     flipped = TopDownDataset(inst, ann, INPUT, augment=AugmentParams(0.0, 0.0, 0.0, flip_prob=1.0))
     for i in range(3):
         a, b = plain[i], flipped[i]
-        kb = b["keypoints"][torch.as_tensor(FLIP_INDEX)]  # back to the unflipped labels
+        kb = b["keypoints"][torch.tensor(FLIP_INDEX)]  # back to the unflipped labels
         lab = a["keypoints"][:, 2] > 0
         assert torch.equal(lab, kb[:, 2] > 0)
         np.testing.assert_allclose(kb[lab, 0].numpy(), (INPUT[1] - a["keypoints"][lab, 0]).numpy(), atol=1e-3)
