@@ -349,19 +349,6 @@ def _trial_checkpoint(state: dict[str, Any], trial_dir: str) -> int | None:
     return None
 
 
-def _saved_latest_checkpoint(experiment_dir: Path, trial_dir: str) -> int | None:
-    """The index of the checkpoint that the sweep's newest saved state (by name, as Tune picks it)
-    would resume the trial in `trial_dir` from; None when that state is not readable or names none."""
-    states = sorted(experiment_dir.glob("experiment_state-*.json"))
-    if not states:
-        return None
-    try:
-        state = json.loads(states[-1].read_text())
-    except (OSError, ValueError):
-        return None
-    return _trial_checkpoint(state, trial_dir) if isinstance(state, dict) else None
-
-
 def prune_trial_checkpoints(trial_dir: Path) -> list[Path]:
     """Keep a whole copy of the sweep's state (see above) and delete the checkpoints of the trial in
     `trial_dir` older than the one that copy resumes it from; returns what was deleted. The

@@ -151,6 +151,19 @@ def test_retrain_resumes_after_sigkill(tmp_path: Path, tiny_experiment) -> None:
     assert all((tmp_path / "kill" / "out" / "exports" / f"retrained-{k}" / "model.pt").is_file() for k in (1, 2))
 
 
+def _newest_state_checkpoint(sweep: Path, trial_dir: str) -> int | None:
+    """The checkpoint that the sweep's newest state file (by name, as Tune picks it) resumes the
+    trial in `trial_dir` from; None when that state is unreadable or does not hold the trial."""
+    from nasplat.orchestration.retrain import _trial_checkpoint
+
+    states = sorted(sweep.glob("experiment_state-*.json"))
+    try:
+        state = json.loads(states[-1].read_text()) if states else None
+    except ValueError:
+        return None
+    return _trial_checkpoint(state, trial_dir) if isinstance(state, dict) else None
+
+
 def _cut_off(path: Path) -> None:
     """What a kill while Tune's syncer rewrites a state file in place leaves."""
     data = path.read_bytes()
@@ -171,7 +184,6 @@ def test_a_sweep_killed_at_any_checkpoint_resumes(tmp_path: Path, monkeypatch: p
     from nasplat.orchestration.cluster import init_ray
     from nasplat.orchestration.retrain import (
         CheckpointPruner,
-        _saved_latest_checkpoint,
         _state_copy_path,
         _whole,
         checkpoint_config,
@@ -245,7 +257,7 @@ def test_a_sweep_killed_at_any_checkpoint_resumes(tmp_path: Path, monkeypatch: p
                 continue
             (result,) = list(restore(copy))
             copied_trial = copy / trial_dir.name  # (Tune may add folders of its own beside it)
-            if _saved_latest_checkpoint(copy, trial_dir.name) is None:
+            if _newest_state_checkpoint(copy, trial_dir.name) is None:
                 # the kill came before any saved state held the trial: Tune runs it anew
                 assert result.metrics["step"] == steps
                 continue
