@@ -46,3 +46,8 @@ class BudgetError(NasplatError):
 
 class TrainingError(NasplatError):
     """Training cannot start or continue (bad checkpoint, mismatched experiment)."""
+
+
+class StorageError(NasplatError):
+    """The experiment's storage root (`storage_path`: a folder, NFS, or an object store) cannot be
+    reached, read or written."""

@@ -2,7 +2,7 @@
 
 Each module is imported in a fresh interpreter and the packages it loaded are compared with what
 its layer may use: the core (space, nn, models, flops, latency, data, metrics, search, config and the
-leaves errors / files / logs) loads none of Ray, MLflow, SQLAlchemy, Optuna's RDB storage, rich or typer;
+leaves errors / files / logs / storage) loads none of Ray, MLflow, SQLAlchemy, Optuna's RDB storage, rich or typer;
 `search/` loads neither `train/` nor `subnet/`; each layer loads only the layers below it.
 """
 
@@ -22,7 +22,7 @@ import nasplat
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CORE = ("errors", "files", "logs", "space", "nn", "models", "flops", "latency", "data", "metrics", "search", "config")
+CORE = ("errors", "files", "logs", "storage", "space", "nn", "models", "flops", "latency", "data", "metrics", "search", "config")
 # Third-party packages with side effects (clusters, tracking servers, databases, the terminal).
 SIDE_EFFECTS = ("ray", "mlflow", "sqlalchemy", "rich", "typer")
 OPTUNA_RDB = "optuna.storages._rdb.models"  # Optuna's SQLAlchemy tables: the RDB storage proper

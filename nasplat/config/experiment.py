@@ -11,9 +11,11 @@ what was allowed.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass as pdataclass
@@ -22,6 +24,7 @@ from nasplat.config.recipe import TrainerRecipe, load_trainer
 from nasplat.errors import ConfigError
 from nasplat.files import STRICT, read_yaml, validate
 from nasplat.space import SearchSpace, load_space
+from nasplat.storage import Storage, cache_root
 
 
 
@@ -37,10 +40,28 @@ class SyntheticConfig:
 
 
 @pdataclass(config=STRICT, frozen=True)
+class DataFile:
+    """The `data` section as written."""
+
+    # a folder in the COCO-WholeBody layout (relative to the experiment file), or a URI
+    # (s3://bucket/prefix, gs://bucket/prefix, file:///folder) of one that every node copies
+    # into its node-local cache before reading it
+    root: str
+    synthetic: SyntheticConfig | None = None  # generate into root when it has no annotations
+    detections: Path | None = None  # COCO results file of person detections for val
+
+
+@pdataclass(config=STRICT, frozen=True)
 class DataConfig:
+    """The `data` section loaded. `root` is the local folder every reader reads; for a URI
+    `data.root` it is the node-local cache folder the data set is copied into (`source`)."""
+
     root: Path  # COCO-WholeBody layout; absolute after loading
     synthetic: SyntheticConfig | None = None  # generate into root when it has no annotations
     detections: Path | None = None  # COCO results file of person detections for val
+    # the URI `data.root` named (secrets included), synced into `root` by `ensure_data`; None:
+    # `root` is the data set itself
+    source: str | None = None
 
 
 @pdataclass(config=STRICT, frozen=True)
@@ -49,6 +70,9 @@ class ClusterConfig:
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: int = Field(1, ge=1)
+    # Ray's runtime_env for every task and actor of the job, passed to Ray as it is (pip,
+    # py_modules, env_vars, working_dir, image_uri, ...): how nodes without nasplat installed get it
+    runtime_env: dict[str, Any] | None = None
 
 
 @pdataclass(config=STRICT, frozen=True)
@@ -148,8 +172,12 @@ class ExperimentFile:
     name: str
     space: str
     trainer: str
-    data: DataConfig
+    data: DataFile
     output_dir: str
+    # where everything durable that more than one process writes or reads goes (checkpoints,
+    # Ray Train's run, Tune's sweeps, exports, the latency table, MLflow artifacts of a local
+    # store): a folder (NFS on a cluster) or s3://bucket/prefix, gs://bucket/prefix; None: output_dir
+    storage_path: str | None = None
     seed: int = 0
     cluster: ClusterConfig = ClusterConfig()
     search: SearchConfig = SearchConfig()
@@ -168,7 +196,8 @@ class Experiment:
     trainer: TrainerRecipe
     trainer_path: Path
     data: DataConfig
-    output_dir: Path
+    output_dir: Path  # this process's working folder (the study and MLflow databases by default)
+    storage: Storage  # the storage root (`storage_path`; a folder or an object store)
     seed: int
     cluster: ClusterConfig
     search: SearchConfig
@@ -178,8 +207,23 @@ class Experiment:
     retrain_trainer_path: Path | None = None
 
     @property
+    def local_root(self) -> Path:
+        """Where this node writes what belongs under the storage root: the root itself when it
+        is a folder, else the output directory (a working copy that is uploaded to the root)."""
+        return self.storage.local or self.output_dir
+
+    @property
     def checkpoint_dir(self) -> Path:
-        return self.output_dir / "checkpoints"
+        return self.local_root / "checkpoints"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.local_root / "exports"
+
+    @property
+    def artifact_location(self) -> Path | str:
+        """The MLflow artifact location of a new experiment in a local tracking store."""
+        return self.storage.local / "mlartifacts" if self.storage.local else self.storage.join("mlartifacts")
 
     @property
     def tracking_uri(self) -> str:
@@ -193,7 +237,7 @@ class Experiment:
     def latency_lut(self) -> Path:
         """The latency table the search reads (`search.latency_lut`, else in the output dir)."""
         lut = self.search.latency_lut
-        return _resolve(self.path.parent, lut) if lut else self.output_dir / "latency_lut.json"
+        return _resolve(self.path.parent, lut) if lut else self.local_root / "latency_lut.json"
 
     @property
     def storage_url(self) -> str:
@@ -213,13 +257,36 @@ def _referenced_file(base: Path, value: str | Path, source: Path, key: str) -> P
     return path
 
 
+def data_cache_dir(uri: str) -> Path:
+    """The folder for a copy of the data set at `uri`: `cache_root()/data/<key>`, the key a hash
+    of the URI without its secrets (new credentials reuse the copy)."""
+    key = hashlib.sha256(Storage(uri).redacted().encode()).hexdigest()[:16]
+    return (cache_root().expanduser() / "data" / key).resolve()
+
+
+def _data_config(raw: DataFile, base: Path, file: Path, detections: Path | None) -> DataConfig:
+    """A folder `root` is resolved against the experiment's folder; a URI one is validated and
+    read from its cache folder, resolved here, on the driver: the same absolute path is used on
+    every node, so `$NASPLAT_CACHE_DIR` must name a node-local folder that exists on each."""
+    text = raw.root.strip()
+    if "://" not in text or len(urlsplit(text).scheme) == 1:  # a path (C://x is a drive letter)
+        return DataConfig(root=_resolve(base, raw.root), synthetic=raw.synthetic, detections=detections)
+    store = Storage.parse(text, base, source=str(file), key="data.root")
+    if raw.synthetic is not None:
+        raise ConfigError(f"{store.redacted()!r} is a URI; data.synthetic generates into a local folder: "
+                          "give a folder as data.root, or drop data.synthetic", source=str(file), key="data.synthetic")
+    uri = store.uri if store.is_remote else Path(store.uri).as_uri()  # file:// stays a URI to copy from
+    return DataConfig(root=data_cache_dir(uri), detections=detections, source=uri)
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Load an experiment file, resolving paths relative to it and loading its space and recipe.
 
     Raises ConfigError naming the file, the key path, the value and what was allowed; a missing
     referenced file (space, trainer, detections) is an error naming its key. The data root is not
     checked here: a cluster experiment names a data set that lives on the workers, and training
-    raises a DataError naming `data.root` when it is missing there.
+    raises a DataError naming `data.root` when it is missing there. A URI `data.root` is parsed
+    (scheme, bucket), not reached; `ensure_data` copies it on each node.
     """
     p = Path(path).resolve()
     raw: ExperimentFile = validate(ExperimentFile, read_yaml(p), p)
@@ -232,7 +299,9 @@ def load_experiment(path: str | Path) -> Experiment:
     retrain_trainer_path = None
     if raw.retrain is not None and raw.retrain.trainer is not None:
         retrain_trainer_path = _referenced_file(base, raw.retrain.trainer, p, "retrain.trainer")
-    data = DataConfig(root=_resolve(base, raw.data.root), synthetic=raw.data.synthetic, detections=detections)
+    data = _data_config(raw.data, base, p, detections)
+    output_dir = _resolve(base, raw.output_dir)
+    storage = Storage.parse(raw.storage_path, base, source=str(p)) if raw.storage_path is not None else Storage(str(output_dir))
     return Experiment(
         name=raw.name,
         path=p,
@@ -241,7 +310,8 @@ def load_experiment(path: str | Path) -> Experiment:
         trainer=load_trainer(trainer_path),
         trainer_path=trainer_path,
         data=data,
-        output_dir=_resolve(base, raw.output_dir),
+        output_dir=output_dir,
+        storage=storage,
         seed=raw.seed,
         cluster=raw.cluster,
         search=raw.search,
@@ -255,6 +325,7 @@ def load_experiment(path: str | Path) -> Experiment:
 __all__ = [
     "ClusterConfig",
     "DataConfig",
+    "DataFile",
     "EvolutionConfig",
     "Experiment",
     "LatencyProfileConfig",
@@ -263,5 +334,6 @@ __all__ = [
     "SearchConfig",
     "SyntheticConfig",
     "TrackingConfig",
+    "data_cache_dir",
     "load_experiment",
 ]
