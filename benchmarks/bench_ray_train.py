@@ -40,7 +40,7 @@ def main() -> None:
     from nasplat.data.synth import generate_dataset
     from benchmarks._common import SPACES, TRAINERS, scratch_experiment
     from nasplat.orchestration.cluster import ray_session
-    from nasplat.orchestration.training import MonitorFactory, TrainingMonitor
+    from nasplat.orchestration.training import TrainingMonitor
     from nasplat.train import WorkerContext, run_training
     from nasplat.train.distributed import train_with_ray
 
@@ -62,28 +62,17 @@ def main() -> None:
                 torch_threads=args.threads if workers == 1 else 1,
             )
             exp = dataclasses.replace(exp, trainer=recipe)
+            logger = TrainingMonitor(exp, mlflow=False)
             if workers == 1:
-                logger = TrainingMonitor(exp, mlflow=False, evaluate=False)
                 run_training(exp, WorkerContext(progress=logger))
-                logger.close()
-            else:
-                # Ray workers reload the experiment from its file: write the recipe there too.
-                (d / "trainer2.yaml").write_text(_recipe_yaml(recipe))
-                on_ray = scratch_experiment(d / "exp2.yaml", name="bench2", trainer=d / "trainer2.yaml", **files)
+            else:  # the workers receive the experiment (this recipe included) by value
                 with ray_session(None, num_cpus=2):
-                    train_with_ray(on_ray, monitor=MonitorFactory(mlflow=False, evaluate=False))
+                    train_with_ray(exp, progress=logger)
+            logger.close()
             out[workers] = _throughput(exp.output_dir / "train_log.jsonl")
     print(f"global batch {2 * args.batch}, {args.steps_per_epoch} steps/epoch, epochs 2..{args.epochs} timed")
     print(f"plain process ({args.threads} threads) {out[1]:.2f} samples/s, 2 Ray Train workers {out[2]:.2f} samples/s, "
           f"ratio {out[2] / out[1]:.2f}x (goal >= 0.85x)")
-
-
-def _recipe_yaml(recipe) -> str:  # noqa: ANN001
-    import yaml
-
-    data = dataclasses.asdict(recipe)
-    data["schedule"]["milestones"] = list(data["schedule"]["milestones"])
-    return yaml.safe_dump(data)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from nasplat.config import Experiment
 from nasplat.errors import ConfigError, NasplatError
@@ -72,9 +73,20 @@ def _loopback_only(on: bool) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = not ray_constants.IS_WINDOWS_OR_OSX
 
 
-def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
+def runtime_env(user: dict[str, Any] | None) -> dict[str, Any]:
+    """The job's Ray runtime_env: the experiment's `cluster.runtime_env` as it is, with nasplat's
+    worker settings added (its `env_vars` merged; the worker setup hook kept unless it names one)."""
+    env = dict(user or {})
+    env["env_vars"] = {**_RUNTIME_ENV["env_vars"], **(env.get("env_vars") or {})}
+    env.setdefault("worker_process_setup_hook", _RUNTIME_ENV["worker_process_setup_hook"])
+    return env
+
+
+def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int | None = None,
+             env: dict[str, Any] | None = None) -> bool:
     """Start an embedded local Ray (`address` None; `num_cpus` / `num_gpus` its size), which
-    listens on and advertises 127.0.0.1 only, or join the cluster at `address`. Returns True when
+    listens on and advertises 127.0.0.1 only, or join the cluster at `address` with the runtime
+    environment `env` (`cluster.runtime_env`; see `runtime_env`). Returns True when
     this call started or joined Ray, False when this process already had it (an embedded one that
     is smaller than asked for is started again at the asked size). Raises NasplatError
     (naming `cluster.address`) when Ray cannot be started or the cluster cannot be reached."""
@@ -105,7 +117,7 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
                 runtime_env=_RUNTIME_ENV,
             )
         else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=_RUNTIME_ENV)
+            ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=runtime_env(env))
     except Exception as e:  # noqa: BLE001 - whatever Ray raises is one line naming the key
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         if address is None:
@@ -122,9 +134,10 @@ def _too_small(ray: object, num_cpus: int | None, num_gpus: int | None) -> bool:
 
 
 @contextmanager
-def ray_session(address: str | None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> Iterator[None]:
+def ray_session(address: str | None, *, num_cpus: int | None = None, num_gpus: int | None = None,
+                env: dict[str, Any] | None = None) -> Iterator[None]:
     """`init_ray` for the duration of a block; shuts Ray down afterwards if the block started it."""
-    started = init_ray(address, num_cpus=num_cpus, num_gpus=num_gpus)
+    started = init_ray(address, num_cpus=num_cpus, num_gpus=num_gpus, env=env)
     try:
         yield
     finally:
@@ -134,4 +147,4 @@ def ray_session(address: str | None, *, num_cpus: int | None = None, num_gpus: i
             ray.shutdown()
 
 
-__all__ = ["for_command", "init_ray", "quiet_worker_logs", "ray_session"]
+__all__ = ["for_command", "init_ray", "quiet_worker_logs", "ray_session", "runtime_env"]

@@ -20,7 +20,7 @@ from nasplat.orchestration.cluster import init_ray
 from nasplat.orchestration.latency import check_budgets, latency_cost
 from nasplat.orchestration.driver import ProgressUpdate, SearchResult, open_search, summarize
 from nasplat.orchestration.phases import Phase, Phases
-from nasplat.orchestration.tracking import ARTIFACTS, supernet_run, tracked_phase_cost
+from nasplat.orchestration.tracking import supernet_run, tracked_phase_cost
 from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, RayEvaluatorPool
 from nasplat.search import LatencyCost
 from nasplat.search.objectives import AnalyticFactory, ObjectiveFactory
@@ -37,10 +37,10 @@ def objective_factory(experiment: Experiment, name: str | None = None, work: int
     Raises ConfigError for an unknown name."""
     name = name or experiment.search.objective
     if name == "analytic":
-        return AnalyticFactory(str(experiment.space_path), work=work)
+        return AnalyticFactory(str(experiment.space_path), work=work, space=experiment.space)
     if name == "wholebody":
         device = "cuda" if experiment.cluster.use_gpu else "cpu"
-        return WholeBodyFactory(str(experiment.path), device)
+        return WholeBodyFactory(experiment, device)
     raise ConfigError(f"unknown objective {name!r}; allowed: analytic, wholebody", source=str(experiment.path), key="search.objective")
 
 
@@ -57,7 +57,7 @@ def pool_for(experiment: Experiment, factory: ObjectiveFactory, *, local: bool =
     def make() -> EvaluatorPool:
         embedded = cluster.address is None
         init_ray(cluster.address, num_cpus=n * cluster.cpus_per_worker if embedded else None,
-                 num_gpus=int(n * gpus) if gpus and embedded else None)
+                 num_gpus=int(n * gpus) if gpus and embedded else None, env=cluster.runtime_env)
         return RayEvaluatorPool(factory, n, cluster.cpus_per_worker, gpus)
 
     return make
@@ -67,7 +67,7 @@ def make_tracker(experiment: Experiment, latency: LatencyCost | None = None) -> 
     """The search tracker of the experiment, linking its search run to the supernet's training
     run and checkpoint when they are known (and logging predicted latency with `latency`)."""
     state = Phases(experiment).current()
-    return MlflowTracker(experiment.tracking_uri, experiment.tracking_experiment, experiment.output_dir / ARTIFACTS,
+    return MlflowTracker(experiment.tracking_uri, experiment.tracking_experiment, experiment.artifact_location,
                          supernet=(supernet_run(experiment), state.checkpoint if state else None),
                          latency=None if latency is None else latency.predict)
 
@@ -158,23 +158,25 @@ def publish_export(experiment: Experiment, arch: Arch, out: Path, *, register: b
     if register:
         files = [out / name for name in (ONNX, CARD, META, ARCH) if (out / name).exists()]
         version = register_export(experiment.tracking_uri, experiment.tracking_experiment, experiment.name,
-                                  load_exported(out), meta, files, artifact_dir=experiment.output_dir / "mlartifacts")
+                                  load_exported(out), meta, files, artifact_dir=experiment.artifact_location)
     return meta, version
 
 
 def export_best(experiment: Experiment, arch: Arch, *, checkpoint: Path | None = None,
                 origin: dict[str, Any] | None = None, register: bool = True, trial: tuple[str, int] | None = None,
                 **export: Any) -> tuple[Path, dict[str, Any], RegisteredVersion | None]:
-    """Export `arch` (the search's choice) to `<output_dir>/exports/best`, register it, and record
+    """Export `arch` (the search's choice) to `exports/best` under the storage root (written in the
+    output directory and uploaded, for an object store), register it, and record
     the phase and its cost (`export` goes to `export_subnet`). With `trial` (study name, trial
     number) the exported files are also logged under `best_subnet/` of that trial's MLflow run.
     When it registers or logs to a trial, the costs so far go to the search run too (`cost.*`).
     Returns the directory, the export's meta and the registered version. Raises ArchError,
     TrainingError, NasplatError (tracking)."""
-    out = experiment.output_dir / "exports" / "best"
+    out = experiment.exports_dir / "best"
     with tracked_phase_cost(experiment, "export", cpus=1, track=register or trial is not None):
         meta, version = publish_export(experiment, arch, out, register=register, checkpoint=checkpoint, origin=origin,
                                        **export)
+        experiment.storage.upload(out, "exports/best")
     Phases(experiment).mark(Phase.EXPORTED)
     if trial is not None:
         make_tracker(experiment).log_best_subnet(trial[0], trial[1], out)

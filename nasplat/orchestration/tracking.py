@@ -33,7 +33,7 @@ def open_experiment(experiment: Experiment) -> str:
     """The id of the experiment's MLflow experiment, created with its artifact location if
     absent. Raises NasplatError (URI redacted) when the tracking store cannot be opened."""
     uri = experiment.tracking_uri
-    return experiment_id(client_for(uri), uri, experiment.tracking_experiment, experiment.output_dir / ARTIFACTS)
+    return experiment_id(client_for(uri), uri, experiment.tracking_experiment, experiment.artifact_location)
 
 
 def find_experiment(experiment: Experiment) -> str | None:

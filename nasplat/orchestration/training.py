@@ -5,10 +5,11 @@ watch it.
 and runs the plain training loop in this process (one worker, no cluster address) or on Ray Train
 workers (`nasplat.train.distributed`) inside a Ray session (`nasplat.orchestration.cluster`).
 
-Rank 0's events go to a `TrainingMonitor`: the JSON-lines log `<output_dir>/train_log.jsonl`,
-the MLflow training run (`nasplat.tracking.TrainingTracker`), and every `eval.every_epochs` epochs
-the val AP of the max and min subnets after BN recalibration (`nasplat.subnet.SubnetEvaluator`).
-Under Ray Train the monitor is built inside the rank-0 worker from a picklable `MonitorFactory`.
+Rank 0 measures, every `eval.every_epochs` epochs, the val AP of the max and min subnets after BN
+recalibration (`EpochEval`, built inside the rank-0 worker from the picklable `EvalFactory`), and
+its events come to this (driver) process, where a `TrainingMonitor` writes them to the JSON-lines
+log `<output_dir>/train_log.jsonl` and the MLflow training run (`nasplat.tracking.TrainingTracker`):
+a worker on another node may reach neither.
 """
 
 from __future__ import annotations
@@ -27,36 +28,36 @@ from nasplat.config import Experiment
 from nasplat.errors import TrainingError
 from nasplat.orchestration.cluster import ray_session
 from nasplat.orchestration.phases import Phase, Phases
-from nasplat.orchestration.tracking import ARTIFACTS, RUN_ID_FILE, open_experiment, tracked_phase_cost
+from nasplat.orchestration.tracking import RUN_ID_FILE, open_experiment, tracked_phase_cost
 from nasplat.subnet import SubnetEvaluator
 from nasplat.tracking import TrainingTracker
 from nasplat.tracking.client import command_line
 from nasplat.train import WorkerContext, run_training
+from nasplat.train.checkpoint import publish_supernet
 from nasplat.train.data import ensure_data
 
 log = logging.getLogger(__name__)
 
 
 class TrainingMonitor:
-    """Rank 0's view of training: logs step and epoch events to `<output_dir>/train_log.jsonl`
+    """The driver's view of training: logs step and epoch events to `<output_dir>/train_log.jsonl`
     and (if `mlflow`) to the experiment's MLflow training run (in MLflow experiment
-    `experiment_id`, opened by the driver; None: opened here), and evaluates the max and min
-    subnets at the end of every `eval.every_epochs`-th epoch (if `evaluate`)."""
+    `experiment_id`, opened by the driver; None: opened here). An epoch event's val AP comes
+    measured (its "val" entry, from `EpochEval` on rank 0): the monitor runs where the tracking
+    store and the output directory are, which a Ray Train worker on another node may not reach."""
 
-    def __init__(self, experiment: Experiment, *, mlflow: bool = True, evaluate: bool = True,
+    def __init__(self, experiment: Experiment, *, mlflow: bool = True,
                  experiment_id: str | None = None, source: str | None = None) -> None:
         self.experiment = experiment
         self.recipe = recipe = experiment.trainer
         self.path = experiment.output_dir / "train_log.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._evaluate = evaluate and recipe.eval.every_epochs > 0
-        self._evaluator: SubnetEvaluator | None = None
         self.last_eval: dict[str, float] = {}
         self._tracker: TrainingTracker | None = None
         if mlflow:
             self._tracker = TrainingTracker(experiment.tracking_uri, experiment.tracking_experiment,
                                             experiment.checkpoint_dir / RUN_ID_FILE,
-                                            artifact_dir=experiment.output_dir / ARTIFACTS,
+                                            artifact_dir=experiment.artifact_location,
                                             experiment_id=experiment_id, source=source)
             self._tracker.start({
                 "experiment": experiment.name, "space": experiment.space.name, "trainer": recipe.name,
@@ -81,29 +82,15 @@ class TrainingMonitor:
                 self._write({"event": "step", "time": time.time(), "epoch": event["epoch"], "step": event["step"],
                              **metrics})
             return
-        epoch = event["epoch"]
-        record: dict[str, Any] = {"event": "epoch", "time": time.time(), "epoch": epoch, "step": event["step"],
+        record: dict[str, Any] = {"event": "epoch", "time": time.time(), "epoch": event["epoch"], "step": event["step"],
                                   **{f"epoch_{k}": v for k, v in metrics.items()}}
-        every = self.recipe.eval.every_epochs
-        if self._evaluate and (epoch % every == 0 or epoch == self.recipe.schedule.epochs):
-            record.update(self._eval(event["net"]))
+        if event.get("val"):
+            self.last_eval = dict(event["val"])
+            record.update(self.last_eval)
         if self._tracker is not None:  # the wall-clock `time` is MLflow's own timestamp, not a metric
             self._tracker.log_metrics({k: v for k, v in record.items() if isinstance(v, float) and k != "time"},
                                       step=event["step"])
         self._write(record)
-
-    def _eval(self, net: Any) -> dict[str, float]:
-        if self._evaluator is None:
-            self._evaluator = SubnetEvaluator(self.experiment, device=str(next(net.parameters()).device), net=net,
-                                              max_images=self.recipe.eval.max_images)
-        out: dict[str, float] = {}
-        space = self.experiment.space
-        for role, arch in (("max", space.max_arch()), ("min", space.min_arch())):
-            for part, values in self._evaluator.evaluate(arch)["metrics"].items():
-                out[f"val/{role}/{part}_AP"] = float(values["AP"])
-        self.last_eval = out
-        log.info("val AP: max %.3f, min %.3f", out["val/max/wholebody_AP"], out["val/min/wholebody_AP"])
-        return out
 
     def close(self) -> None:
         self._file.close()
@@ -112,39 +99,63 @@ class TrainingMonitor:
             self._tracker = None
 
 
+class EpochEval:
+    """Rank 0's val AP at the end of every `eval.every_epochs`-th epoch (and the last): the max
+    and min subnets of the network in training, BN recalibrated (`subnet.SubnetEvaluator`)."""
+
+    def __init__(self, experiment: Experiment) -> None:
+        self.experiment = experiment
+        self.recipe = experiment.trainer
+        self._evaluator: SubnetEvaluator | None = None
+
+    def due(self, epoch: int) -> bool:
+        every = self.recipe.eval.every_epochs
+        return every > 0 and (epoch % every == 0 or epoch == self.recipe.schedule.epochs)
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, float] | None:
+        if event.get("event") != "epoch" or not self.due(int(event["epoch"])):
+            return None
+        net = event["net"]
+        if self._evaluator is None:
+            self._evaluator = SubnetEvaluator(self.experiment, device=str(next(net.parameters()).device), net=net,
+                                              max_images=self.recipe.eval.max_images)
+        out: dict[str, float] = {}
+        space = self.experiment.space
+        for role, arch in (("max", space.max_arch()), ("min", space.min_arch())):
+            for part, values in self._evaluator.evaluate(arch)["metrics"].items():
+                out[f"val/{role}/{part}_AP"] = float(values["AP"])
+        log.info("val AP: max %.3f, min %.3f", out["val/max/wholebody_AP"], out["val/min/wholebody_AP"])
+        return out
+
+
 @dataclass(frozen=True)
-class MonitorFactory:
-    """Picklable: builds rank 0's `TrainingMonitor` inside a Ray Train worker, logging into the
-    MLflow experiment the driver opened, with the driver's command as the run's source."""
+class EvalFactory:
+    """Picklable: builds rank 0's `EpochEval` inside a Ray Train worker (None: no evaluation)."""
 
-    mlflow: bool = True
     evaluate: bool = True
-    experiment_id: str | None = None
-    source: str | None = None
 
-    def __call__(self, experiment: Experiment) -> TrainingMonitor:
-        return TrainingMonitor(experiment, mlflow=self.mlflow, evaluate=self.evaluate,
-                               experiment_id=self.experiment_id, source=self.source)
+    def __call__(self, experiment: Experiment) -> EpochEval | None:
+        return EpochEval(experiment) if self.evaluate and experiment.trainer.eval.every_epochs > 0 else None
 
 
-def _train_here(experiment: Experiment, monitor: MonitorFactory,
+def _train_here(experiment: Experiment, monitor: TrainingMonitor, evaluate: EpochEval | None,
                 progress: Callable[[dict[str, Any]], None] | None) -> Path:
     """One worker in this process, no Ray."""
     cluster = experiment.cluster
     device = "cuda" if cluster.use_gpu and torch.cuda.is_available() else "cpu"
-    watcher = monitor(experiment)
 
     def both(event: dict[str, Any]) -> None:
-        watcher(event)
+        val = evaluate(event) if evaluate is not None else None
+        if val:
+            event = {**event, "val": val}
+        monitor(event)
         if progress is not None:
             progress(event)
 
-    try:
-        path = run_training(experiment, WorkerContext(device=device, progress=both))
-    finally:
-        watcher.close()
+    path = run_training(experiment, WorkerContext(device=device, progress=both))
     if path is None:  # pragma: no cover - rank 0 always returns its checkpoint
         raise TrainingError("training finished without a checkpoint", source=str(experiment.path))
+    publish_supernet(experiment, path)
     return path
 
 
@@ -171,20 +182,30 @@ def train_supernet(
     phases = Phases(experiment)
     phases.mark(Phase.TRAINING)
     exp_id = open_experiment(experiment) if mlflow else None  # here, not in a Ray worker's cwd
-    monitor = MonitorFactory(mlflow=mlflow, evaluate=evaluate, experiment_id=exp_id, source=command_line())
+    factory = EvalFactory(evaluate=evaluate)
     cluster = experiment.cluster
     gpus = cluster.num_workers if cluster.use_gpu else 0
-    with tracked_phase_cost(experiment, "training", cpus=cluster.num_workers * cluster.cpus_per_worker, gpus=gpus,
-                            track=mlflow):
-        if cluster.num_workers == 1 and cluster.address is None:
-            path = _train_here(experiment, monitor, progress)
-        else:
-            from nasplat.train.distributed import train_with_ray  # Ray Train: only where it is used
+    monitor = TrainingMonitor(experiment, mlflow=mlflow, experiment_id=exp_id, source=command_line())
+    try:
+        with tracked_phase_cost(experiment, "training", cpus=cluster.num_workers * cluster.cpus_per_worker, gpus=gpus,
+                                track=mlflow):
+            if cluster.num_workers == 1 and cluster.address is None:
+                path = _train_here(experiment, monitor, factory(experiment), progress)
+            else:
+                from nasplat.train.distributed import train_with_ray  # Ray Train: only where it is used
 
-            with ray_session(cluster.address, num_cpus=max(cluster.num_workers * cluster.cpus_per_worker, 1)):
-                path = train_with_ray(experiment, monitor=monitor, progress=progress)
+                def on_event(event: dict[str, Any]) -> None:
+                    monitor(event)
+                    if progress is not None:
+                        progress(event)
+
+                with ray_session(cluster.address, num_cpus=max(cluster.num_workers * cluster.cpus_per_worker, 1),
+                                 env=cluster.runtime_env):
+                    path = train_with_ray(experiment, evaluate=factory, progress=on_event)
+    finally:
+        monitor.close()
     phases.mark(Phase.TRAINED, checkpoint=str(path))
     return path
 
 
-__all__ = ["MonitorFactory", "TrainingMonitor", "train_supernet"]
+__all__ = ["EpochEval", "EvalFactory", "TrainingMonitor", "train_supernet"]

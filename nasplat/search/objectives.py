@@ -153,10 +153,13 @@ class AnalyticObjective(Objective):
 
 @dataclass(frozen=True)
 class AnalyticFactory:
-    """Picklable factory of `AnalyticObjective` (the space is re-read in the evaluator process)."""
+    """Picklable factory of `AnalyticObjective`: the loaded `space` when given (it travels by
+    value, for evaluators on nodes that do not see the driver's files), else the file at
+    `space_path` read in the evaluator process."""
 
     space_path: str
     work: int = 0
+    space: SearchSpace | None = None
 
     def __call__(self) -> Objective:
-        return AnalyticObjective(load_space(self.space_path), work=self.work)
+        return AnalyticObjective(self.space if self.space is not None else load_space(self.space_path), work=self.work)

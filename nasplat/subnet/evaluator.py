@@ -35,8 +35,8 @@ from nasplat.models import SupernetConfig, ZoomNetSupernet, decode_part_boxes
 from nasplat.space.arch import Arch
 from nasplat.subnet.bn import batchnorm_modules, recalibrate_bn
 from nasplat.subnet.inference import inference_copy
-from nasplat.train.checkpoint import find_latest, load_checkpoint
-from nasplat.train.data import train_dataset
+from nasplat.train.checkpoint import SUPERNET_KEY, load_checkpoint, supernet_checkpoint
+from nasplat.train.data import ensure_data, train_dataset
 from nasplat.train.precision import recipe_precision
 
 log = logging.getLogger(__name__)
@@ -93,12 +93,15 @@ def load_supernet(checkpoint: Path, device: str | torch.device = "cpu") -> tuple
 
 
 def latest_checkpoint(experiment: Experiment) -> Path:
-    """The newest supernet checkpoint of an experiment. Raises TrainingError when there is none."""
-    path = find_latest(experiment.checkpoint_dir)
+    """This node's path of the experiment's trained supernet (`train.checkpoint.supernet_checkpoint`:
+    the checkpoint folder, or a cached copy from the object store of `storage_path`). Raises
+    TrainingError when there is none, StorageError when the storage root cannot be read."""
+    path = supernet_checkpoint(experiment)
     if path is None:
+        where = experiment.checkpoint_dir if experiment.storage.local else experiment.storage.join(SUPERNET_KEY)
         raise TrainingError(
-            f"no supernet checkpoint in {experiment.checkpoint_dir}; run `nasplat train {experiment.path}` first",
-            source=str(experiment.path), key="output_dir",
+            f"no supernet checkpoint in {where}; run `nasplat train {experiment.path}` first",
+            source=str(experiment.path), key="storage_path" if experiment.storage.is_remote else "output_dir",
         )
     return path
 
@@ -146,6 +149,7 @@ class SubnetEvaluator:
         self.blocks_per_module = space.all_blocks_per_module()
         self.input_size = space.max_arch().body.input_size
 
+        ensure_data(experiment)  # this node's copy of a synthetic set (nodes may share no disk)
         train = train_dataset(experiment, augment=False)
         k = min(self.recipe.bn_recalibration.images, len(train))
         order = np.random.default_rng([experiment.seed, 0xCA1]).permutation(len(train))[:k]

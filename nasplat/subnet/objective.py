@@ -1,15 +1,17 @@
 """The search objective of a trained supernet: whole-body AP of a BN-recalibrated subnet.
 
-`WholeBodyFactory(experiment_path, device)` is picklable, so the search driver can hand it to each
-evaluator process (a Ray actor), where it re-reads the experiment and builds one
-`WholeBodyObjective`: a `SubnetEvaluator` that loads the supernet and caches the crops once.
+`WholeBodyFactory(experiment, device)` is picklable, so the search driver can hand it to each
+evaluator process (a Ray actor, on any node), where it builds one `WholeBodyObjective`: a
+`SubnetEvaluator` that fetches the supernet from the storage root, generates the node's synthetic
+data when asked for, and caches the crops once. The experiment travels by value (its space and
+recipe included): a node that shares no disk with the driver has no file to re-read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nasplat.config import Experiment, load_experiment
+from nasplat.config import Experiment
 from nasplat.search.evaluation import Evaluation
 from nasplat.search.objectives import Objective
 from nasplat.space import Arch
@@ -32,13 +34,13 @@ class WholeBodyObjective(Objective):
 
 @dataclass(frozen=True)
 class WholeBodyFactory:
-    """Picklable factory of `WholeBodyObjective`; the experiment file is re-read in the process."""
+    """Picklable factory of `WholeBodyObjective` (the frozen experiment travels by value)."""
 
-    experiment_path: str
+    experiment: Experiment
     device: str = "cpu"
 
     def __call__(self) -> Objective:
-        return WholeBodyObjective(load_experiment(self.experiment_path), self.device)
+        return WholeBodyObjective(self.experiment, self.device)
 
 
 __all__ = ["WholeBodyFactory", "WholeBodyObjective"]

@@ -35,8 +35,10 @@ def tracking_error(uri: str, what: str, e: BaseException) -> NasplatError:
 # MLflow's HTTP client retries a refused connection for minutes by default (7 retries, backoff
 # factor 2); nasplat probes the server before it starts, so a server that goes away later is
 # given a bounded number of quick retries. A user's own settings win.
+# Its artifact repositories for object stores (s3://, gs://) draw a progress bar on stderr for every
+# download, a registered model's included; nasplat's own lines are the console's.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def client_for(uri: str) -> MlflowClient:
@@ -46,23 +48,25 @@ def client_for(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
-def experiment_id(client: MlflowClient, uri: str, name: str, artifact_dir: Path | None) -> str:
+def experiment_id(client: MlflowClient, uri: str, name: str, artifact_dir: Path | str | None) -> str:
     """The id of MLflow experiment `name`, created if absent. For a local store a new experiment's
-    artifacts go to `artifact_dir`; a server puts them under its default artifact root. An existing
+    artifacts go to `artifact_dir` (a folder, or an object-store URI such as s3://bucket/prefix,
+    which MLflow reaches with the same AWS_* variables); a server puts them under its default
+    artifact root. An existing
     local experiment whose artifacts live elsewhere is kept (MLflow cannot move them) with a
     warning naming both places. Raises NasplatError (redacted)."""
     try:
         exp = client.get_experiment_by_name(name)
         wanted = None
         if artifact_dir is not None and is_local(uri):
-            wanted = artifact_dir.resolve().as_uri()
+            wanted = artifact_dir if isinstance(artifact_dir, str) else artifact_dir.resolve().as_uri()
         if exp is not None:
             if wanted is not None and exp.artifact_location.rstrip("/") != wanted:
                 log.warning("MLflow experiment %r keeps its artifacts at %s, not %s (it was created there)",
                             name, exp.artifact_location, wanted)
             return str(exp.experiment_id)
-        if wanted is not None:
-            artifact_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        if isinstance(artifact_dir, Path) and wanted is not None:
+            artifact_dir.mkdir(parents=True, exist_ok=True)
         return str(client.create_experiment(name, artifact_location=wanted))
     except Exception as e:  # noqa: BLE001 - one redacted line for any tracking-store failure
         raise tracking_error(uri, f"cannot open MLflow experiment {name!r}", e) from None

@@ -79,7 +79,7 @@ class MlflowTracker:
     latency: arch -> predicted ms, logged per trial as `latency_ms` (a latency search).
     Raises NasplatError (URI redacted) when the store cannot be opened."""
 
-    def __init__(self, uri: str, experiment: str, artifact_dir: Path | None = None, *,
+    def __init__(self, uri: str, experiment: str, artifact_dir: Path | str | None = None, *,
                  supernet: tuple[str | None, str | None] = (None, None), source: str | None = None,
                  latency: Callable[[Arch], float] | None = None) -> None:
         self.uri = uri

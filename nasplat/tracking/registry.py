@@ -54,7 +54,7 @@ def register_export(
     meta: Mapping[str, Any],
     files: Sequence[Path],
     *,
-    artifact_dir: Path | None = None,
+    artifact_dir: Path | str | None = None,
 ) -> RegisteredVersion:
     """Log the exported `network` (a static ZoomNet, eval mode) with `files` to a new run of MLflow
     experiment `experiment` at tracking URI `uri` and register it as a new version of

@@ -26,7 +26,7 @@ class RetrainTracker:
     """The MLflow runs of one retrain sweep at `uri`, experiment `experiment`.
     Raises NasplatError (URI redacted) when the store cannot be opened or written."""
 
-    def __init__(self, uri: str, experiment: str, sweep: str, study: str | None, artifact_dir: Path | None = None) -> None:
+    def __init__(self, uri: str, experiment: str, sweep: str, study: str | None, artifact_dir: Path | str | None = None) -> None:
         self.uri, self.experiment, self.sweep, self.study = uri, experiment, sweep, study
         self._artifact_dir = artifact_dir
         self._client = client_for(uri)

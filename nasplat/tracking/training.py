@@ -39,7 +39,7 @@ class TrainingTracker:
     Raises NasplatError (URI redacted) when the store cannot be opened or written.
     """
 
-    def __init__(self, uri: str, experiment: str, run_id_file: Path, artifact_dir: Path | None = None, *,
+    def __init__(self, uri: str, experiment: str, run_id_file: Path, artifact_dir: Path | str | None = None, *,
                  experiment_id: str | None = None, source: str | None = None) -> None:
         self.uri = uri
         self.experiment = experiment

@@ -4,6 +4,10 @@ A checkpoint is one `torch.save` file of tensors, primitives, dicts and lists on
 `weights_only=True`. It is written atomically (`nasplat.files.atomic_write`: a temporary file in
 the same directory moved into place with `os.replace`), so a reader sees either the previous
 complete checkpoint or the new complete one. `latest.pt` is always the newest; numbered step checkpoints are kept for `keep` steps.
+
+The trained supernet is published under the experiment's storage root as `checkpoints/latest.pt`
+(`publish_supernet`), and every process that evaluates or retrains subnets, on any node, reads
+it from there (`supernet_checkpoint`: the folder itself, or a cached copy from an object store).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nasplat.config import Experiment
 from nasplat.errors import TrainingError
 from nasplat.files import atomic_write
 
@@ -133,6 +138,25 @@ def find_latest(directory: Path) -> Path | None:
     return latest if latest.is_file() else None
 
 
+SUPERNET_KEY = f"checkpoints/{LATEST}"  # under the storage root: the supernet every node reads
+
+
+def publish_supernet(experiment: Experiment, checkpoint: Path) -> str:
+    """Put the trained supernet where every node finds it: `checkpoints/latest.pt` under the
+    experiment's storage root (nothing to copy when the root is the folder it is in). Returns its
+    URI. Raises StorageError."""
+    return experiment.storage.upload(checkpoint, SUPERNET_KEY)
+
+
+def supernet_checkpoint(experiment: Experiment) -> Path | None:
+    """This node's path of the experiment's trained supernet: the newest in its checkpoint folder
+    when the storage root is a folder, else a copy of `checkpoints/latest.pt` from the object
+    store in this node's cache. None when there is none. Raises StorageError."""
+    if experiment.storage.local is not None:
+        return find_latest(experiment.checkpoint_dir)
+    return experiment.storage.cached(SUPERNET_KEY)
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with weights_only=True. Raises TrainingError naming the file if unreadable."""
     try:
@@ -148,6 +172,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 __all__ = [
     "LATEST",
+    "SUPERNET_KEY",
+    "publish_supernet",
+    "supernet_checkpoint",
     "copy_checkpoint",
     "atomic_torch_save",
     "capture_rng_state",

@@ -2,11 +2,20 @@
 
 `train_loop_per_worker(config)` is the function each Ray Train worker runs; Ray has already set up
 torch.distributed (gloo on CPU, NCCL on GPU). `train_with_ray` runs it on the Ray that the caller
-started or joined (`nasplat.orchestration.cluster`, the one place that calls `ray.init`). Rank 0's checkpoints are handed to Ray
-(`ray.train.report(metrics, checkpoint=Checkpoint.from_directory(...))`) and stored under
-`RunConfig(storage_path=<output_dir>/ray, name=<experiment>)`, so re-running the same experiment
-resumes from Ray's latest checkpoint on any cluster (and from the output directory's when Ray has
-none). Gradients are all-reduced by `nasplat.train.ddp`, not by DDP's reducer (see there why).
+started or joined (`nasplat.orchestration.cluster`, the one place that calls `ray.init`).
+
+Workers may run on nodes that share no disk with the driver, so nothing they need comes as a
+path: the frozen `Experiment` travels by value (space and recipe included), each worker generates
+the synthetic data on its own node when asked for, and rank 0's checkpoints are handed to Ray
+(`ray.train.report(metrics, checkpoint=Checkpoint.from_directory(...))`), which stores them under
+`RunConfig(storage_path=<storage root>/ray, name=<experiment>)`: a folder or an object store
+(`storage_path`). Re-running the same experiment resumes from Ray's latest checkpoint on any
+cluster (and from the local checkpoint folder when Ray has none). At the end the driver copies the
+final checkpoint out of Ray's storage into its checkpoint folder and, for an object store,
+publishes it as `checkpoints/latest.pt` under the root, where evaluators and retrain trials fetch
+it. Rank 0's events (losses, the per-epoch val AP it computes) travel to the driver over a Ray
+queue: the training log and MLflow are written there, not on a worker that may not reach them.
+Gradients are all-reduced by `nasplat.train.ddp`, not by DDP's reducer (see there why).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,24 +37,28 @@ from ray.train import CheckpointConfig as RayCheckpointConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.util.queue import Empty, Queue
 
-from nasplat.config import Experiment, load_experiment
+from nasplat.config import Experiment
 from nasplat.errors import NasplatError, TrainingError
-from nasplat.train.checkpoint import LATEST, find_latest
-from nasplat.train.loop import Monitor, MonitorFactory, WorkerContext, run_training
+from nasplat.files import atomic_write_json
+from nasplat.train.checkpoint import LATEST, copy_checkpoint, find_latest, publish_supernet
+from nasplat.train.data import ensure_data
+from nasplat.train.loop import WorkerContext, run_training
 
 log = logging.getLogger(__name__)
 
 
 _PROGRESS_KEYS = ("event", "epoch", "step", "batch", "steps_per_epoch", "lr", "samples_per_s")
+EVENT_PUT_TIMEOUT_S = 30.0  # a driver this far behind loses events, the workers lose no time
 
 
-def progress_message(event: dict[str, Any]) -> dict[str, Any]:
-    """The part of a training event the driver's progress bar needs, small and picklable (the
-    epoch event also carries the network, which must not travel)."""
+def progress_message(event: dict[str, Any], val: dict[str, float] | None = None) -> dict[str, Any]:
+    """A training event as it travels to the driver: small and picklable (the epoch event also
+    carries the network, which must not travel), every loss as a float, and `val` (the val AP
+    rank 0 measured at the end of the epoch, if any) under "val"."""
     out = {k: event[k] for k in _PROGRESS_KEYS if k in event}
-    losses = event.get("losses") or {}
-    if "total" in losses:
-        out["losses"] = {"total": float(losses["total"])}
+    out["losses"] = {k: float(v) for k, v in (event.get("losses") or {}).items()}
+    if val:
+        out["val"] = dict(val)
     return out
 
 
@@ -60,12 +74,14 @@ def _quiet_ray_train_reports() -> None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point. config: {"experiment": path to the experiment YAML,
-    "monitor": an optional picklable `MonitorFactory` whose monitor rank 0 feeds with every event
-    (training log, MLflow, per-epoch val AP), "progress": an optional `ray.util.queue.Queue` that
-    rank 0 feeds with `progress_message`s for the driver's progress bar}."""
+    """Ray Train entry point. config: {"experiment": the frozen `Experiment` (by value),
+    "evaluate": an optional picklable factory `f(experiment) -> (epoch event -> val metrics)`
+    that rank 0 runs on its network at the end of every epoch, "events": an optional
+    `ray.util.queue.Queue` that rank 0 feeds with `progress_message`s (with the val metrics) for
+    the driver's training log, MLflow and progress bar}."""
     _quiet_ray_train_reports()
-    experiment = load_experiment(config["experiment"])
+    experiment: Experiment = config["experiment"]
+    ensure_data(experiment)  # on this worker's node: nodes may share no disk with the driver
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     if experiment.cluster.use_gpu:
@@ -89,21 +105,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             shutil.copy2(path, Path(tmp) / LATEST)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
-    monitor: Monitor | None = None
     progress: Callable[[dict[str, Any]], None] | None = None
     if rank == 0:
-        factory = config.get("monitor")
-        monitor = factory(experiment) if factory is not None else None
-        queue = config.get("progress")
+        factory = config.get("evaluate")
+        evaluate = factory(experiment) if factory is not None else None
+        queue = config.get("events")
 
         def on_event(event: dict[str, Any]) -> None:
-            if monitor is not None:
-                monitor(event)
-            if queue is not None:
-                try:
-                    queue.put_nowait(progress_message(event))
-                except Exception:  # noqa: BLE001 - a full or gone queue must not stop training
-                    log.debug("progress queue unavailable", exc_info=True)
+            val = evaluate(event) if evaluate is not None and event["event"] == "epoch" else None
+            if queue is None:
+                return
+            try:
+                queue.put(progress_message(event, val), timeout=EVENT_PUT_TIMEOUT_S)
+            except Exception:  # noqa: BLE001 - a full or gone queue must not stop training
+                log.warning("the driver did not take a training event within %.0f s; it is dropped",
+                            EVENT_PUT_TIMEOUT_S, exc_info=True)
 
         progress = on_event
 
@@ -114,8 +130,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                           progress=progress),
         )
     finally:
-        if monitor is not None:
-            monitor.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -154,17 +168,18 @@ def worker_cause(error: BaseException) -> NasplatError | None:
 def train_with_ray(
     experiment: Experiment,
     *,
-    monitor: MonitorFactory | None = None,
+    evaluate: Callable[[Experiment], Callable[[dict[str, Any]], dict[str, float] | None]] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
     """Train the experiment's supernet with Ray Train on `cluster.num_workers` workers of the Ray
     this process has started or joined (`nasplat.orchestration.cluster.ray_session`).
 
-    `monitor(experiment)` builds, on rank 0, what receives every training event (training log,
-    MLflow, per-epoch val AP). `progress(message)` receives rank 0's step and epoch events
-    (`progress_message`: no losses per member, no network) in this process. Returns the path of
-    the final checkpoint in the output directory. Raises TrainingError if Ray is not running or
-    the run fails.
+    `evaluate(experiment)` (picklable) builds, on rank 0, what measures the val AP at the end of
+    an epoch. `progress(message)` receives rank 0's step and epoch events (`progress_message`:
+    losses as floats, the val AP under "val", no network) in this process. Returns the final
+    checkpoint, copied from Ray's storage into the experiment's checkpoint folder (and published
+    under an object-store root as `checkpoints/latest.pt`). Raises TrainingError if Ray is not
+    running or the run fails.
     """
     if not ray.is_initialized():
         raise TrainingError("Ray is not running; start or join it first (nasplat.orchestration.cluster.ray_session)",
@@ -181,7 +196,7 @@ def train_with_ray(
             drainer.start()
         trainer = TorchTrainer(
             train_loop_per_worker=train_loop_per_worker,
-            train_loop_config={"experiment": str(experiment.path), "monitor": monitor, "progress": queue},
+            train_loop_config={"experiment": experiment, "evaluate": evaluate, "events": queue},
             torch_config=TorchConfig(backend="nccl" if cluster.use_gpu else "gloo"),
             scaling_config=ScalingConfig(
                 num_workers=cluster.num_workers,
@@ -190,7 +205,7 @@ def train_with_ray(
             ),
             run_config=RunConfig(
                 name=experiment.name,
-                storage_path=str(experiment.output_dir / "ray"),
+                storage_path=experiment.storage.join("ray"),
                 # Ray keeps the reported checkpoints too: as many as the output directory does
                 checkpoint_config=RayCheckpointConfig(num_to_keep=experiment.trainer.checkpoint.keep + 1),
             ),
@@ -198,8 +213,9 @@ def train_with_ray(
         from nasplat import logs
 
         logs.adopt(*logs.LIBRARY_LOGGERS)
+        started = time.time()
         try:
-            trainer.fit()
+            result = trainer.fit()
         except Exception as e:  # Ray wraps worker errors in its own types
             cause = worker_cause(e)
             if cause is not None:  # a nasplat error on a worker (bad data, MLflow, ...) reads as itself
@@ -211,9 +227,31 @@ def train_with_ray(
             drainer.join(timeout=5)
         if queue is not None:
             queue.shutdown()
-    latest = find_latest(experiment.checkpoint_dir)
-    if latest is None:
-        raise TrainingError("training finished without a checkpoint", source=str(experiment.path))
+    return _final_checkpoint(experiment, result, started)
+
+
+def _final_checkpoint(experiment: Experiment, result: Any, started: float) -> Path:
+    """The run's final checkpoint in this process's checkpoint folder: copied out of Ray's
+    storage (rank 0 may have written its own copy on another node), with `final.json` beside it
+    (rank 0's own when it wrote one here during this run), and published under an object-store
+    root (`publish_supernet`)."""
+    ckpt = getattr(result, "checkpoint", None)
+    if ckpt is None:
+        latest = find_latest(experiment.checkpoint_dir)
+        if latest is None:
+            raise TrainingError("training finished without a checkpoint", source=str(experiment.path))
+        return latest
+    with tempfile.TemporaryDirectory(prefix="nasplat-final-") as tmp:
+        local = Path(ckpt.to_directory(str(Path(tmp) / "ckpt"))) / LATEST
+        if not local.is_file():
+            raise TrainingError(f"Ray's final checkpoint {ckpt.path} holds no {LATEST}", source=str(experiment.path))
+        latest = copy_checkpoint(local, experiment.checkpoint_dir / LATEST)
+    final = experiment.checkpoint_dir / "final.json"
+    if not final.is_file() or final.stat().st_mtime < started:  # rank 0 ran on another node
+        metrics = dict(getattr(result, "metrics", None) or {})
+        atomic_write_json({"checkpoint": str(latest), "ray_checkpoint": str(ckpt.path),
+                           **{k: metrics[k] for k in ("epoch", "step") if k in metrics}}, final)
+    publish_supernet(experiment, latest)
     return latest
 
 

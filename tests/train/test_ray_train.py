@@ -37,7 +37,7 @@ def test_two_ray_workers_train_and_a_rerun_resumes_from_rays_checkpoint(tmp_path
     steps = [e["step"] for e in events if e["event"] == "step"]
     assert steps == list(range(1, payload["step"] + 1))
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3]
-    assert all(set(e) <= {"event", "epoch", "step", "batch", "steps_per_epoch", "lr", "samples_per_s", "losses"}
+    assert all(set(e) <= {"event", "epoch", "step", "batch", "steps_per_epoch", "lr", "samples_per_s", "losses", "val"}
                for e in events)
     assert any((experiment.output_dir / "ray" / experiment.name).glob("checkpoint_*"))
 
@@ -64,16 +64,19 @@ def test_two_ray_workers_train_and_a_rerun_resumes_from_rays_checkpoint(tmp_path
     assert final["resume_source"] == "checkpoint_dir" and final["resumed_from_step"] == payload["step"]
 
 
-def test_progress_message_keeps_the_bars_fields_and_drops_the_network():
+def test_progress_message_keeps_the_losses_and_val_ap_and_drops_the_network():
     from nasplat.train.distributed import progress_message
 
     net = torch.nn.Linear(2, 2)
     step = {"event": "step", "epoch": 0, "step": 3, "batch": 3, "steps_per_epoch": 10, "lr": 1e-3,
             "samples_per_s": 12.5, "losses": {"total": torch.tensor(0.5).item(), "max/body": 0.1}}
-    assert progress_message(step) == {**{k: v for k, v in step.items() if k != "losses"}, "losses": {"total": 0.5}}
-    epoch = {"event": "epoch", "epoch": 1, "step": 10, "losses": {"total": 0.25}, "samples_per_s": 11.0, "net": net}
-    assert progress_message(epoch) == {"event": "epoch", "epoch": 1, "step": 10, "samples_per_s": 11.0,
-                                       "losses": {"total": 0.25}}
+    assert progress_message(step) == step  # every loss travels: the driver logs them to MLflow
+    epoch = {"event": "epoch", "epoch": 1, "step": 10, "losses": {"total": torch.tensor(0.25)}, "samples_per_s": 11.0,
+             "net": net}
+    message = progress_message(epoch, {"val/max/wholebody_AP": 0.5})
+    assert message == {"event": "epoch", "epoch": 1, "step": 10, "samples_per_s": 11.0, "losses": {"total": 0.25},
+                       "val": {"val/max/wholebody_AP": 0.5}}
+    assert type(message["losses"]["total"]) is float  # a plain float, not a tensor
 
 
 def test_a_nasplat_error_on_a_worker_is_found_inside_rays_wrapper():
