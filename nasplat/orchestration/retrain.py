@@ -5,11 +5,14 @@ retrained as static models on Ray Tune, resumable, then exported.
 search budget from the study store and runs one Tune trial per (subnet, learning rate of
 `retrain.lr`), each a `nasplat.subnet.SubnetRetrainer` that reports its per-part val AP and a
 checkpoint to Tune after every epoch. An ASHA scheduler on the whole-body AP stops poor trials
-early when there is more than one. The sweep lives in `<output_dir>/retrain/<sweep>`, its name a
+early when there is more than one. The sweep lives in `retrain/<sweep>` under the storage root
+(`storage_path`: a folder, or an object store that every node reaches), its name a
 hash of what it trains (subnets, learning rates, epochs, init, recipe, supernet checkpoint): the
 same command after a crash or a kill finds it and `Tuner.restore`s it, so finished trials are not
 run again and interrupted ones continue from their last epoch; a changed `retrain:` section
-starts a new sweep. A Tune callback in this (driver) process logs every trial to MLflow (nested
+starts a new sweep. Trials receive the frozen experiment by value (`tune.with_parameters`) and
+read the supernet from the storage root, so they run on nodes that share no disk with the driver.
+A Tune callback in this (driver) process logs every trial to MLflow (nested
 runs, `nasplat.tracking.RetrainTracker`) and reports progress. Finally the best trial of each
 subnet is exported to `exports/retrained-<k>` through `export_subnet` (its weights written back
 into a supernet checkpoint, see `subnet.retrain.into_supernet`), and the store records the phase
@@ -35,7 +38,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from nasplat.config import Experiment, load_experiment
+from nasplat.config import Experiment
 from nasplat.errors import StoreError, TrainingError
 from nasplat.files import atomic_write_bytes, atomic_write_json
 from nasplat.orchestration.cluster import init_ray
@@ -46,6 +49,7 @@ from nasplat.store import StoredTrial, load_current_study
 from nasplat.subnet import latest_checkpoint, load_supernet
 from nasplat.subnet.retrain import PARTS, SubnetRetrainer, into_supernet, retrain_recipe
 from nasplat.train.checkpoint import atomic_torch_save, load_checkpoint
+from nasplat.train.data import ensure_data
 from nasplat.tracking import RetrainTracker
 
 log = logging.getLogger(__name__)
@@ -77,7 +81,7 @@ class RetrainedSubnet:
 @dataclass(frozen=True)
 class RetrainResult:
     sweep: str
-    path: Path
+    path: Path | str  # the sweep's folder, or its URI in an object store
     n_trials: int
     subnets: tuple[RetrainedSubnet, ...] = field(default_factory=tuple)  # best trial per subnet, by rank
 
@@ -139,7 +143,7 @@ def _sweep_spec(experiment: Experiment) -> tuple[str, dict[str, Any]]:
         "supernet": _file_digest(checkpoint), "seed": experiment.seed,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    space = {"experiment": str(experiment.path), "supernet": str(checkpoint), "study": store.study_name,
+    space = {"supernet": str(checkpoint), "supernet_sha256": identity["supernet"], "study": store.study_name,
              "subnet": entries, "lr": lrs}
     return f"sweep-{digest}", space
 
@@ -149,21 +153,27 @@ def _sweep_spec(experiment: Experiment) -> tuple[str, dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------
 
 
-def retrain_trial(config: dict[str, Any]) -> None:
-    """The Tune trainable: retrain one subnet at one learning rate, reporting metrics and a
-    checkpoint after every epoch; resumes from Tune's checkpoint of the trial."""
+def retrain_trial(config: dict[str, Any], experiment: Experiment) -> None:
+    """The Tune trainable (`experiment` bound by value with `tune.with_parameters`): retrain one
+    subnet at one learning rate, reporting metrics and a checkpoint after every epoch; resumes
+    from Tune's checkpoint of the trial. The supernet comes from the storage root, checked
+    against the one the sweep was made for."""
     from ray import tune
 
-    experiment = load_experiment(config["experiment"])
     rc = experiment.retrain
     if rc is None:
-        raise TrainingError("the experiment file no longer has a retrain section", source=config["experiment"], key="retrain")
+        raise TrainingError("the experiment file no longer has a retrain section", source=str(experiment.path), key="retrain")
+    ensure_data(experiment)  # this node's copy of a synthetic set
+    supernet = latest_checkpoint(experiment)
+    want = config.get("supernet_sha256")
+    if want is not None and _file_digest(supernet) != want:
+        raise TrainingError(f"the supernet at {supernet} is not the one this sweep was made for; "
+                            "run `nasplat retrain` again to start a sweep for it", source=str(experiment.path))
     arch = Arch.from_json(config["subnet"]["arch"])
     device = "cuda" if experiment.cluster.use_gpu else "cpu"
     # the trial owns its CPUs: one torch thread each (the recipe's count is for a training worker)
     recipe = replace(retrain_recipe(experiment, lr=config["lr"]), torch_threads=rc.trial_cpus(experiment.cluster))
-    trainer = SubnetRetrainer(experiment, arch, recipe, init=rc.init,
-                              device=device, checkpoint=Path(config["supernet"]))
+    trainer = SubnetRetrainer(experiment, arch, recipe, init=rc.init, device=device, checkpoint=supernet)
     resumed = tune.get_checkpoint()
     if resumed is not None:
         with resumed.as_directory() as d:
@@ -397,7 +407,7 @@ def _trial_dirname(trial: Any) -> str:
     return f"{trial.trial_id}-subnet{trial.config['subnet']['rank']}-lr{trial.config['lr']:g}"
 
 
-def _tuner(experiment: Experiment, sweep: str, space: dict[str, Any], storage: Path, track: bool) -> Any:
+def _tuner(experiment: Experiment, sweep: str, space: dict[str, Any], track: bool) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -405,16 +415,19 @@ def _tuner(experiment: Experiment, sweep: str, space: dict[str, Any], storage: P
     assert rc is not None
     cluster = experiment.cluster
     resources = {"cpu": rc.trial_cpus(cluster), "gpu": 1 if cluster.use_gpu else 0}
-    trainable = tune.with_resources(retrain_trial, resources)
-    path = storage / sweep
-    if restore_whole_state(path) and tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    trainable = tune.with_resources(tune.with_parameters(retrain_trial, experiment=experiment), resources)
+    path = experiment.storage.join("retrain", sweep)
+    # a folder's state files may be cut off by a kill while Tune rewrote them in place (see
+    # above); an object store's put is atomic, so there Tune's own restore contract is enough
+    restorable = restore_whole_state(Path(path)) if experiment.storage.local else True
+    if restorable and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     n = len(space["subnet"]) * len(space["lr"])
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=rc.epochs, grace_period=1, reduction_factor=2) if n > 1 else None
     tracking = None
     if track:
         tracking = {"uri": experiment.tracking_uri, "experiment": experiment.tracking_experiment, "sweep": sweep,
-                    "study": space["study"], "artifact_dir": experiment.output_dir / "mlartifacts",
+                    "study": space["study"], "artifact_dir": experiment.artifact_location,
                     "params": {"epochs": rc.epochs, "init": rc.init, "top_k": rc.top_k, "lr": list(space["lr"]),
                                "supernet": space["supernet"], "study": space["study"]}}
     param_space = {**space, "subnet": tune.grid_search(space["subnet"]), "lr": tune.grid_search(space["lr"])}
@@ -424,7 +437,8 @@ def _tuner(experiment: Experiment, sweep: str, space: dict[str, Any], storage: P
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler,
                                     max_concurrent_trials=rc.concurrent_trials, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
-            name=sweep, storage_path=str(storage), verbose=0, callbacks=[RetrainCallback(tracking), CheckpointPruner()],
+            name=sweep, storage_path=experiment.storage.join("retrain"), verbose=0,
+            callbacks=[RetrainCallback(tracking), *([CheckpointPruner()] if experiment.storage.local else [])],
             checkpoint_config=checkpoint_config(),
             failure_config=tune.FailureConfig(max_failures=0),
         ),
@@ -445,21 +459,22 @@ def _best_per_subnet(results: Any) -> list[tuple[Any, dict[str, Any]]]:
 def _export(experiment: Experiment, result: Any, metrics: dict[str, Any], sweep_dir: Path,
             register: bool) -> RetrainedSubnet:
     """Export the trial's retrained weights to `exports/retrained-<rank>` via `run.publish_export`
-    (registered in the Model Registry when `register`)."""
+    (registered in the Model Registry when `register`; under an object-store root the folder is
+    written here and uploaded). `sweep_dir` is this process's folder of the sweep (its weights)."""
     from nasplat.orchestration.run import publish_export  # run.py is the export phase's home
     config = result.config
     rank = int(config["subnet"]["rank"])
     arch = Arch.from_json(config["subnet"]["arch"])
     with result.checkpoint.as_directory() as d:
         state = load_checkpoint(Path(d) / STATE)
-    supernet_ckpt = Path(config["supernet"])
+    supernet_ckpt = latest_checkpoint(experiment)  # this driver's copy (another driver may have made the sweep)
     supernet, payload = load_supernet(supernet_ckpt, "cpu")
     into_supernet(supernet, arch, state["model"])
     weights = sweep_dir / f"subnet-{rank}.pt"
     atomic_torch_save({"supernet_config": payload["supernet_config"], "model": supernet.state_dict(),
                        "space_fingerprint": payload.get("space_fingerprint"), "retrained_from": str(supernet_ckpt),
                        "retrain_trial": result.path}, weights)
-    out = experiment.output_dir / "exports" / f"retrained-{rank}"
+    out = experiment.exports_dir / f"retrained-{rank}"
     publish_export(experiment, arch, out, register=register, checkpoint=weights,
                    origin={"study_trial": int(config["subnet"]["study_trial"]), "retrain_sweep": sweep_dir.name,
                            "lr": float(config["lr"])})
@@ -472,6 +487,7 @@ def _export(experiment: Experiment, result: Any, metrics: dict[str, Any], sweep_
     )
     atomic_write_json({**sub.to_json(), "init": state["init"], "history": state["history"], "sweep": sweep_dir.name},
                       out / "retrain.json")
+    experiment.storage.upload(out, f"exports/retrained-{rank}")
     return sub
 
 
@@ -489,8 +505,8 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     if rc is None:
         return None
     sweep, space = _sweep_spec(experiment)
-    storage = experiment.output_dir / "retrain"
-    storage.mkdir(parents=True, exist_ok=True)
+    local = experiment.local_root / "retrain"  # the sweep itself when the root is a folder
+    local.mkdir(parents=True, exist_ok=True)
     phases = Phases(experiment)
     phases.mark(Phase.RETRAINING)
     # Save the sweep's state at every step of the Tune loop, so a kill right after a trial ends
@@ -501,8 +517,9 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     embedded = experiment.cluster.address is None
     cpus = rc.concurrent_trials * rc.trial_cpus(experiment.cluster)
     init_ray(experiment.cluster.address, num_cpus=cpus if embedded else None,
-             num_gpus=rc.concurrent_trials if embedded and experiment.cluster.use_gpu else None)
-    tuner = _tuner(experiment, sweep, space, storage, track)
+             num_gpus=rc.concurrent_trials if embedded and experiment.cluster.use_gpu else None,
+             env=experiment.cluster.runtime_env)
+    tuner = _tuner(experiment, sweep, space, track)
     if progress is not None:
         _progress.append(progress)
     gpus = rc.concurrent_trials if experiment.cluster.use_gpu else 0
@@ -512,24 +529,29 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     finally:
         if progress is not None:
             _progress.remove(progress)
-    for trial_dir in (storage / sweep).iterdir():  # the final state is saved: keep only what it names
-        if trial_dir.is_dir():
-            prune_trial_checkpoints(trial_dir)
+    sweep_uri = experiment.storage.join("retrain", sweep)
+    if experiment.storage.local:
+        for trial_dir in (local / sweep).iterdir():  # the final state is saved: keep only what it names
+            if trial_dir.is_dir():
+                prune_trial_checkpoints(trial_dir)
     errors = list(results.errors)
     if errors:
-        raise TrainingError(f"a retrain trial failed: {_error_line(errors[0])}", source=str(storage / sweep))
+        raise TrainingError(f"a retrain trial failed: {_error_line(errors[0])}",
+                            source=experiment.storage.show("retrain", sweep))
     n = len(space["subnet"]) * len(space["lr"])
     if results.num_terminated < n:
         raise KeyboardInterrupt  # Tune stopped on a signal; `nasplat run` again resumes the sweep
-    subnets = tuple(_export(experiment, r, m, storage / sweep, track) for r, m in _best_per_subnet(results))
-    result = RetrainResult(sweep=sweep, path=storage / sweep, n_trials=len(results), subnets=subnets)
+    (local / sweep).mkdir(parents=True, exist_ok=True)
+    subnets = tuple(_export(experiment, r, m, local / sweep, track) for r, m in _best_per_subnet(results))
+    result = RetrainResult(sweep=sweep, path=Path(sweep_uri) if experiment.storage.local else sweep_uri,
+                           n_trials=len(results), subnets=subnets)
     best = result.best
     summary = {"sweep": sweep, "path": str(result.path), "trials": result.n_trials,
                "best": best.to_json() if best else None, "subnets": [s.to_json() for s in subnets]}
     phases.mark(Phase.RETRAINED, retrain_best=json.dumps(summary))
     if track and best is not None:
         tracker = RetrainTracker(experiment.tracking_uri, experiment.tracking_experiment, sweep, space["study"],
-                                 experiment.output_dir / "mlartifacts")
+                                 experiment.artifact_location)
         tracker.start({})
         tracker.finish({f"{p}_ap": best.after[p] for p in PARTS} | {f"{p}_ap_before": best.before[p] for p in PARTS})
     return result
