@@ -34,6 +34,7 @@ def run(
     from nasplat.cli.retrain import print_retrain, progress_printer
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.orchestration.preflight import cluster_preflight
     from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.retrain import run_retrain
     from nasplat.orchestration.latency import check_budgets, latency_cost
@@ -44,6 +45,7 @@ def run(
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     preflight(experiment, objective=objective, tracking=not no_mlflow)
     console = make_console(stderr=True)
+    cluster_preflight(experiment, console)  # --cluster: one check per node, a table, before any phase
     if experiment.search.uses_latency:  # profile (or load) the table and check the budgets before training
         if not experiment.latency_lut.exists():
             console.print(f"latency table: profiling {experiment.space.name} into {experiment.latency_lut}")

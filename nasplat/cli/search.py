@@ -39,6 +39,7 @@ def search(
     from nasplat.cli.progress import search_bar
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.orchestration.preflight import cluster_preflight
     from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.run import report as run_report
     from nasplat.orchestration.run import run_search
@@ -47,6 +48,7 @@ def search(
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     preflight(experiment, objective=objective, tracking=report or not no_mlflow)
     console = make_console(stderr=True)
+    cluster_preflight(experiment, console)  # --cluster: one check per node, a table, before any phase
     if report:
         result = run_report(experiment, study)
     else:

@@ -56,12 +56,14 @@ def train(
     from nasplat.cli.progress import training_bar
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.orchestration.preflight import cluster_preflight
     from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.training import train_supernet
 
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     preflight(experiment, search=False, tracking=not no_mlflow)
     console = make_console(stderr=True)
+    cluster_preflight(experiment, console)  # --cluster: one check per node, a table, before any phase
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
         path = train_supernet(experiment, progress=update, mlflow=not no_mlflow, evaluate=not no_eval)
     console.print(f"supernet checkpoint: {path}")

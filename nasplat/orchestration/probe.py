@@ -4,7 +4,10 @@
 `search`. It checks, each with a bounded timeout (`timeout_s`, default 5 s), that the services the
 command will talk to answer: the tracking server (an `http(s)://` tracking URI: its `/health`),
 the study database when it is a server (a TCP connection to its host and port), and the Ray
-cluster (`cluster.address` as `host:port` or `ray://host:port`: a TCP connection). It also
+cluster (`cluster.address` as `host:port` or `ray://host:port`: a TCP connection), and the
+storage root (`storage_path`) when it is an object store or a folder other than the output
+directory: a probe object written, read back and deleted (`Storage.probe`, `storage.PROBE_TIMEOUT_S`;
+no such bucket, wrong credentials and an endpoint that is down or silent are each one line). It also
 rejects, before anything is opened, an unknown `--objective` and a GFLOPs budget below the
 smallest subnet of the space. Every failure is one ConfigError naming the experiment file, the
 key and the address (password redacted).
@@ -21,7 +24,8 @@ import urllib.parse
 import urllib.request
 
 from nasplat.config import Experiment
-from nasplat.errors import BudgetError, ConfigError
+from nasplat.errors import BudgetError, ConfigError, StorageError
+from nasplat.storage import PROBE_TIMEOUT_S
 from nasplat.store.redact import redact_url
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -132,6 +136,19 @@ def check_search(experiment: Experiment, objective: str | None = None) -> None:
                           f"({floor:.4f} GFLOPs)", source=str(experiment.path), key="search.budget_gflops")
 
 
+def check_storage_root(experiment: Experiment, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Write, read back and delete a probe object under the storage root (an object store, or a
+    folder other than the output directory, which the command creates anyway). Raises
+    StorageError naming the experiment file, `storage_path` and the redacted URI."""
+    storage = experiment.storage
+    if storage.local is not None and storage.local == experiment.output_dir:
+        return
+    try:
+        storage.probe(timeout_s=timeout_s)
+    except StorageError as e:
+        raise StorageError(e.detail, source=str(experiment.path), key="storage_path") from None
+
+
 def preflight(experiment: Experiment, *, search: bool = True, tracking: bool = True, objective: str | None = None,
               timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     """Check what a command needs (see the module doc). `search`: the command runs a search
@@ -143,7 +160,8 @@ def preflight(experiment: Experiment, *, search: bool = True, tracking: bool = T
     check_storage(experiment, timeout_s)
     if tracking:
         check_tracking(experiment, timeout_s)
+    check_storage_root(experiment, max(timeout_s, PROBE_TIMEOUT_S))
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "check_cluster", "check_search", "check_storage", "check_tracking", "http_healthy",
+__all__ = ["DEFAULT_TIMEOUT_S", "check_cluster", "check_search", "check_storage", "check_storage_root", "check_tracking", "http_healthy",
            "preflight", "tcp_reachable"]
