@@ -50,6 +50,7 @@ _MODULES = (
     "nasplat.cli.search",
     "nasplat.cli.retrain",
     "nasplat.cli.predict",
+    "nasplat.cli.cluster",
 )
 
 # Plain click help (no boxes): it reads the same in a terminal, a pipe and a log file.
