@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,89 +26,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# --- processes, by pid (no psutil) --------------------------------------------------------------
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, start time) of `pid`, or None when it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return int(fields[1]), int(fields[19])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def tree(root: int) -> list[tuple[int, int]]:
-    """(pid, start time) of `root` and all its descendants now, children first."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            st = _stat(int(entry.name))
-            if st is not None:
-                children.setdefault(st[0], []).append(int(entry.name))
-    out: list[tuple[int, int]] = []
-
-    def walk(pid: int) -> None:
-        for c in children.get(pid, []):
-            walk(c)
-        st = _stat(pid)
-        if st is not None:
-            out.append((pid, st[1]))
-
-    walk(root)
-    return out
-
-
-def signal_same(procs: list[tuple[int, int]], sig: int) -> None:
-    """Send `sig` to each (pid, start time) that is still that process (not a reused pid)."""
-    for pid, start in procs:
-        st = _stat(pid)
-        if st is not None and st[1] == start:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-
-def stop(procs: list[tuple[int, int]], grace: float = 15.0) -> None:
-    """TERM the processes, KILL what is left after `grace` seconds."""
-    signal_same(procs, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in procs):
-        time.sleep(0.2)
-    signal_same(procs, signal.SIGKILL)
-
-
-def _alive(proc: tuple[int, int]) -> bool:
-    st = _stat(proc[0])
-    if st is None or st[1] != proc[1]:
-        return False
-    try:  # a zombie is gone for our purposes
-        return Path(f"/proc/{proc[0]}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _procs  # noqa: E402 - the CI checks' process helpers, beside this file
+from _procs import cmdline, free_port, signal_same, stop, tree  # noqa: E402
 
 
 def wait_for(what: str, check, timeout: float) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"ray_node_loss: timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
+    _procs.wait_for(what, check, timeout, name="ray_node_loss")
 
 
 # --- the search (run in a child process of this script) ------------------------------------------
@@ -208,7 +131,7 @@ def main() -> None:
         worker = launch("worker", [ray, "start", f"--address={address}", *common])
         wait_for("the Ray worker node", lambda: ray_started("worker") or worker.poll() is not None, 120)
         assert worker.poll() is None, (work / "worker.log").read_text()[-3000:]
-        raylets = [p for p, _ in tree(worker.pid) if "raylet" in _cmdline(p).split(" ")[0]]
+        raylets = [p for p, _ in tree(worker.pid) if "raylet" in cmdline(p).split(" ")[0]]
         assert raylets, f"no raylet under the worker node's ray start ({worker.pid})"
         print(f"ray_node_loss: head and worker node up at {address} in {time.monotonic() - t_start:.0f} s; "
               f"worker raylet pid(s) {raylets}", flush=True)
@@ -218,7 +141,7 @@ def main() -> None:
         search = launch("search", [sys.executable, str(Path(__file__).resolve()), "--child", str(experiment), str(args.seconds)])
 
         def on_worker() -> list[int]:
-            return [p for p, _ in tree(worker.pid) if "_EvaluatorActor" in _cmdline(p)]
+            return [p for p, _ in tree(worker.pid) if "_EvaluatorActor" in cmdline(p)]
 
         wait_for("an evaluator on the worker node and 2 completed trials",
                  lambda: search.poll() is not None or (len(on_worker()) > 0 and count_complete(db) >= 2), 300)
