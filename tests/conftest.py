@@ -1,11 +1,21 @@
 """Shared fixtures: a tiny space, recipe and synthetic data set that train in seconds on one CPU
-thread (training, subnet evaluation and the CLI use them)."""
+thread (training, subnet evaluation and the CLI use them), and an S3-compatible store on
+127.0.0.1 (moto's server) reached through the standard AWS_* variables (the storage root)."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+BUCKET = "nasplat-test"  # the bucket of the S3 endpoint `moto_endpoint`
+START_TIMEOUT_S = 30.0  # moto's server answers within a few seconds on 2 busy cores
 
 TINY_SPACE = """
 name: tiny
@@ -116,3 +126,66 @@ def one_torch_thread():  # noqa: ANN201 - a generator for pytest.fixture
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --- an S3-compatible store on 127.0.0.1 (moto's server), reached through the AWS_* variables ---
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An S3 endpoint (moto's server in a child process) holding the bucket `BUCKET`."""
+    exe = shutil.which("moto_server")
+    if exe is None:
+        pytest.skip("moto_server is not installed (pip install 'moto[server]>=5.2.6')")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"moto_server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(endpoint, timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not answer within {START_TIMEOUT_S:g} s")
+                time.sleep(0.2)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The standard variables pointing at moto's endpoint; returns the endpoint."""
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("NASPLAT_CACHE_DIR", str(tmp_path / "cache"))
+    from nasplat import storage
+
+    storage._filesystems.clear()  # pyarrow filesystems keep the environment they were made in
+    request.addfinalizer(storage._filesystems.clear)
+    return moto_endpoint
