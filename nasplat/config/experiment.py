@@ -197,7 +197,6 @@ class Experiment:
     trainer_path: Path
     data: DataConfig
     output_dir: Path  # this process's working folder (the study and MLflow databases by default)
-    storage: Storage  # the storage root (`storage_path`; a folder or an object store)
     seed: int
     cluster: ClusterConfig
     search: SearchConfig
@@ -205,6 +204,13 @@ class Experiment:
     retrain: RetrainConfig | None = None
     retrain_trainer: TrainerRecipe | None = None  # retrain.trainer loaded (None: `trainer`)
     retrain_trainer_path: Path | None = None
+    storage_root: Storage | None = None  # `storage_path` as given; None: the output directory
+
+    @property
+    def storage(self) -> Storage:
+        """The storage root: `storage_path`, else the output directory (so an experiment whose
+        output directory is replaced keeps everything in the new one)."""
+        return self.storage_root if self.storage_root is not None else Storage(str(self.output_dir))
 
     @property
     def local_root(self) -> Path:
@@ -301,7 +307,7 @@ def load_experiment(path: str | Path) -> Experiment:
         retrain_trainer_path = _referenced_file(base, raw.retrain.trainer, p, "retrain.trainer")
     data = _data_config(raw.data, base, p, detections)
     output_dir = _resolve(base, raw.output_dir)
-    storage = Storage.parse(raw.storage_path, base, source=str(p)) if raw.storage_path is not None else Storage(str(output_dir))
+    storage = Storage.parse(raw.storage_path, base, source=str(p)) if raw.storage_path is not None else None
     return Experiment(
         name=raw.name,
         path=p,
@@ -311,7 +317,6 @@ def load_experiment(path: str | Path) -> Experiment:
         trainer_path=trainer_path,
         data=data,
         output_dir=output_dir,
-        storage=storage,
         seed=raw.seed,
         cluster=raw.cluster,
         search=raw.search,
@@ -319,6 +324,7 @@ def load_experiment(path: str | Path) -> Experiment:
         retrain=raw.retrain,
         retrain_trainer=load_trainer(retrain_trainer_path) if retrain_trainer_path else None,
         retrain_trainer_path=retrain_trainer_path,
+        storage_root=storage,
     )
 
 

@@ -51,7 +51,7 @@ def test_check_node_passes_a_good_experiment_and_reports_each_problem_as_one_lin
     assert good["nasplat_version"] == nasplat.__version__
     assert (good["install"], good["storage"], good["data"], good["gpu"]) == ("ok", "ok", "ok", "-")
 
-    bad = dataclasses.replace(_without_data(experiment, tmp_path / "none"), storage=Storage(NOPE))
+    bad = dataclasses.replace(_without_data(experiment, tmp_path / "none"), storage_root=Storage(NOPE))
     answer = check_node(bad, "9.9.9")
     assert answer["install"] == f"nasplat {nasplat.__version__} here, 9.9.9 on the driver"
     assert answer["storage"].startswith(f"cannot create the folder {NOPE}")
@@ -149,7 +149,7 @@ def test_every_node_is_checked_and_each_problem_names_the_node_and_key(  # noqa:
     assert name in table and nasplat.__version__ in table
 
     with pytest.raises(StorageError, match=f"storage_path: {node_re}cannot create the folder {NOPE}"):
-        preflight_cluster(dataclasses.replace(experiment, storage=Storage(NOPE)))
+        preflight_cluster(dataclasses.replace(experiment, storage_root=Storage(NOPE)))
     with pytest.raises(ConfigError, match=f"data.root: {node_re}no annotations under .* and no data.synthetic"):
         preflight_cluster(_without_data(experiment, tmp_path / "missing"))
 

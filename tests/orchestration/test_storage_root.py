@@ -30,7 +30,7 @@ def _on_another_node(experiment, tmp_path: Path, storage_uri: str):  # noqa: ANN
 
     return dataclasses.replace(
         experiment, path=tmp_path / "gone" / "experiment.yaml", output_dir=tmp_path / "node-out",
-        storage=Storage.parse(storage_uri, tmp_path),
+        storage_root=Storage.parse(storage_uri, tmp_path),
         data=DataConfig(root=tmp_path / "node-data", synthetic=experiment.data.synthetic))
 
 

@@ -162,11 +162,12 @@ def test_no_credential_from_the_environment_reaches_a_file(tmp_path, monkeypatch
             assert SECRET not in text and KEY_ID not in text, (kind, name)
     job, _ = _rayjob(templates.render_kuberay(experiment))
     env = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env}
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
     assert refs["AWS_ACCESS_KEY_ID"] == {"name": templates.SECRET_NAME, "key": "AWS_ACCESS_KEY_ID"}
     assert refs["AWS_SECRET_ACCESS_KEY"] == {"name": templates.SECRET_NAME, "key": "AWS_SECRET_ACCESS_KEY"}
     assert refs["AWS_ENDPOINT_URL"]["optional"] is True and refs["AWS_DEFAULT_REGION"]["optional"] is True
-    assert all("value" not in e for e in env)
+    # the only plain value: the node-local cache on the data volume, the same path in every pod
+    assert [e for e in env if "value" in e] == [{"name": "NASPLAT_CACHE_DIR", "value": "/nasplat/data/cache"}]
 
 
 def test_local_storage_and_a_study_server_are_said_in_the_header(tmp_path):
@@ -184,7 +185,8 @@ def test_local_storage_and_a_study_server_are_said_in_the_header(tmp_path):
     assert not any("search.storage is not set" in line for line in lines)
     assert any(line.startswith("WARNING: search.storage holds a password") for line in lines)
     job, _ = _rayjob(templates.render_kuberay(local))
-    assert job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] == []
+    env = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["name"] for e in env] == ["NASPLAT_CACHE_DIR"]  # no credentials for a folder
 
 
 def test_slurm_starts_head_and_workers_and_runs_an_auto_copy(tmp_path):
