@@ -86,6 +86,33 @@ def _alive(proc: tuple[int, int]) -> bool:
         return False
 
 
+def ray_env(root: Path, **extra: str) -> dict[str, str]:
+    """The environment of a check's Ray nodes and drivers: this checkout importable, no usage
+    stats, and our own auth token (the one `.ci/run` exported, else a new one), so no other Ray
+    session on this machine can interfere; plus `extra`."""
+    import secrets
+
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{path}" if path else str(root), RAY_USAGE_STATS_ENABLED="0",
+                RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32),
+                **extra)
+
+
+def stop_started(started: list, seen: list[tuple[int, int]]) -> None:  # noqa: ANN001 - Popen
+    """Stop the processes a check started (`started`, last first) and every process seen under
+    them (now, or earlier in `seen`), then reap them."""
+    import subprocess
+
+    for proc in reversed(started):
+        seen = seen + tree(proc.pid)
+    stop(seen)
+    for proc in started:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 def wait_for(what: str, check, timeout: float, *, name: str = "ci") -> None:  # noqa: ANN001
     """Poll `check` until it is true; SystemExit naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -95,4 +122,4 @@ def wait_for(what: str, check, timeout: float, *, name: str = "ci") -> None:  # 
         time.sleep(0.2)
 
 
-__all__ = ["cmdline", "free_port", "signal_same", "stop", "tree", "wait_for"]
+__all__ = ["cmdline", "free_port", "ray_env", "signal_same", "stop", "stop_started", "tree", "wait_for"]

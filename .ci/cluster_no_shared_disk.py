@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
-from _procs import free_port, signal_same, stop, tree, wait_for  # noqa: E402
+from _procs import free_port, ray_env, signal_same, stop_started, tree, wait_for  # noqa: E402
 
 NAME = "cluster_no_shared_disk"
 BUCKET = "nasplat-ci"
@@ -126,12 +126,8 @@ def main() -> None:
     moto = shutil.which("moto_server", path=str(bindir)) or "moto_server"
     s3_port, ray_port = free_port(), free_port()
     address = f"127.0.0.1:{ray_port}"
-    env = dict(
-        os.environ,
-        PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ['PYTHONPATH']}" if os.environ.get("PYTHONPATH") else str(ROOT),
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN=os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32),
+    env = ray_env(
+        ROOT,
         # the standard variables, and nothing nasplat-specific, reach the object store
         AWS_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}",
         AWS_ACCESS_KEY_ID="nasplat-ci",
@@ -257,14 +253,7 @@ def main() -> None:
         ok = True
         say(f"ok in {time.monotonic() - t_start:.0f} s")
     finally:
-        for proc in reversed(started):
-            snapshot += tree(proc.pid)
-        stop(snapshot)
-        for proc in started:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_started(started, snapshot)  # search / drivers, worker node, head, (S3 server)
         if ok and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:

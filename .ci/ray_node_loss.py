@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import shutil
 import signal
 import sqlite3
@@ -28,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _procs  # noqa: E402 - the CI checks' process helpers, beside this file
-from _procs import cmdline, free_port, signal_same, stop, tree  # noqa: E402
+from _procs import cmdline, free_port, ray_env, signal_same, stop_started, tree  # noqa: E402
 
 
 def wait_for(what: str, check, timeout: float) -> None:  # noqa: ANN001
@@ -94,13 +92,8 @@ def main() -> None:
     t_start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="rnl", dir="/tmp"))  # short: Ray's socket paths live under it
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-    env = dict(
-        os.environ,
-        PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ['PYTHONPATH']}" if os.environ.get("PYTHONPATH") else str(ROOT),
-        RAY_USAGE_STATS_ENABLED="0",
-        # our own token, so no other Ray session on this machine can interfere (as .ci/run)
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN=os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32),
+    env = ray_env(
+        ROOT,
         # a dead node is noticed after ~3 s instead of ~15 s
         RAY_health_check_period_ms="1000",
         RAY_health_check_failure_threshold="3",
@@ -162,14 +155,7 @@ def main() -> None:
         ok = True
         print(f"ray_node_loss: ok in {time.monotonic() - t_start:.0f} s", flush=True)
     finally:
-        for proc in reversed(started):  # search, worker node, head
-            snapshot += tree(proc.pid)
-        stop(snapshot)
-        for proc in started:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_started(started, snapshot)  # search / drivers, worker node, head, (S3 server)
         if ok:
             shutil.rmtree(work, ignore_errors=True)
         else:

@@ -131,6 +131,16 @@ def one_torch_thread():  # noqa: ANN201 - a generator for pytest.fixture
 # --- an S3-compatible store on 127.0.0.1 (moto's server), reached through the AWS_* variables ---
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """TERM a server a test started, KILL it after 10 s, and reap it."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -166,12 +176,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                      region_name="us-east-1").create_bucket(Bucket=BUCKET)
         yield endpoint
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture

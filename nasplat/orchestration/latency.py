@@ -22,6 +22,9 @@ from nasplat.search import LatencyCost, build_searcher, total_gflops_fn
 __all__ = ["check_budgets", "latency_cost"]
 
 
+LUT_KEY = "latency_lut.json"  # under the storage root: the default latency table
+
+
 def latency_cost(experiment: Experiment, *, profile: bool = True,
                  progress: Callable[[int, int, str], None] | None = None) -> LatencyCost | None:
     """The search's latency cost, or None when the search does not use latency. Raises
@@ -30,6 +33,10 @@ def latency_cost(experiment: Experiment, *, profile: bool = True,
     if not search.uses_latency:
         return None
     path = experiment.latency_lut
+    # the default table lives under the storage root: from an object store, this node's copy
+    stored = experiment.storage.is_remote and not search.latency_lut
+    if stored and not path.exists() and experiment.storage.exists(LUT_KEY):
+        experiment.storage.download(LUT_KEY, path)
     if not path.exists():
         if not profile:
             raise ConfigError(f"latency table {path} does not exist; `nasplat run` profiles it, or run "
@@ -40,6 +47,8 @@ def latency_cost(experiment: Experiment, *, profile: bool = True,
                                   passes=p.passes)
         path.parent.mkdir(parents=True, exist_ok=True)
         profile_space(experiment.space, settings, path, calibration=p.calibration, progress=progress)
+        if stored:
+            experiment.storage.upload(path, LUT_KEY)
     table = load_table(path)
     table.check_machine(machine(table.settings["device"], table.settings["backend"]), source=str(path))
     predictor = LatencyPredictor(table, experiment.space, source=str(path))

@@ -9,7 +9,8 @@ one loaded `Experiment`:
 
 - `kuberay`: `rayjob.yaml`, a KubeRay `RayJob` (its entrypoint `nasplat run ... --cluster`) and a
   ConfigMap holding the experiment, space and trainer files, mounted at the same path on the head
-  and every worker (the evaluators reload the experiment by its path on their own node); plus a
+  and every worker (the driver reads them on the head; the workers get the experiment by value,
+  the mount keeps `nasplat` commands run by hand in a worker pod working); plus a
   `README.md` with the kubectl commands.
 - `ray-up`: `cluster.yaml` for the Ray cluster launcher, the experiment's files under
   `experiment/` (synced to every node by `file_mounts`, sent with the job by `--working-dir`) and
@@ -41,6 +42,7 @@ from nasplat import __version__
 from nasplat.config import Experiment
 from nasplat.errors import ConfigError
 from nasplat.files import atomic_write_text, read_yaml
+from nasplat.storage import CACHE_ENV
 from nasplat.store.redact import redact_url
 
 KINDS = ("kuberay", "ray-up", "slurm")
@@ -273,7 +275,9 @@ def _pod(name: str, image: str, resources: dict[str, Any], config_map: str, cred
         container["ports"] = ports
     container |= {
         "resources": resources,
-        "env": env,
+        # node-local copies (a data.root in an object store, the supernet) on the data volume; the
+        # same path in every pod, as the driver resolves it when it loads the experiment
+        "env": [*env, {"name": CACHE_ENV, "value": f"{_K8S_DATA}/cache"}],
         "volumeMounts": [{"name": "experiment", "mountPath": _K8S_EXPERIMENT, "readOnly": True},
                          {"name": "output", "mountPath": _K8S_OUTPUT},
                          {"name": "data", "mountPath": _K8S_DATA},

@@ -121,17 +121,6 @@ def test_without_cluster_the_cli_preflight_does_nothing(experiment: Experiment) 
 # --- on a local Ray ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_local():  # noqa: ANN201
-    import ray
-
-    from nasplat.orchestration.cluster import init_ray
-
-    init_ray(None, num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.ray
 @pytest.mark.timeout(300)
 def test_every_node_is_checked_and_each_problem_names_the_node_and_key(  # noqa: ANN001

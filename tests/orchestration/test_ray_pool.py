@@ -9,22 +9,12 @@ from pathlib import Path
 import pytest
 
 from nasplat.config import SearchConfig
-from nasplat.orchestration.cluster import init_ray
 from nasplat.orchestration.driver import drive
 from nasplat.orchestration.pool import RayEvaluatorPool
 from nasplat.search import AnalyticFactory
 from nasplat.space import load_space
 
 SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "cpu_small.yaml"
-
-
-@pytest.fixture(scope="module")
-def ray_local():  # noqa: ANN201
-    import ray
-
-    init_ray(None, num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.ray

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import stop_process
+
 N_TRIALS = 10
 
 
@@ -72,12 +74,7 @@ def dashboard(storage_url: str, directory: Path) -> Iterator[str]:
             time.sleep(0.2)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         log.close()
 
 
