@@ -36,6 +36,7 @@ import typer
 import typer.core
 
 from nasplat import __version__
+from nasplat.cli import lease
 from nasplat.errors import NasplatError
 
 # Command-group modules, in help order.
@@ -142,7 +143,10 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         logs.configure(log_dir() / "nasplat.log", verbose=_options["verbose"] or os.environ.get("NASPLAT_VERBOSE") == "1")
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                lease.release_all()  # the experiment's lease, however the command ended
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except NasplatError as e:

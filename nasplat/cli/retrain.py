@@ -42,6 +42,7 @@ def retrain(
       nasplat retrain experiments/quickstart.yaml
     """
     from nasplat.cli.console import console as make_console
+    from nasplat.cli.lease import hold_lease
     from nasplat.config import load_experiment
     from nasplat.errors import ConfigError
     from nasplat.orchestration.cluster import for_command
@@ -51,6 +52,7 @@ def retrain(
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     if experiment.retrain is None:
         raise ConfigError("the experiment has no retrain: section", source=str(experiment.path), key="retrain")
+    hold_lease(experiment)  # one driver per experiment: a second one stops here, exit 2
     console = make_console(stderr=True)
     rc = experiment.retrain
     console.print(f"retrain: top {rc.top_k} subnets, {rc.epochs} epochs, init {rc.init}, lr {list(rc.lr) if rc.lr else 'recipe'}")

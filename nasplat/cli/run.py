@@ -34,6 +34,7 @@ def run(
     from nasplat.cli.retrain import print_retrain, progress_printer
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.cli.lease import hold_lease
     from nasplat.orchestration.preflight import cluster_preflight
     from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.retrain import run_retrain
@@ -54,6 +55,7 @@ def run(
     else:
         latency = None
     check_budgets(experiment, latency)
+    hold_lease(experiment)  # one driver per experiment: a second one stops here, exit 2
     # on this driver, before any phase: the Ray workers of training log into it
     mlflow_experiment = None if no_mlflow else open_experiment(experiment)
     console.print(f"[bold]1/4[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")

@@ -39,6 +39,8 @@ def search(
     from nasplat.cli.progress import search_bar
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.cli.lease import hold_lease
+    from nasplat.orchestration.latency import check_budgets, latency_cost
     from nasplat.orchestration.preflight import cluster_preflight
     from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.run import report as run_report
@@ -52,9 +54,12 @@ def search(
     if report:
         result = run_report(experiment, study)
     else:
+        latency = latency_cost(experiment)
+        check_budgets(experiment, latency)  # a budget no subnet meets: before the lease and the store
+        hold_lease(experiment)  # one driver per experiment: a second one stops here, exit 2
         with search_bar(console, experiment.search.n_trials) as update:
             result = run_search(experiment, objective=objective, new_study=new_study, study_name=study, progress=update,
-                                local=local, track=not no_mlflow)
+                                local=local, track=not no_mlflow, latency=latency)
     best = result.best
     console.print(
         f"study {result.study_name} at {result.storage}: {result.n_complete} completed, {result.n_failed} failed; "

@@ -56,6 +56,7 @@ def train(
     from nasplat.cli.progress import training_bar
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
+    from nasplat.cli.lease import hold_lease
     from nasplat.orchestration.preflight import cluster_preflight
     from nasplat.orchestration.probe import preflight
     from nasplat.orchestration.training import train_supernet
@@ -64,6 +65,7 @@ def train(
     preflight(experiment, search=False, tracking=not no_mlflow)
     console = make_console(stderr=True)
     cluster_preflight(experiment, console)  # --cluster: one check per node, a table, before any phase
+    hold_lease(experiment)  # one driver per experiment: a second one stops here, exit 2
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
         path = train_supernet(experiment, progress=update, mlflow=not no_mlflow, evaluate=not no_eval)
     console.print(f"supernet checkpoint: {path}")
