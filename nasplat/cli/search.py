@@ -91,11 +91,13 @@ def status(
     from nasplat.config import load_experiment
     from nasplat.orchestration.driver import identity_of, summarize
     from nasplat.orchestration.phases import Phases
+    from nasplat.orchestration.probe import check_storage
     from nasplat.store import identity_differences, load_current_study, redact_url
     from nasplat.store.costs import phase_costs
     from nasplat.store.costs import total as total_cost
 
     experiment = load_experiment(experiment_file)
+    check_storage(experiment)  # a database server that accepts and never answers: one line in 5 s
     url = experiment.storage_url
     row = Phases(experiment).current()
     store = load_current_study(url, experiment.name, study)

@@ -3,7 +3,8 @@
 `preflight(experiment, ...)` runs right after `cluster.for_command` in `nasplat run`, `train` and
 `search`. It checks, each with a bounded timeout (`timeout_s`, default 5 s), that the services the
 command will talk to answer: the tracking server (an `http(s)://` tracking URI: its `/health`),
-the study database when it is a server (a TCP connection to its host and port), and the Ray
+the study database when it is a server (a TCP connection to its host and port, then `SELECT 1`
+under the same timeout), and the Ray
 cluster (`cluster.address` as `host:port` or `ray://host:port`: a TCP connection), and the
 storage root (`storage_path`) when it is an object store or a folder other than the output
 directory: a probe object written, read back and deleted (`Storage.probe`, `storage.PROBE_TIMEOUT_S`;
@@ -25,8 +26,8 @@ import urllib.request
 
 from nasplat.config import Experiment
 from nasplat.errors import BudgetError, ConfigError, StorageError
-from nasplat.storage import PROBE_TIMEOUT_S
-from nasplat.store.redact import redact_url
+from nasplat.storage import PROBE_TIMEOUT_S, call_with_timeout
+from nasplat.store.redact import redact_text, redact_url
 
 DEFAULT_TIMEOUT_S = 5.0
 OBJECTIVES = ("analytic", "wholebody")
@@ -101,9 +102,37 @@ def check_storage(experiment: Experiment, timeout_s: float = DEFAULT_TIMEOUT_S) 
     if port is None:
         return
     why = tcp_reachable(parsed.host, port, timeout_s)
+    if why is None:  # a port that accepts is not yet a database that answers: ask it something
+        why = _query(url, backend, timeout_s)
     if why is not None:
         raise ConfigError(f"the study database {redact_url(url)} does not answer within {timeout_s:g} s: {why}",
                           source=str(experiment.path), key=key)
+
+
+def _query(url: str, backend: str, timeout_s: float) -> str | None:
+    """`SELECT 1` on the database at `url` within `timeout_s` (the driver's connect timeout set,
+    and the whole call bounded: a server that accepts and never answers must not hang a command).
+    None when it answered, else the reason, redacted."""
+    import sqlalchemy as sa
+
+    args = {"connect_timeout": max(1, int(timeout_s))} if backend == "postgresql" else {}
+
+    def ask() -> None:
+        engine = sa.create_engine(url, connect_args=args, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        finally:
+            engine.dispose()
+
+    try:
+        call_with_timeout(ask, timeout_s, "the study database")
+    except StorageError:
+        return "it accepts connections but does not answer a query"
+    except Exception as e:  # noqa: BLE001 - the driver's error, one redacted line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return redact_text(first, url)
+    return None
 
 
 def check_cluster(experiment: Experiment, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:

@@ -122,3 +122,27 @@ def test_identity_picks_the_matching_study_and_a_finished_rerun_writes_nothing(t
     assert "differs from study tiny#2" in res.output
     _one_error_line(_invoke("status", str(path), "--study", "nope"), "--study", "nope")
     _one_error_line(_invoke("search", str(path), "--local", "--study", "nope"), "--study", "nope", "--new-study")
+
+
+def test_a_database_server_that_accepts_and_never_answers_is_one_line_within_the_timeout(tmp_path, tiny_experiment):
+    """A TCP port that accepts connections but never speaks: `search` (its preflight) and
+    `status` each stop with one line naming search.storage within the 5 s probe, not minutes."""
+    import socket
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    try:
+        port = server.getsockname()[1]
+        path = _with(tiny_experiment(tmp_path / "silentdb"),
+                     f"search: {{storage: 'postgresql://nas:secret@127.0.0.1:{port}/studies', objective: analytic}}\n")
+        for command in (["search", str(path), "--local", "--no-mlflow"], ["status", str(path)]):
+            start = time.monotonic()
+            res = _invoke(*command)
+            _one_error_line(res, str(path), "search.storage", "does not answer within 5 s")
+            assert "secret" not in res.output
+            assert time.monotonic() - start < 20, command
+    finally:
+        server.close()
+    assert not (tmp_path / "silentdb" / "out").exists()
