@@ -461,10 +461,21 @@ def _export(experiment: Experiment, result: Any, metrics: dict[str, Any], sweep_
     """Export the trial's retrained weights to `exports/retrained-<rank>` via `run.publish_export`
     (registered in the Model Registry when `register`; under an object-store root the folder is
     written here and uploaded). `sweep_dir` is this process's folder of the sweep (its weights)."""
-    from nasplat.orchestration.run import publish_export  # run.py is the export phase's home
+    from nasplat.orchestration.run import publish_export, unchanged_export  # the export phase's home
     config = result.config
     rank = int(config["subnet"]["rank"])
     arch = Arch.from_json(config["subnet"]["arch"])
+    out = experiment.exports_dir / f"retrained-{rank}"
+    # what this export is made of: the sweep (a digest of its subnets, recipe and supernet), the
+    # subnet, and the trial's checkpoint; the same again (a rerun) writes and registers nothing
+    inputs = hashlib.sha256(json.dumps([sweep_dir.name, rank, str(result.path), str(result.checkpoint.path),
+                                        float(config["lr"])]).encode()).hexdigest()[:16]
+    done = unchanged_export(experiment, out, inputs, register=register)
+    if done is not None and (out / "retrain.json").is_file():
+        saved = json.loads((out / "retrain.json").read_text())
+        return RetrainedSubnet(rank=rank, study_trial=int(config["subnet"]["study_trial"]), arch=arch,
+                               trial_id=str(saved["trial_id"]), lr=float(saved["lr"]), epochs=int(saved["epochs"]),
+                               before=saved["before"], after=saved["after"], export=out)
     with result.checkpoint.as_directory() as d:
         state = load_checkpoint(Path(d) / STATE)
     supernet_ckpt = latest_checkpoint(experiment)  # this driver's copy (another driver may have made the sweep)
@@ -474,8 +485,7 @@ def _export(experiment: Experiment, result: Any, metrics: dict[str, Any], sweep_
     atomic_torch_save({"supernet_config": payload["supernet_config"], "model": supernet.state_dict(),
                        "space_fingerprint": payload.get("space_fingerprint"), "retrained_from": str(supernet_ckpt),
                        "retrain_trial": result.path}, weights)
-    out = experiment.exports_dir / f"retrained-{rank}"
-    publish_export(experiment, arch, out, register=register, checkpoint=weights,
+    publish_export(experiment, arch, out, register=register, checkpoint=weights, inputs=inputs,
                    origin={"study_trial": int(config["subnet"]["study_trial"]), "retrain_sweep": sweep_dir.name,
                            "lr": float(config["lr"])})
     sub = RetrainedSubnet(

@@ -10,7 +10,11 @@ calls) writes any subnet's export folder and registers it in the experiment's ML
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +30,12 @@ from nasplat.search import LatencyCost
 from nasplat.search.objectives import AnalyticFactory, ObjectiveFactory
 from nasplat.space import Arch
 from nasplat.store import load_current_study
-from nasplat.subnet import WholeBodyFactory, export_subnet, load_exported
-from nasplat.subnet.export import ARCH, CARD, META, ONNX
+from nasplat.subnet import WholeBodyFactory, export_subnet, latest_checkpoint, load_exported
+from nasplat.subnet.export import ARCH, CARD, META, ONNX, WEIGHTS
 from nasplat.tracking import MlflowTracker
-from nasplat.tracking.registry import RegisteredVersion, register_export
+from nasplat.tracking.registry import RegisteredVersion, find_version, register_export
+
+log = logging.getLogger(__name__)
 
 
 def objective_factory(experiment: Experiment, name: str | None = None, work: int = 0) -> ObjectiveFactory:
@@ -146,14 +152,66 @@ def report(experiment: Experiment, study_name: str | None = None) -> SearchResul
     return summarize(store, trials)
 
 
+def export_inputs(experiment: Experiment, arch: Arch, checkpoint: Path | None, origin: dict[str, Any] | None,
+                  net: Any = None) -> str | None:
+    """A digest of what an export is made from (the arch, the supernet checkpoint's bytes, the
+    recipe that recalibrates BN, the origin), or None when a network is given as it is."""
+    if net is not None:
+        return None
+    h = hashlib.sha256(json.dumps({"arch": arch.to_json(), "origin": origin or {},
+                                   "recipe": asdict(experiment.trainer)}, sort_keys=True, default=str).encode())
+    with (checkpoint or latest_checkpoint(experiment)).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _finished_export(out: Path) -> dict[str, Any] | None:
+    """The meta of a whole export folder (`meta.json` is written last), or None."""
+    try:
+        meta = json.loads((out / META).read_text())
+    except (OSError, ValueError):
+        return None
+    whole = isinstance(meta, dict) and all((out / name).is_file() for name in (ARCH, WEIGHTS, CARD))
+    return meta if whole else None
+
+
+def unchanged_export(experiment: Experiment, out: Path, inputs: str, *,
+                     register: bool) -> tuple[dict[str, Any], RegisteredVersion | None] | None:
+    """(meta, version) when `out` already holds a whole export made from `inputs` and, when
+    `register`, a model version tagged with them exists; else None (export it)."""
+    done = _finished_export(out)
+    if done is None or (done.get("origin") or {}).get("inputs") != inputs:
+        return None
+    found = find_version(experiment.tracking_uri, experiment.name, "origin.inputs", inputs) if register else None
+    if register and found is None:
+        return None
+    log.info("%s already holds this export (inputs %s): not written or registered again", out, inputs)
+    return done, found
+
+
 def publish_export(experiment: Experiment, arch: Arch, out: Path, *, register: bool = True,
                    **export: Any) -> tuple[dict[str, Any], RegisteredVersion | None]:
     """Write the export folder `out` of `arch` (`subnet.export_subnet(experiment, arch, out,
     **export)`: weights, ONNX graph, meta, model card) and register it as a new version of the
     registered model named after the experiment in its MLflow tracking store (unless not
-    `register`). Returns the meta and the registered version. Raises ArchError, TrainingError,
+    `register`). Returns the meta and the registered version.
+
+    An export is made once: its inputs' digest (`export_inputs`) is recorded as `origin.inputs`
+    (meta and version tag), and when `out` already holds an export of the same inputs (and, when
+    registering, a version tagged with them exists) nothing is written or registered again: a
+    rerun of a finished `nasplat run` adds no version (`inputs=` gives the digest instead, for an
+    export whose checkpoint file is written anew each time). Raises ArchError, TrainingError,
     NasplatError (tracking store)."""
-    meta = export_subnet(experiment, arch, out, **export)
+    origin = dict(export.pop("origin", None) or {})
+    inputs = export.pop("inputs", None) or export_inputs(experiment, arch, export.get("checkpoint"), origin,
+                                                         export.get("net"))
+    if inputs is not None:
+        origin["inputs"] = inputs
+        done = unchanged_export(experiment, out, inputs, register=register)
+        if done is not None:
+            return done
+    meta = export_subnet(experiment, arch, out, origin=origin, **export)
     version = None
     if register:
         files = [out / name for name in (ONNX, CARD, META, ARCH) if (out / name).exists()]
@@ -183,4 +241,4 @@ def export_best(experiment: Experiment, arch: Arch, *, checkpoint: Path | None =
     return out, meta, version
 
 
-__all__ = ["export_best", "make_tracker", "objective_factory", "pool_for", "publish_export", "report", "run_search"]
+__all__ = ["export_best", "export_inputs", "make_tracker", "objective_factory", "pool_for", "publish_export", "report", "run_search", "unchanged_export"]

@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from nasplat.tracking.client import client_for, experiment_id, tracking_error
 
-__all__ = ["RegisteredVersion", "register_export"]
+__all__ = ["RegisteredVersion", "find_version", "register_export"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,25 @@ def _pickle_format() -> dict[str, str]:
 def _requirements() -> list[str]:
     # Given, not inferred: inference loads the model in a subprocess (seconds) to guess them.
     return [f"torch=={torch.__version__.split('+')[0]}", "nasplat"]
+
+
+def find_version(uri: str, model_name: str, tag: str, value: str) -> RegisteredVersion | None:
+    """The newest version of `model_name` whose tag `tag` is `value`, or None (no such model,
+    or none tagged so). Raises NasplatError (tracking.uri, password redacted)."""
+    client = client_for(uri)
+    try:
+        versions = client.search_model_versions(f"name='{model_name}'")
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise tracking_error(uri, f"cannot read model {model_name!r}", e) from None
+    except Exception as e:  # noqa: BLE001 - one redacted line for any tracking-store failure
+        raise tracking_error(uri, f"cannot read model {model_name!r}", e) from None
+    found = [v for v in versions if (v.tags or {}).get(tag) == value]
+    if not found:
+        return None
+    v = max(found, key=lambda v: int(v.version))
+    return RegisteredVersion(model_name, str(v.version), str(v.run_id), f"models:/{model_name}/{v.version}")
 
 
 def register_export(

@@ -1,9 +1,11 @@
 """`export_best`: the export folder with its ONNX graph and card, one registered model version in
-the experiment's tracking store per export, and the phase recorded."""
+the experiment's tracking store per distinct export (the same inputs again write and register
+nothing), and the phase recorded."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import torch
 
@@ -32,3 +34,11 @@ def test_export_best_writes_the_folder_registers_a_version_and_marks_the_phase(t
     assert (version.version, again.version) == ("1", "2")
     client = MlflowClient(tracking_uri=experiment.tracking_uri)
     assert {str(v.version) for v in client.search_model_versions(f"name='{experiment.name}'")} == {"1", "2"}
+
+    # the same inputs again (a rerun of a finished `nasplat run`): nothing written, no new version
+    stamp = (out / "model.pt").stat().st_mtime_ns
+    _, meta3, same = export_best(experiment, arch, checkpoint=checkpoint, latency=None)
+    assert same.version == "2" and meta3 == json.loads((out / "meta.json").read_text())
+    assert (out / "model.pt").stat().st_mtime_ns == stamp
+    assert {str(v.version) for v in client.search_model_versions(f"name='{experiment.name}'")} == {"1", "2"}
+    assert client.get_model_version(experiment.name, "2").tags["origin.inputs"] == meta3["origin"]["inputs"]

@@ -88,6 +88,15 @@ def test_run_retrains_records_and_exports(tmp_path: Path, tiny_experiment) -> No
     assert sweep_run.data.tags["nasplat.role"] == "retrain"
     assert client.get_run(sweep_run.data.tags["mlflow.parentRunId"]).data.tags["nasplat.role"] == "search"
 
+    # a rerun of the finished run: the same exports, nothing rewritten, no new model version
+    versions = {v.version for v in client.search_model_versions("name='tiny'")}
+    assert len(versions) == 2  # exports/retrained-1 and exports/best
+    stamps = {p: p.stat().st_mtime_ns for p in (export / "model.pt", out / "exports" / "best" / "model.pt")}
+    res = _nasplat("run", str(path), timeout=540)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {v.version for v in client.search_model_versions("name='tiny'")} == versions
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
 
 EPOCHS = 5  # enough that the second trial cannot finish in the second between its first epoch and the kill
 
