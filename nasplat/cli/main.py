@@ -25,7 +25,9 @@ import functools
 import importlib
 import os
 import shutil
+import signal
 import sys
+import threading
 import tempfile
 import time
 import traceback
@@ -35,7 +37,7 @@ from typing import Any, Callable
 import typer
 import typer.core
 
-from nasplat import __version__
+from nasplat import __version__, interrupt
 from nasplat.cli import lease
 from nasplat.errors import NasplatError
 
@@ -136,12 +138,25 @@ def _expected_failure(e: BaseException) -> str | None:
     return None
 
 
+def _terminate_on_sigterm() -> None:
+    """SIGTERM (how Kubernetes, Slurm and `kill` stop a job) ends a command as Ctrl-C does, in the
+    main thread, as `interrupt.Terminated`: one line and exit 143 instead of Ray's stack dump."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise interrupt.Terminated
+
+    signal.signal(signal.SIGTERM, terminated)
+
+
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from nasplat import logs
 
         logs.configure(log_dir() / "nasplat.log", verbose=_options["verbose"] or os.environ.get("NASPLAT_VERBOSE") == "1")
+        _terminate_on_sigterm()
         try:
             try:
                 return fn(*args, **kwargs)
@@ -151,9 +166,13 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except NasplatError as e:
             fail(str(e))
-        except KeyboardInterrupt:
-            typer.echo("nasplat: interrupted; state up to the last checkpoint/trial is kept", err=True)
-            raise typer.Exit(code=130) from None
+        except KeyboardInterrupt as e:
+            terminated = isinstance(e, interrupt.Terminated)
+            during = interrupt.activity()
+            typer.echo(f"nasplat: {'terminated' if terminated else 'interrupted'}"
+                       + (f" during {during}" if during else "")
+                       + "; what was saved is kept, and the same command resumes", err=True)
+            raise typer.Exit(code=143 if terminated else 130) from None
         except Exception as e:  # noqa: BLE001 - the one place every other failure becomes one line
             line = _expected_failure(e)
             if line is not None:

@@ -178,7 +178,7 @@ def ui(
       nasplat ui experiments/quickstart.yaml --port 5001
     """
     from nasplat.config import load_experiment
-    from nasplat.orchestration.tracking import ARTIFACTS, find_experiment, runs_url, ui_base
+    from nasplat.orchestration.tracking import find_experiment, runs_url, ui_base
     from nasplat.tracking.client import is_local
 
     experiment = load_experiment(experiment_file)
@@ -189,7 +189,8 @@ def ui(
         typer.echo(f"tracking.uri is a server; the Pareto front is at {url}")
         return
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--default-artifact-root", (Path(experiment.output_dir) / ARTIFACTS).resolve().as_uri()]
+    where = experiment.artifact_location  # a folder, or the object store of storage_path
+    cmd += ["--default-artifact-root", where if isinstance(where, str) else where.resolve().as_uri()]
     typer.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop); the Pareto front: {url}")
     serve_until_stopped(cmd)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -104,6 +106,7 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
         log.warning("the local Ray has fewer CPUs/GPUs than this phase needs; restarting it with %s CPUs, %s GPUs",
                     num_cpus, num_gpus)
         ray.shutdown()
+    keep = _python_signal_handlers()
     try:
         _loopback_only(address is None)
         if address is None:
@@ -123,7 +126,24 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
         if address is None:
             raise NasplatError(f"cannot start a local Ray: {first}", key="cluster") from e
         raise NasplatError(f"cannot connect to Ray at {address!r}: {first}", key="cluster.address") from e
+    _restore_signal_handlers(keep)
     return True
+
+
+def _python_signal_handlers() -> dict[int, Any]:
+    """This process's Python handlers of SIGTERM and SIGINT (in the main thread; else none)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
+    """Put the Python handlers back: `ray.init` installs its core worker's own handler of SIGTERM
+    (a stack dump, then abort: exit -6), under Python's, and a stopped `nasplat run` must end in
+    its one line instead (`nasplat.interrupt`)."""
+    for sig, handler in handlers.items():
+        if callable(handler) or handler in (signal.SIG_DFL, signal.SIG_IGN):
+            signal.signal(sig, handler)
 
 
 def _too_small(ray: object, num_cpus: int | None, num_gpus: int | None) -> bool:

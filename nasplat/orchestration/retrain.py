@@ -41,6 +41,7 @@ from ray.tune import Callback
 from nasplat.config import Experiment
 from nasplat.errors import StoreError, TrainingError
 from nasplat.files import atomic_write_bytes, atomic_write_json
+from nasplat.interrupt import run_in_thread, set_activity
 from nasplat.orchestration.cluster import init_ray
 from nasplat.orchestration.phases import Phase, Phases
 from nasplat.orchestration.tracking import tracked_phase_cost
@@ -519,6 +520,7 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     local.mkdir(parents=True, exist_ok=True)
     phases = Phases(experiment)
     phases.mark(Phase.RETRAINING)
+    set_activity("retrain")
     # Save the sweep's state at every step of the Tune loop, so a kill right after a trial ends
     # does not lose that it ended (Tune's default throttles these writes to every 10 s or more).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
@@ -535,7 +537,10 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     gpus = rc.concurrent_trials if experiment.cluster.use_gpu else 0
     try:
         with tracked_phase_cost(experiment, "retrain", cpus=cpus, gpus=gpus, track=track):
-            results = tuner.fit()
+            # a worker thread: Tune installs no SIGINT handler there (it would stop the sweep and
+            # return its trials as if finished, which were then exported); Tune saved its state
+            # at every step, so the same command resumes the sweep
+            results = run_in_thread(tuner.fit, "ray-tune")
     finally:
         if progress is not None:
             _progress.remove(progress)

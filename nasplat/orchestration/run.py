@@ -20,6 +20,7 @@ from typing import Any
 
 from nasplat.config import Experiment
 from nasplat.errors import ConfigError, StoreError
+from nasplat.interrupt import set_activity
 from nasplat.orchestration.cluster import init_ray
 from nasplat.orchestration.latency import check_budgets, latency_cost
 from nasplat.orchestration.driver import ProgressUpdate, SearchResult, open_search, summarize
@@ -114,6 +115,7 @@ def run_search(
     else:
         factory = objective
         name = _FACTORY_NAMES.get(type(objective), "custom")
+    set_activity("search")
     if latency is None:
         latency = latency_cost(experiment)
     check_budgets(experiment, latency)  # before the tracker opens (and creates) its store
@@ -230,6 +232,7 @@ def export_best(experiment: Experiment, arch: Arch, *, checkpoint: Path | None =
     When it registers or logs to a trial, the costs so far go to the search run too (`cost.*`).
     Returns the directory, the export's meta and the registered version. Raises ArchError,
     TrainingError, NasplatError (tracking)."""
+    set_activity("export")
     out = experiment.exports_dir / "best"
     with tracked_phase_cost(experiment, "export", cpus=1, track=register or trial is not None):
         meta, version = publish_export(experiment, arch, out, register=register, checkpoint=checkpoint, origin=origin,

@@ -26,6 +26,7 @@ import torch
 
 from nasplat.config import Experiment
 from nasplat.errors import TrainingError
+from nasplat.interrupt import set_activity
 from nasplat.orchestration.cluster import ray_session
 from nasplat.orchestration.phases import Phase, Phases
 from nasplat.orchestration.tracking import RUN_ID_FILE, open_experiment, tracked_phase_cost
@@ -178,6 +179,7 @@ def train_supernet(
     losses {"total"}). The phase is recorded in the study store (training, then trained with the
     checkpoint), and so is its cost (`nasplat.store.costs`; with `mlflow` also on the current study's search run). Raises DataError, TrainingError, ConfigError, StoreError.
     """
+    set_activity("training")
     ensure_data(experiment)
     phases = Phases(experiment)
     phases.mark(Phase.TRAINING)

@@ -40,6 +40,7 @@ from ray.util.queue import Empty, Queue
 from nasplat.config import Experiment
 from nasplat.errors import NasplatError, TrainingError
 from nasplat.files import atomic_write_json
+from nasplat.interrupt import run_in_thread
 from nasplat.train.checkpoint import LATEST, copy_checkpoint, find_latest, publish_supernet
 from nasplat.train.data import ensure_data
 from nasplat.train.loop import WorkerContext, run_training
@@ -215,7 +216,9 @@ def train_with_ray(
         logs.adopt(*logs.LIBRARY_LOGGERS)
         started = time.time()
         try:
-            result = trainer.fit()
+            # in a worker thread, where Ray Train installs no SIGINT handler of its own (it would
+            # end the run as if training had finished): a signal ends the command here instead
+            result = run_in_thread(trainer.fit, "ray-train")
         except Exception as e:  # Ray wraps worker errors in its own types
             cause = worker_cause(e)
             if cause is not None:  # a nasplat error on a worker (bad data, MLflow, ...) reads as itself
