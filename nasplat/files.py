@@ -50,16 +50,68 @@ def read_text(path: str | Path, *, what: str = "file", error: type[NasplatError]
         raise error(f"cannot read ({e.strerror})", source=str(path)) from e
 
 
+# A real configuration file has hundreds of nodes; aliases may not make it more than this once
+# expanded (nine levels of nine-fold aliases are 387 million): refused while parsing, before
+# anything is expanded.
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(root: yaml.Node, source: str | Path) -> int:
+    """The number of nodes `root` stands for with every alias expanded, computed on the composed
+    graph (an alias is the anchored node itself) without expanding it. Raises ConfigError for an
+    alias inside its own anchor (`a: &a [*a]`) or more than `MAX_YAML_NODES`."""
+    size: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if done:
+            open_.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(c)] for c in children)
+            if size[id(node)] > MAX_YAML_NODES:
+                raise ConfigError(f"YAML aliases expand to more than {MAX_YAML_NODES:,} values; a configuration "
+                                  f"file has hundreds (an alias bomb?)", source=str(source))
+            continue
+        if id(node) in size:
+            continue
+        if id(node) in open_:
+            mark = node.start_mark
+            raise ConfigError(f"a YAML alias refers to its own anchor at line {mark.line + 1}, column "
+                              f"{mark.column + 1} (a recursive alias)", source=str(source))
+        open_.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+    return size[id(root)]
+
+
+def _safe_load_bounded(text: str, source: str | Path) -> Any:
+    """`yaml.safe_load`, with the composed document's expanded size checked before it is built."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, source)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path, *, mapping: bool = True) -> Any:
     """Parse one YAML file with `yaml.safe_load`.
 
     Raises ConfigError naming the file for a missing or unreadable file, a file that is not UTF-8,
-    invalid YAML (with line and column) and, when `mapping` is True, a top level that is not a
-    mapping.
+    invalid YAML (with line and column), aliases that expand past `MAX_YAML_NODES` or refer to
+    their own anchor and, when `mapping` is True, a top level that is not a mapping.
     """
     text = read_text(path, what="YAML file")
     try:
-        data = yaml.safe_load(text)
+        data = _safe_load_bounded(text, path)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

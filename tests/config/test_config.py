@@ -146,3 +146,35 @@ def test_retrain_cli_rejects_a_bad_section_in_one_line_before_writing(tmp_path):
     res = CliRunner().invoke(app, ["retrain", str(_write_experiment(tmp_path))])
     assert res.exit_code == 2 and "retrain" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def _alias_bomb(levels: int = 9, fold: int = 9) -> str:
+    lines = [f"a0: &a0 [{', '.join(['lol'] * fold)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * fold)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(60)
+def test_a_yaml_alias_bomb_and_a_recursive_alias_are_one_line_before_anything_is_expanded(tmp_path):
+    """Nine levels of nine-fold aliases (387 million values once expanded) and `a: &a [*a]`: each
+    one ConfigError naming the file, from the CLI one line and exit 2; ordinary aliases still load."""
+    from typer.testing import CliRunner
+
+    from nasplat.cli.main import app
+    from nasplat.files import read_yaml
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_alias_bomb())
+    with pytest.raises(ConfigError, match="expand to more than 100,000 values"):
+        read_yaml(bomb)
+    recursive = tmp_path / "recursive.yaml"
+    recursive.write_text("name: x\na: &a [*a]\n")
+    with pytest.raises(ConfigError, match="refers to its own anchor at line 2"):
+        read_yaml(recursive)
+    for path in (bomb, recursive):
+        res = CliRunner().invoke(app, ["run", str(path)])
+        assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+        assert res.output.startswith(f"nasplat: error: {path}: ")
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("base: &b {x: 1, y: [1, 2]}\nother: *b\n")
+    assert read_yaml(shared) == {"base": {"x": 1, "y": [1, 2]}, "other": {"x": 1, "y": [1, 2]}}
