@@ -46,6 +46,9 @@ def predict(
 ) -> None:
     """Predict whole-body keypoints of the people in images with an exported subnet.
 
+    An image whose header claims more than 200 megapixels is refused (one line) before it is
+    decoded.
+
     \b
     Example:
       nasplat predict outputs/quickstart/exports/best outputs/quickstart/data/val2017 --out predictions \\
@@ -165,6 +168,27 @@ def predict_images(model_dir: Path, inputs: List[Path], out: Path, *, boxes: Opt
         painters.shutdown(wait=True, cancel_futures=True)
 
 
+MAX_IMAGE_PIXELS = 200_000_000  # 200 megapixels: above the largest cameras' photos (decoded: 600 MB)
+
+
+def oversized(path: Path) -> Optional[str]:
+    """Why the image at `path` is not decoded: its header claims more than `MAX_IMAGE_PIXELS`
+    (read without decoding); None when it does not, or the header is not one Pillow reads (then
+    OpenCV decides)."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # only headers are read here: this limit is the one that holds
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Exception:  # noqa: BLE001 - not an image Pillow reads: OpenCV's error says so
+        return None
+    if width * height > MAX_IMAGE_PIXELS:
+        return (f"the image header says {width} x {height} pixels ({width * height / 1e6:.0f} megapixels), over "
+                f"the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixel limit; not decoded")
+    return None
+
+
 def _pipeline(predictor: Any, jobs: list, errors: list[str], out: Path, persons_by_id: Optional[dict],
               ann: Optional[Path], draw: bool, readers: Any, painters: Any, echo: Callable[[str], None],
               start: float) -> PredictReport:
@@ -179,6 +203,9 @@ def _pipeline(predictor: Any, jobs: list, errors: list[str], out: Path, persons_
         # on a reader thread (cv2 releases the GIL while it decodes and warps)
         if image_id is None:
             return path, image_id, None, None
+        too_large = oversized(path)
+        if too_large is not None:  # before decoding: a 623-byte file may claim 20000 x 20000 pixels
+            return path, image_id, None, too_large
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             return path, image_id, None, None
@@ -217,7 +244,7 @@ def _pipeline(predictor: Any, jobs: list, errors: list[str], out: Path, persons_
             elif image_id in used:
                 what = f"image id {image_id} is also {used[image_id]}"
             elif image is None:
-                what = "cannot read the image (missing, not an image, or corrupt)"
+                what = crops if isinstance(crops, str) else "cannot read the image (missing, not an image, or corrupt)"
             else:
                 used[image_id] = path
                 yield (path, image_id, image), crops

@@ -240,3 +240,25 @@ def test_the_steps_compose_to_predict_across_batch_boundaries(export_dir, traine
                                      prepared.box_scores)
             np.testing.assert_allclose(kp, alone[0], atol=1e-4)
             np.testing.assert_allclose(sc, alone[1], atol=1e-6)
+
+
+def _claims(data: bytes, width: int, height: int) -> bytes:
+    """A JPEG whose frame header (SOF0) claims width x height; the data stays what it was."""
+    at = data.index(b"\xff\xc0") + 5  # marker, length (2), precision (1), then height, width
+    return data[:at] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[at + 4:]
+
+
+def test_an_image_claiming_a_huge_size_is_refused_before_it_is_decoded(tmp_path, export_dir, trained_tiny):
+    import cv2
+    import numpy as np
+
+    ok, small = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))
+    assert ok
+    bomb = tmp_path / "000000000001.jpg"
+    bomb.write_bytes(_claims(small.tobytes(), 20000, 20000))
+    assert len(bomb.read_bytes()) < 1000
+    res = _predict(str(export_dir), str(bomb), "--out", str(tmp_path / "pred"))
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    (line,) = [ln for ln in res.stderr.splitlines() if str(bomb) in ln]
+    assert "20000 x 20000 pixels (400 megapixels)" in line and "not decoded" in line
+    assert not list((tmp_path / "pred").glob("*.png"))
