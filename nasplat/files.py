@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import re
+import stat
 import tempfile
 import typing
 from collections.abc import Callable
@@ -120,6 +121,39 @@ def read_yaml(path: str | Path, *, mapping: bool = True) -> Any:
     if mapping and not isinstance(data, dict):
         raise ConfigError(f"top level must be a mapping, got {type(data).__name__}", source=str(path))
     return data
+
+
+# The largest JSON file nasplat reads (annotations, results, detections): COCO-WholeBody's train
+# annotations are about 1.4 GB; a file that is not a regular file (/dev/zero, a pipe) is refused.
+MAX_JSON_BYTES = 4 << 30
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def read_json(path: str | Path, *, what: str, error: type[NasplatError] = ConfigError,
+              limit: int = MAX_JSON_BYTES) -> Any:
+    """Parse one JSON file of at most `limit` bytes. Raises `error` naming the file for a missing
+    or unreadable file, one that is not a regular file or is larger than `limit` (checked before
+    reading: memory stays bounded whatever is given), and invalid JSON or UTF-8."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise error(f"cannot read {what} ({e.strerror})", source=str(path)) from e
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"cannot read {what}: not a regular file", source=str(path))
+    if st.st_size > limit:
+        raise error(f"cannot read {what}: it is {_size(st.st_size)}, over the {_size(limit)} limit", source=str(path))
+    try:
+        with p.open("rb") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"cannot read {what} ({e})", source=str(path)) from e
 
 
 # ------------------------------------------------------------------------------------------------

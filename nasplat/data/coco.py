@@ -12,7 +12,6 @@ training run never crashes mid-epoch on bad data.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 
 from nasplat.data.keypoints import BOX_PARTS, NUM_KEYPOINTS, PART_FIELDS, PART_SLICES, PARTS
 from nasplat.errors import DataError
+from nasplat.files import read_json
 
 Split = Literal["train", "val"]
 SPLITS: tuple[str, ...] = ("train", "val")
@@ -259,11 +259,7 @@ def load_annotations(
     ann_file = Path(ann_file)
     if not ann_file.is_file():
         raise DataError("annotation file not found", source=str(ann_file))
-    try:
-        with ann_file.open("rb") as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read JSON ({e})", source=str(ann_file)) from e
+    data = read_json(ann_file, what="JSON", error=DataError)
     if not isinstance(data, dict):
         raise DataError("expected a JSON object with `images` and `annotations`", source=str(ann_file))
     if images_root is None:
@@ -397,11 +393,7 @@ def val_instances(
 
 
 def _detection_instances(ann: WholeBodyAnnotations, path: Path, min_score: float) -> tuple[Instance, ...]:
-    try:
-        with path.open("rb") as f:
-            dets = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read detections ({e})", source=str(path)) from e
+    dets = read_json(path, what="detections", error=DataError)
     if not isinstance(dets, list):
         raise DataError("expected a JSON list of detections", source=str(path))
     zeros_k = np.zeros((NUM_KEYPOINTS, 3), dtype=np.float32)

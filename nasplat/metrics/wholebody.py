@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from pycocotools.cocoeval import COCOeval
 from nasplat.data.coco import WholeBodyAnnotations, load_annotations
 from nasplat.data.keypoints import NUM_KEYPOINTS, PART_FIELDS, PART_SLICES, PARTS, SIGMAS
 from nasplat.errors import DataError
-from nasplat.files import atomic_write_json
+from nasplat.files import atomic_write_json, read_json
 
 EVAL_PARTS: tuple[str, ...] = ("body", "foot", "face", "lefthand", "righthand", "wholebody")
 REPORT_PARTS: tuple[str, ...] = ("body", "foot", "face", "hand", "wholebody")
@@ -79,11 +78,7 @@ def write_results(path: str | Path, results: Sequence[Mapping[str, Any]]) -> Non
 def load_results(path: str | Path) -> list[dict[str, Any]]:
     """Read a results file. Raises DataError: missing, not JSON, not a list, or an empty list."""
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read results ({e})", source=str(path)) from e
+    data = read_json(path, what="results", error=DataError)
     if not isinstance(data, list):
         raise DataError("expected a JSON list of results", source=str(path))
     if not data:

@@ -15,7 +15,6 @@ detection files).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import threading
@@ -34,6 +33,7 @@ from nasplat.data.decode import decode_wholebody, instance_scores
 from nasplat.data.keypoints import IMAGENET_MEAN, IMAGENET_STD
 from nasplat.data.transforms import box_to_center_scale, crop_matrix, crop_to_image
 from nasplat.errors import ConfigError, DataError
+from nasplat.files import read_json
 from nasplat.models import ZoomNetOutput
 from nasplat.subnet.export import ONNX, load_exported, onnx_model_file, read_export
 from nasplat.subnet.onnx_export import onnx_session, run_onnx
@@ -287,11 +287,7 @@ def image_id_from_name(path: Path) -> int | None:
 
 
 def _load_json(path: Path, what: str) -> Any:
-    try:
-        with path.open("rb") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {what} ({e})", source=str(path)) from e
+    return read_json(path, what=what, error=DataError)
 
 
 def read_ann_ids(path: Path) -> dict[str, int]:
