@@ -153,6 +153,7 @@ def predict_images(model_dir: Path, inputs: List[Path], out: Path, *, boxes: Opt
     ids_by_name = read_ann_ids(ann) if ann is not None else None
     persons_by_id = read_boxes(boxes, min_score) if boxes is not None else None
     paths, errors = find_images(inputs)
+    _never_over_inputs(paths, out, draw)
     jobs = []
     for path in paths:
         image_id = ids_by_name.get(path.name) if ids_by_name is not None else image_id_from_name(path)
@@ -166,6 +167,20 @@ def predict_images(model_dir: Path, inputs: List[Path], out: Path, *, boxes: Opt
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         painters.shutdown(wait=True, cancel_futures=True)
+
+
+def _never_over_inputs(paths: List[Path], out: Path, draw: bool) -> None:
+    """Raise ConfigError (`--out`) before anything is written when a file this command would write
+    (`results.json`, a drawing `<name>.png`) is one of its input images: the drawings replaced the
+    PNG images they were drawn from."""
+    from nasplat.errors import ConfigError
+
+    given = {p.resolve() for p in paths}
+    planned = [out / "results.json"] + ([out / f"{p.stem}.png" for p in paths] if draw else [])
+    hit = next((p for p in planned if p.resolve() in given), None)
+    if hit is not None:
+        raise ConfigError(f"{hit} is an input image and would be written over; choose another --out folder "
+                          "(or --no-draw)", key="--out")
 
 
 MAX_IMAGE_PIXELS = 200_000_000  # 200 megapixels: above the largest cameras' photos (decoded: 600 MB)

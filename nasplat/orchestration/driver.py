@@ -119,7 +119,8 @@ def replay(searcher: Searcher, trials: list[StoredTrial]) -> int:
 def summarize(store: StudyStore, trials: list[StoredTrial], **kw: float) -> SearchResult:
     done = [t for t in trials if t.state == "COMPLETE" and t.evaluation is not None]
     failed = [t for t in trials if t.outcome == "failed"]
-    best = max(done, key=lambda t: t.evaluation.ap) if done else None  # type: ignore[union-attr]
+    # the highest AP; of tied ones the cheapest, then the first: always a point of the Pareto front
+    best = min(done, key=lambda t: (-t.evaluation.ap, t.evaluation.total_gflops, t.number)) if done else None  # type: ignore[union-attr]
     points = [(t.evaluation.total_gflops, t.evaluation.ap) for t in done]  # type: ignore[union-attr]
     pareto = tuple(done[i] for i in pareto_indices(points))
     return SearchResult(

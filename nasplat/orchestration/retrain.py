@@ -100,7 +100,7 @@ def top_subnets(trials: list[StoredTrial], k: int, budget_gflops: float | None) 
     """The `k` best completed trials by whole-body AP under the budget, one per arch."""
     done = [t for t in trials if t.evaluation is not None
             and (budget_gflops is None or t.evaluation.total_gflops <= budget_gflops)]
-    done.sort(key=lambda t: (-t.evaluation.ap, t.number))  # type: ignore[union-attr]
+    done.sort(key=lambda t: (-t.evaluation.ap, t.evaluation.total_gflops, t.number))  # type: ignore[union-attr]
     out: list[StoredTrial] = []
     seen: set[str] = set()
     for t in done:

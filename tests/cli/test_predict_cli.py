@@ -262,3 +262,22 @@ def test_an_image_claiming_a_huge_size_is_refused_before_it_is_decoded(tmp_path,
     (line,) = [ln for ln in res.stderr.splitlines() if str(bomb) in ln]
     assert "20000 x 20000 pixels (400 megapixels)" in line and "not decoded" in line
     assert not list((tmp_path / "pred").glob("*.png"))
+
+
+def test_an_output_folder_holding_the_input_images_is_refused_before_anything_is_written(tmp_path, export_dir,
+                                                                                        trained_tiny):
+    import cv2
+    import hashlib
+
+    images, _ = _val(trained_tiny)
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for jpg in sorted(images.glob("*.jpg"))[:2]:
+        cv2.imwrite(str(folder / f"{jpg.stem}.png"), cv2.imread(str(jpg)))
+    before = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    res = _predict(str(export_dir), str(folder), "--out", str(folder))
+    assert res.exit_code == 2
+    (line,) = res.output.strip().splitlines()
+    assert "--out" in line and "is an input image and would be written over" in line
+    assert {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()} == before
+    assert _predict(str(export_dir), str(folder), "--out", str(tmp_path / "elsewhere")).exit_code == 0

@@ -179,3 +179,27 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path, executor: str, ki
     ref = load_current_study(ref_url, "kill").trials()
     order = lambda ts: [t.key for t in sorted((t for t in ts if t.state == "COMPLETE"), key=lambda t: t.tell_seq)]  # noqa: E731
     assert order(trials) == order(ref)
+
+
+def test_the_best_of_tied_subnets_is_the_cheapest_and_on_the_front() -> None:
+    """With tied whole-body AP (0.0 on the tiny run), the chosen subnet is the cheaper one and on
+    the Pareto front (it was trial 0 at 0.0031 GFLOPs while the front held trial 1 at 0.0017)."""
+    from types import SimpleNamespace
+
+    from nasplat.orchestration.driver import summarize
+    from nasplat.orchestration.retrain import top_subnets
+    from nasplat.search.evaluation import Evaluation
+    from nasplat.store import StoredTrial
+
+    space = load_space(SPACE)
+    archs = [space.max_arch(), space.min_arch(), space.sample(__import__("numpy").random.default_rng(0))]
+
+    def trial(n: int, ap: float, gflops: float) -> StoredTrial:
+        ev = Evaluation(metrics={p: {"AP": ap, "AR": ap} for p in ("body", "foot", "face", "hand", "wholebody")},
+                        gflops={"body": gflops, "face": 0.0, "hand": 0.0, "total": gflops}, params=1)
+        return StoredTrial(n, "COMPLETE", archs[n], ev, n, n, None, None, None)
+
+    trials = [trial(0, 0.0, 0.0031), trial(1, 0.0, 0.0017), trial(2, 0.0, 0.0017)]
+    result = summarize(SimpleNamespace(study_name="s", display_url="u"), trials)
+    assert result.best.number == 1 and result.best.number in {t.number for t in result.pareto}
+    assert [t.number for t in top_subnets(trials, 3, None)] == [1, 2, 0]
