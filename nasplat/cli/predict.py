@@ -13,6 +13,7 @@ other), in input order.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +27,9 @@ import typer
 if TYPE_CHECKING:
     from nasplat.subnet.predict import Timing
 
+MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only waits on each other (and 100000 hung)
+
+
 def predict(
     model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="An export folder (exports/best)."),
     inputs: List[Path] = typer.Argument(..., metavar="IMAGE_OR_DIR", help="Image files or folders of images."),
@@ -37,8 +41,9 @@ def predict(
     backend: Optional[str] = typer.Option(None, "--backend", help="torch | onnx (default: onnx when the export has "
                                           "model.onnx and the device is cpu)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Person crops per network call."),
-    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads of the backend."),
-    workers: int = typer.Option(2, "--workers", min=0, help="Threads reading and cropping images ahead of the "
+    threads: int = typer.Option(2, "--threads", min=1, max=MAX_THREADS, help="CPU threads of the backend "
+                                "(at most 4 per core of this machine)."),
+    workers: int = typer.Option(2, "--workers", min=0, max=MAX_THREADS, help="Threads reading and cropping images ahead of the "
                                 "network, and as many drawing behind it (0: everything in one thread)."),
     device: str = typer.Option("cpu", "--device", help="torch device (torch backend)."),
     min_score: float = typer.Option(0.0, "--min-score", help="Skip boxes scored below this."),

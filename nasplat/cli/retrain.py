@@ -46,12 +46,14 @@ def retrain(
     from nasplat.config import load_experiment
     from nasplat.errors import ConfigError
     from nasplat.orchestration.cluster import for_command
+    from nasplat.orchestration.probe import check_retrain
     from nasplat.orchestration.retrain import run_retrain
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     if experiment.retrain is None:
         raise ConfigError("the experiment has no retrain: section", source=str(experiment.path), key="retrain")
+    check_retrain(experiment)
     hold_lease(experiment)  # one driver per experiment: a second one stops here, exit 2
     console = make_console(stderr=True)
     rc = experiment.retrain

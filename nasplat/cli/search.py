@@ -167,7 +167,7 @@ def status(
 
 def ui(
     experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="Experiment YAML."),
-    port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
+    port: int = typer.Option(5000, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 for the experiment (Ctrl-C stops it) and print the URL of
     its runs view: the Pareto-front trials, best whole-body AP first. For a tracking server, only

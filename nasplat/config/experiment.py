@@ -146,10 +146,12 @@ class RetrainConfig:
     fallback, `epochs` epochs, lr x the recipe's gamma at each of `milestones`."""
 
     top_k: int = Field(1, ge=1, le=32)  # the k best subnets by AP under the budget
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, le=100_000)
     init: Literal["inherited", "scratch"] = "inherited"  # supernet's sliced weights, or fresh
     trainer: str | None = None  # a recipe file; None: the experiment's trainer
-    lr: tuple[Annotated[float, Field(gt=0)], ...] | None = Field(None, min_length=1, max_length=8)  # sweep
+    # the sweep: finite, at most 10 (a larger one only diverges), each once
+    lr: tuple[Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)], ...] | None = Field(None, min_length=1,
+                                                                                             max_length=8)
     milestones: tuple[int, ...] = ()
     concurrent_trials: int = Field(2, ge=1)  # Tune trials at once
     cpus_per_trial: int | None = Field(None, ge=1)  # CPUs (and torch threads) per trial; None: cluster.cpus_per_worker
@@ -160,8 +162,15 @@ class RetrainConfig:
     @field_validator("milestones")
     @classmethod
     def _milestones_sorted(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if list(value) != sorted(value):
-            raise ValueError(f"milestones must be increasing, got {list(value)}")
+        if list(value) != sorted(set(value)) or (value and value[0] < 1):
+            raise ValueError(f"milestones must be increasing epochs from 1, got {list(value)}")
+        return value
+
+    @field_validator("lr")
+    @classmethod
+    def _lr_once(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"each learning rate once, got {list(value)}")
         return value
 
 

@@ -19,6 +19,7 @@ errors still come later, as StoreError / NasplatError lines.
 
 from __future__ import annotations
 
+import os
 import socket
 import urllib.error
 import urllib.parse
@@ -178,6 +179,21 @@ def check_storage_root(experiment: Experiment, timeout_s: float = PROBE_TIMEOUT_
         raise StorageError(e.detail, source=str(experiment.path), key="storage_path") from None
 
 
+def check_retrain(experiment: Experiment) -> None:
+    """On the embedded default, a retrain trial may not ask for more CPUs than this machine has
+    (64 on 2 cores started a local Ray of 64 CPUs and recorded 32x the core-hours). Raises
+    ConfigError naming `retrain.cpus_per_trial`."""
+    rc = experiment.retrain
+    if rc is None or experiment.cluster.address is not None:
+        return
+    have = os.cpu_count() or 1
+    want = rc.trial_cpus(experiment.cluster)
+    if want > have:
+        key = "retrain.cpus_per_trial" if rc.cpus_per_trial is not None else "cluster.cpus_per_worker"
+        raise ConfigError(f"{want} CPUs per retrain trial, but this machine has {have}", source=str(experiment.path),
+                          key=key)
+
+
 def preflight(experiment: Experiment, *, search: bool = True, tracking: bool = True, objective: str | None = None,
               timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     """Check what a command needs (see the module doc). `search`: the command runs a search
@@ -185,6 +201,7 @@ def preflight(experiment: Experiment, *, search: bool = True, tracking: bool = T
     ConfigError / BudgetError naming the experiment file and key."""
     if search:
         check_search(experiment, objective)
+        check_retrain(experiment)
     check_cluster(experiment, timeout_s)
     check_storage(experiment, timeout_s)
     if tracking:
@@ -192,5 +209,5 @@ def preflight(experiment: Experiment, *, search: bool = True, tracking: bool = T
     check_storage_root(experiment, max(timeout_s, PROBE_TIMEOUT_S))
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "check_cluster", "check_search", "check_storage", "check_storage_root", "check_tracking", "http_healthy",
+__all__ = ["DEFAULT_TIMEOUT_S", "check_cluster", "check_retrain", "check_search", "check_storage", "check_storage_root", "check_tracking", "http_healthy",
            "preflight", "tcp_reachable"]

@@ -528,6 +528,8 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # and do not warn
     embedded = experiment.cluster.address is None
     cpus = rc.concurrent_trials * rc.trial_cpus(experiment.cluster)
+    if embedded:  # a local Ray no larger than the machine: trials beyond it wait their turn
+        cpus = max(rc.trial_cpus(experiment.cluster), min(cpus, os.cpu_count() or 1))
     init_ray(experiment.cluster.address, num_cpus=cpus if embedded else None,
              num_gpus=rc.concurrent_trials if embedded and experiment.cluster.use_gpu else None,
              env=experiment.cluster.runtime_env)

@@ -125,6 +125,14 @@ def test_retrain_section_defaults_and_absence(tmp_path):
     ("{lr: []}", "retrain.lr"),
     ("{lr: [0.001, -1]}", "retrain.lr.1"),
     ("{milestones: [3, 1]}", "retrain.milestones"),
+    ("{milestones: [-1, 2]}", "retrain.milestones"),
+    ("{milestones: [2, 2]}", "retrain.milestones"),
+    ("{lr: [.inf]}", "retrain.lr.0"),
+    ("{lr: [.nan]}", "retrain.lr.0"),
+    ("{lr: [1.0e+30]}", "retrain.lr.0"),
+    ("{lr: [0.001, 0.001]}", "retrain.lr"),
+    ("{epochs: 1.0e+23}", "retrain.epochs"),
+    ("{epochs: 100000000}", "retrain.epochs"),
     ("{cpus_per_trial: 0}", "retrain.cpus_per_trial"),
     ("{trainer: nope.yaml}", "retrain.trainer"),
     ("{epoch: 3}", "retrain.epoch"),
@@ -178,3 +186,29 @@ def test_a_yaml_alias_bomb_and_a_recursive_alias_are_one_line_before_anything_is
     shared = tmp_path / "shared.yaml"
     shared.write_text("base: &b {x: 1, y: [1, 2]}\nother: *b\n")
     assert read_yaml(shared) == {"base": {"x": 1, "y": [1, 2]}, "other": {"x": 1, "y": [1, 2]}}
+
+
+def test_a_retrain_trial_wider_than_this_machine_is_refused_before_anything_is_written(tmp_path):
+    """`retrain.cpus_per_trial: 64` on a 2-core machine started a local Ray of 64 CPUs."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from nasplat.cli.main import app
+
+    path = _write_experiment(tmp_path, retrain=f"{{cpus_per_trial: {(os.cpu_count() or 1) + 1}}}")
+    res = CliRunner().invoke(app, ["retrain", str(path)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "retrain.cpus_per_trial" in res.output and "this machine has" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_ui_port_and_predict_threads_are_bounded():
+    from typer.testing import CliRunner
+
+    from nasplat.cli.main import app
+
+    res = CliRunner().invoke(app, ["ui", "exp.yaml", "--port", "70000"])
+    assert res.exit_code == 2 and "'--port'" in res.output and "65535" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["predict", "m", "i", "--out", "o", "--threads", "100000"])
+    assert res.exit_code == 2 and "'--threads'" in res.output and "Traceback" not in res.output
