@@ -15,6 +15,7 @@ A leaf module (it imports only `nasplat.errors`, PyYAML and pydantic), so every 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -243,8 +244,9 @@ def validate(schema: Any, data: Any, source: str | Path) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call `write(f)` on a temporary binary file beside `path`, fsync it and move it into place.
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], *, fsync: bool = True) -> Path:
+    """Call `write(f)` on a temporary binary file beside `path` (`.<name>.*.tmp`), fsync it (unless
+    not `fsync`: a cache's copies, which a crash may lose) and move it into place.
 
     The parent directory is created. On any failure (including KeyboardInterrupt) the temporary
     file is removed and `path` is left as it was. Returns `path`.
@@ -256,13 +258,23 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return p
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
@@ -281,12 +293,16 @@ def atomic_write_json(obj: Any, path: str | Path, *, indent: int | None = 2) -> 
 
 
 __all__ = [
+    "MAX_JSON_BYTES",
+    "MAX_YAML_NODES",
     "STRICT",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "config_error",
+    "file_sha256",
+    "read_json",
     "read_yaml",
     "validate",
 ]

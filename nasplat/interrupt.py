@@ -19,6 +19,7 @@ A leaf module: it imports only the standard library.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -41,10 +42,11 @@ def activity() -> str | None:
     return _activity[0] if _activity else None
 
 
-def run_in_thread(fn: Callable[[], T], name: str) -> T:
+def run_in_thread(fn: Callable[[], T], name: str, *, timeout_s: float | None = None) -> T:
     """`fn()` in a daemon worker thread, its result or exception handed back; the calling (main)
     thread waits in short slices, so a signal's KeyboardInterrupt ends the wait at once (the worker
-    is left to end with the process)."""
+    is left to end with the process). With `timeout_s`, TimeoutError when `fn` has not finished
+    by then (the worker is left too: a call that never returns must not hang the command)."""
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -55,8 +57,11 @@ def run_in_thread(fn: Callable[[], T], name: str) -> T:
 
     worker = threading.Thread(target=target, daemon=True, name=f"nasplat-{name}")
     worker.start()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while worker.is_alive():
-        worker.join(0.2)
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"{name}: no answer within {timeout_s:g} s")
+        worker.join(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
     if "error" in box:
         raise box["error"]
     return box["value"]

@@ -14,7 +14,8 @@ run), `retrain/` (Tune's sweeps), `exports/`, `latency_lut.json`, `mlartifacts/`
 location of a local MLflow store). A node that needs a file copies it once into its node-local
 cache (`cached`), fetched again when the stored object changes.
 
-A leaf module: it imports only `nasplat.errors` and, lazily, pyarrow.
+A leaf module: it imports only `nasplat.errors`, `nasplat.files`, `nasplat.interrupt` and, lazily,
+pyarrow.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from nasplat.errors import ConfigError, StorageError
+from nasplat.files import atomic_write, atomic_write_bytes, atomic_write_json
+from nasplat.interrupt import run_in_thread
 
 # Object stores pyarrow reaches from a URI alone; `file://` and plain paths are folders.
 REMOTE_SCHEMES = ("s3", "gs")
@@ -72,24 +75,12 @@ def cache_root() -> Path:
 
 
 def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
-    """Run `fn` in a daemon thread and wait at most `timeout_s` for it. Raises StorageError when
+    """`fn()` waited for at most `timeout_s` (`interrupt.run_in_thread`). Raises StorageError when
     it did not finish (an endpoint that never answers must not hang a command)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-            box["error"] = e
-
-    t = threading.Thread(target=target, daemon=True, name="nasplat-storage-probe")
-    t.start()
-    t.join(timeout_s)
-    if t.is_alive():
-        raise StorageError(f"{what}: no answer within {timeout_s:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    try:
+        return run_in_thread(fn, "storage-probe", timeout_s=timeout_s)
+    except TimeoutError:
+        raise StorageError(f"{what}: no answer within {timeout_s:g} s") from None
 
 
 @dataclass(frozen=True)
@@ -224,8 +215,6 @@ class Storage:
         """Write one file whole: a folder's file goes to a temporary name first and is renamed
         (an object store's put is atomic by itself). Returns its URI."""
         if self.local is not None:
-            from nasplat.files import atomic_write_bytes
-
             target = self.local / rel
             self._wrap("write", rel, lambda: atomic_write_bytes(data, target))
             return str(target)
@@ -250,13 +239,8 @@ class Storage:
                 self.upload(p, f"{rel.strip('/')}/{p.relative_to(src).as_posix()}")
             return target
         if self.local is not None:
-            def local_copy() -> None:
-                Path(target).parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(target).with_name(f".{Path(target).name}.{uuid.uuid4().hex[:8]}.tmp")
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, target)
-
-            self._wrap("write", rel, local_copy)
+            with src.open("rb") as f:
+                self._wrap("write", rel, lambda: atomic_write(target, lambda out: shutil.copyfileobj(f, out)))
             return target
 
         def go() -> None:
@@ -279,16 +263,22 @@ class Storage:
         self._wrap("read", rel, go)
         return dst
 
-    def download_dir(self, rel: str, dst: Path) -> Path:
-        """Copy the folder `rel` (every file below it) to the local folder `dst`."""
+    def list_files(self, rel: str = "") -> dict[str, tuple[int, int]]:
+        """{name relative to `rel`: (size, mtime in ns)} of every file below the folder `rel`
+        (empty when there is no such folder)."""
         import pyarrow.fs as pafs
 
-        def listing() -> list[str]:
+        def listing() -> dict[str, tuple[int, int]]:
             fs, path = self._path(rel)
             infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-            return [i.path[len(path):].lstrip("/") for i in infos if i.type == pafs.FileType.File]
+            return {i.path[len(path):].lstrip("/"): (int(i.size or 0), int(i.mtime_ns or 0))
+                    for i in infos if i.type == pafs.FileType.File}
 
-        for name in self._wrap("list", rel, listing):
+        return self._wrap("list", rel, listing)
+
+    def download_dir(self, rel: str, dst: Path) -> Path:
+        """Copy the folder `rel` (every file below it) to the local folder `dst`."""
+        for name in self.list_files(rel):
             self.download(f"{rel.strip('/')}/{name}", dst / name)
         return dst
 
@@ -346,9 +336,7 @@ class Storage:
                 except (OSError, ValueError):
                     pass
                 _save(src, local)
-            from nasplat.files import atomic_write_json
-
-            atomic_write_json(want, source)
+                atomic_write_json(want, source)
             return local
 
         return self._wrap("read", rel, go)
@@ -421,16 +409,14 @@ def _bounded_retries(fs: Any) -> Any:
 
 
 def _save(src: Any, dst: Path) -> None:
-    """Copy the open input stream `src` to `dst` whole: a temporary name, then renamed."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        with tmp.open("wb") as out:
-            while chunk := src.read(8 << 20):
-                out.write(chunk)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Copy the open input stream `src` to `dst` whole (`files.atomic_write`; a node's copy of a
+    stored file, so not fsynced: a crash only costs fetching it again)."""
+
+    def copy(out: Any) -> None:
+        while chunk := src.read(8 << 20):
+            out.write(chunk)
+
+    atomic_write(dst, copy, fsync=False)
 
 
 def _text(value: bytes | str | None) -> str:

@@ -68,10 +68,7 @@ def list_source(store: Storage) -> dict[str, Entry]:
             if info.type == pafs.FileType.File:
                 files[rel] = entry(info)
         for folder in IMAGE_DIRS:
-            base = f"{root}/{folder}"
-            for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
-                if info.type == pafs.FileType.File:
-                    files[f"{folder}/{info.path[len(base):].lstrip('/')}"] = entry(info)
+            files.update({f"{folder}/{name}": info for name, info in store.list_files(folder).items()})
     except NasplatError as e:
         raise DataError(e.detail) from e
     except Exception as e:  # noqa: BLE001 - pyarrow's OSError / ArrowException: one line
@@ -124,7 +121,7 @@ def _local_files(root: Path) -> list[str]:
     names = [rel for rel in ANNOTATIONS if (root / rel).is_file()]
     for folder in IMAGE_DIRS:
         names += [p.relative_to(root).as_posix() for p in (root / folder).rglob("*") if p.is_file()]
-    names += [p.relative_to(root).as_posix() for p in (root / "annotations").glob(".*.part")]
+    names += [p.relative_to(root).as_posix() for p in (root / "annotations").glob(".*.tmp")]
     return names
 
 

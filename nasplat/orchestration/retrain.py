@@ -40,7 +40,7 @@ from ray.tune import Callback
 
 from nasplat.config import Experiment
 from nasplat.errors import StoreError, TrainingError
-from nasplat.files import atomic_write_bytes, atomic_write_json
+from nasplat.files import atomic_write_bytes, atomic_write_json, file_sha256
 from nasplat.interrupt import run_in_thread, set_activity
 from nasplat.orchestration.cluster import init_ray
 from nasplat.orchestration.phases import Phase, Phases
@@ -112,14 +112,6 @@ def top_subnets(trials: list[StoredTrial], k: int, budget_gflops: float | None) 
     return out
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _sweep_spec(experiment: Experiment) -> tuple[str, dict[str, Any]]:
     """The sweep's name and Tune parameter space. Raises StoreError (no study / no subnet under
     the budget) and TrainingError (no supernet checkpoint)."""
@@ -141,7 +133,7 @@ def _sweep_spec(experiment: Experiment) -> tuple[str, dict[str, Any]]:
     identity = {
         "subnets": [e["arch"] for e in entries], "lr": lrs, "epochs": rc.epochs, "init": rc.init,
         "milestones": list(rc.milestones), "recipe": json.dumps(asdict(recipe), sort_keys=True, default=str),
-        "supernet": _file_digest(checkpoint), "seed": experiment.seed,
+        "supernet": file_sha256(checkpoint), "seed": experiment.seed,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     space = {"supernet": str(checkpoint), "supernet_sha256": identity["supernet"], "study": store.study_name,
@@ -167,7 +159,7 @@ def retrain_trial(config: dict[str, Any], experiment: Experiment) -> None:
     ensure_data(experiment)  # this node's copy of a synthetic set
     supernet = latest_checkpoint(experiment)
     want = config.get("supernet_sha256")
-    if want is not None and _file_digest(supernet) != want:
+    if want is not None and file_sha256(supernet) != want:
         raise TrainingError(f"the supernet at {supernet} is not the one this sweep was made for; "
                             "run `nasplat retrain` again to start a sweep for it", source=str(experiment.path))
     arch = Arch.from_json(config["subnet"]["arch"])

@@ -20,6 +20,7 @@ from typing import Any
 
 from nasplat.config import Experiment
 from nasplat.errors import ConfigError, StoreError
+from nasplat.files import file_sha256
 from nasplat.interrupt import set_activity
 from nasplat.orchestration.cluster import init_ray
 from nasplat.orchestration.latency import check_budgets, latency_cost
@@ -160,12 +161,9 @@ def export_inputs(experiment: Experiment, arch: Arch, checkpoint: Path | None, o
     recipe that recalibrates BN, the origin), or None when a network is given as it is."""
     if net is not None:
         return None
-    h = hashlib.sha256(json.dumps({"arch": arch.to_json(), "origin": origin or {},
-                                   "recipe": asdict(experiment.trainer)}, sort_keys=True, default=str).encode())
-    with (checkpoint or latest_checkpoint(experiment)).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    what = {"arch": arch.to_json(), "origin": origin or {}, "recipe": asdict(experiment.trainer),
+            "supernet": file_sha256(checkpoint or latest_checkpoint(experiment))}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _finished_export(out: Path) -> dict[str, Any] | None:

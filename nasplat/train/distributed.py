@@ -238,11 +238,12 @@ def _final_checkpoint(experiment: Experiment, result: Any, started: float) -> Pa
     storage (rank 0 may have written its own copy on another node), with `final.json` beside it
     (rank 0's own when it wrote one here during this run), and published under an object-store
     root (`publish_supernet`)."""
-    ckpt = getattr(result, "checkpoint", None)
+    ckpt = result.checkpoint
     if ckpt is None:
         latest = find_latest(experiment.checkpoint_dir)
         if latest is None:
             raise TrainingError("training finished without a checkpoint", source=str(experiment.path))
+        publish_supernet(experiment, latest)
         return latest
     with tempfile.TemporaryDirectory(prefix="nasplat-final-") as tmp:
         local = Path(ckpt.to_directory(str(Path(tmp) / "ckpt"))) / LATEST
@@ -251,7 +252,7 @@ def _final_checkpoint(experiment: Experiment, result: Any, started: float) -> Pa
         latest = copy_checkpoint(local, experiment.checkpoint_dir / LATEST)
     final = experiment.checkpoint_dir / "final.json"
     if not final.is_file() or final.stat().st_mtime < started:  # rank 0 ran on another node
-        metrics = dict(getattr(result, "metrics", None) or {})
+        metrics = dict(result.metrics or {})
         atomic_write_json({"checkpoint": str(latest), "ray_checkpoint": str(ckpt.path),
                            **{k: metrics[k] for k in ("epoch", "step") if k in metrics}}, final)
     publish_supernet(experiment, latest)
