@@ -34,7 +34,7 @@ import ray.train
 import ray.train.torch
 from ray.train import Checkpoint, RunConfig, ScalingConfig
 from ray.train import CheckpointConfig as RayCheckpointConfig
-from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
 
 from nasplat.config import Experiment
@@ -44,6 +44,7 @@ from nasplat.interrupt import run_in_thread
 from nasplat.train.checkpoint import LATEST, copy_checkpoint, find_latest, publish_supernet
 from nasplat.train.data import ensure_data
 from nasplat.train.loop import WorkerContext, run_training
+from nasplat.train.process_group import BoundTorchConfig
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ def train_with_ray(
         trainer = TorchTrainer(
             train_loop_per_worker=train_loop_per_worker,
             train_loop_config={"experiment": experiment, "evaluate": evaluate, "events": queue},
-            torch_config=TorchConfig(backend="nccl" if cluster.use_gpu else "gloo"),
+            torch_config=BoundTorchConfig(backend="nccl" if cluster.use_gpu else "gloo"),
             scaling_config=ScalingConfig(
                 num_workers=cluster.num_workers,
                 use_gpu=cluster.use_gpu,
