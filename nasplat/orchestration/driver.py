@@ -5,7 +5,10 @@ It asks the searcher for archs, records each as a trial, keeps every evaluator b
 searcher each result as soon as it arrives, retries a failed or lost evaluation on another
 evaluator under the same trial (at most `search.max_retries` times, each noted in the trial's
 `failed_attempts`; then the trial is FAIL), and stops when the study has
-`n_trials` COMPLETE trials.
+`n_trials` COMPLETE trials. A failure of the machine (an evaluator that died or could not start:
+the pool's `lost` results) is not a verdict on the arch: it is noted and evaluated again, as often
+as the pool replaces evaluators; when the pool gives up, the search stops with the cause and the
+trials in flight stay RUNNING, to be evaluated again by the next run (recovery, below).
 
 Resume: on start the store marks trials a dead driver left RUNNING as FAIL ("killed") and their
 archs are evaluated first, under new trials; the searcher is rebuilt by replaying the recorded
@@ -145,6 +148,7 @@ class _Flight:
     attempts: int = 0
     worker: int | None = None
     timeouts: int = 0
+    lost: int = 0  # attempts that the machine failed (not counted in `attempts`)
     submitted: float = 0.0  # time.monotonic() of the current attempt's submit
     started: float = field(default_factory=time.time)  # wall clock: the trial run's start in MLflow
 
@@ -231,7 +235,7 @@ class SearchLoop:
     def handle(self, result: PoolResult) -> None:
         """Store one finished evaluation and tell the searcher; a failed attempt is retried on
         another slot up to `search.max_retries` times (a timed-out one once), then the trial
-        fails for good. Raises NasplatError when more than `max_failures` trials have failed for
+        fails for good; a lost one (the machine failed) is retried without counting. Raises NasplatError when more than `max_failures` trials have failed for
         good."""
         self.evaluated += 1
         f = self.inflight.pop(result.token)
@@ -248,6 +252,12 @@ class SearchLoop:
                     StoredTrial(f.number, "COMPLETE", f.arch, result.evaluation, None, self.n_told - 1, None, None, None),
                     f.started, time.time(),
                 )
+            return
+        if result.lost:  # the machine failed, not the arch: evaluate it again, on another evaluator
+            f.lost += 1
+            log.warning("trial %d: %s; evaluating it again", f.number, result.error)
+            self.store.record_attempt(f.number, result.error or "evaluator lost", lost=True)
+            self.retry.append(f)
             return
         f.attempts += 1
         f.timeouts += int(result.timed_out)
@@ -280,7 +290,8 @@ class SearchLoop:
             live = pool() if own else pool  # type: ignore[operator]
             try:
                 s = self.search
-                max_steps = (s.n_trials + self.max_failures + len(self.requeue) + 1) * (s.max_retries + 1) + 1
+                max_steps = ((s.n_trials + self.max_failures + len(self.requeue) + 1) * (s.max_retries + 1) + 1
+                             + live.max_restarts + live.size)  # every lost result replaced an evaluator
                 for _ in range(max_steps):
                     t0 = time.perf_counter()
                     self.fill(live)

@@ -11,6 +11,12 @@ The driver submits work only to idle slots and collects results one by one
 An evaluation that runs longer than the `timeout_s` given to `next_result` is given up on the
 Ray pool: its actor is killed and replaced, and the result says `timed_out`. The local pool
 evaluates in the driver's own thread and cannot interrupt it: it has no timeout.
+
+A failure of the machine is not a verdict on the arch: an evaluator that died (killed for memory,
+its node lost) or could not build its objective (an unreadable checkpoint, a data root it cannot
+reach) gives a result marked `lost`, whose `error` names the cause. The driver evaluates that arch
+again instead of failing it; a pool whose evaluators keep failing ends the search with the cause
+(NasplatError), and what was in flight is evaluated again by the next run.
 """
 
 from __future__ import annotations
@@ -33,10 +39,29 @@ log = logging.getLogger(__name__)
 _STARTUP_ALLOWANCE_S = 600.0
 
 
+class EvaluatorUnavailable(Exception):
+    """An evaluator could not build its objective; the message (one line) names the cause."""
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return text if isinstance(e, NasplatError) else f"{type(e).__name__}: {text}"
+
+
+def _death_cause(e: BaseException) -> str:
+    """What killed an evaluator, as a person would say it."""
+    text = str(e)
+    if "low on memory" in text or "OutOfMemory" in type(e).__name__:
+        return "evaluator killed: its node ran low on memory"
+    if "node" in text.lower() and ("died" in text or "dead" in text):
+        return "evaluator lost with its node"
+    return f"evaluator lost: {type(e).__name__}"
+
+
 @dataclass(frozen=True)
 class PoolResult:
-    """The outcome of one evaluation: `evaluation`, or `error` (and `lost` when the evaluator
-    itself died). `worker` is the slot it ran on."""
+    """The outcome of one evaluation: `evaluation`, or `error` (and `lost` when the machine
+    failed, not the arch: the evaluator died or could not start). `worker` is the slot it ran on."""
 
     token: int
     worker: int
@@ -50,6 +75,7 @@ class EvaluatorPool(ABC):
     """Slots that evaluate archs. `submit` only when `idle() > 0`."""
 
     size: int
+    max_restarts: int = 0  # at most this many results are `lost` before the pool gives up
 
     @abstractmethod
     def idle(self) -> int:
@@ -87,28 +113,39 @@ class LocalEvaluatorPool(EvaluatorPool):
         return 0
 
     def next_result(self, timeout_s: float | None = None) -> PoolResult:
-        """Evaluate the queued arch now (in this thread; `timeout_s` cannot apply)."""
+        """Evaluate the queued arch now (in this thread; `timeout_s` cannot apply). An objective
+        that cannot be built raises its error: the search stops, and the arch stays queued in
+        the store for the next run."""
         if not self._queue:
             raise NasplatError("no evaluation is running")
+        if self._objective is None:
+            self._objective = self._factory()
         token, arch = self._queue.popleft()
         try:
-            if self._objective is None:
-                self._objective = self._factory()
             return PoolResult(token, 0, self._objective.evaluate(arch))
         except Exception as e:  # noqa: BLE001 - any objective failure is a failed attempt
             return PoolResult(token, 0, None, error=f"{type(e).__name__}: {e}")
 
 
 class _EvaluatorActor:
-    """Ray actor body: builds the objective once, evaluates archs given as JSON."""
+    """Ray actor body: builds the objective once, evaluates archs given as JSON. An objective
+    that cannot be built is not a dead actor: each evaluation raises EvaluatorUnavailable with
+    the cause, which the pool reports."""
 
     def __init__(self, factory: ObjectiveFactory, threads: int) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self._objective = factory()
+        self._objective: Objective | None = None
+        self._setup_error = ""
+        try:
+            self._objective = factory()
+        except Exception as e:  # noqa: BLE001 - reported with each evaluation, by the pool
+            self._setup_error = _one_line(e)
 
     def evaluate(self, arch_json: str) -> dict[str, Any]:
+        if self._objective is None:
+            raise EvaluatorUnavailable(self._setup_error)
         return self._objective.evaluate(Arch.from_json(arch_json)).to_dict()
 
     def pid(self) -> int:
@@ -120,8 +157,8 @@ class _EvaluatorActor:
 class RayEvaluatorPool(EvaluatorPool):
     """`size` Ray actors, each with `cpus` CPUs (its torch thread count) and `gpus` GPUs.
 
-    A slot whose actor dies is given a fresh actor, at most `max_restarts` times in all, after
-    which the pool raises NasplatError."""
+    A slot whose actor dies or cannot build its objective is given a fresh actor, at most
+    `max_restarts` times in all, after which the pool raises NasplatError naming the last cause."""
 
     def __init__(self, factory: ObjectiveFactory, size: int, cpus: int = 1, gpus: float = 0.0, max_restarts: int = 8) -> None:
         import ray
@@ -132,7 +169,9 @@ class RayEvaluatorPool(EvaluatorPool):
         self._factory = factory
         self._cpus = cpus
         self._gpus = gpus
+        self.max_restarts = max_restarts
         self._restarts_left = max_restarts
+        self._last_fault = ""
         self._busy: dict[int, int] = {}  # slot -> token
         self._running: dict[Any, tuple[int, int]] = {}  # ObjectRef -> (token, slot)
         self._since: dict[Any, float] = {}  # ObjectRef -> when it was submitted (monotonic)
@@ -195,6 +234,7 @@ class RayEvaluatorPool(EvaluatorPool):
                     del self._busy[slot]
                     log.warning("evaluation on evaluator %d ran %.0f s (timeout %.0f s); replacing the evaluator",
                                 slot, ran, timeout_s)
+                    self._last_fault = f"an evaluation ran past its timeout of {timeout_s:.0f} s"
                     self._replace(slot)
                     return PoolResult(token, slot, None, error=f"evaluation timed out after {timeout_s:.0f} s",
                                       timed_out=True)
@@ -216,15 +256,23 @@ class RayEvaluatorPool(EvaluatorPool):
             data = ray.get(ref)
             return PoolResult(token, slot, Evaluation.from_dict(data))
         except ray.exceptions.RayActorError as e:
+            self._last_fault = _death_cause(e)
             self._replace(slot)
-            return PoolResult(token, slot, None, error=f"evaluator lost: {type(e).__name__}", lost=True)
+            return PoolResult(token, slot, None, error=self._last_fault, lost=True)
         except ray.exceptions.RayTaskError as e:
             cause = e.cause if getattr(e, "cause", None) is not None else e
+            if isinstance(cause, EvaluatorUnavailable):
+                self._last_fault = f"evaluator cannot start: {cause}"
+                log.warning("evaluator %d: %s", slot, self._last_fault)
+                self._replace(slot)
+                return PoolResult(token, slot, None, error=self._last_fault, lost=True)
             return PoolResult(token, slot, None, error=f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
 
     def _replace(self, slot: int) -> None:
         if self._restarts_left <= 0:
-            raise NasplatError("evaluators keep dying or hanging; no restarts left (see the Ray logs)")
+            cause = self._last_fault or "they keep dying or hanging"
+            raise NasplatError(f"the evaluators keep failing ({cause}); no restarts left. The archs in flight are "
+                               f"evaluated again when the same command runs again", key="search")
         self._restarts_left -= 1
         try:
             self._ray.kill(self._actors[slot], no_restart=True)

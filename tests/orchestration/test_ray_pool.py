@@ -168,3 +168,76 @@ def test_the_embedded_ray_listens_on_the_loopback_only(ray_local) -> None:  # no
         pool.close()
     assert addresses, "found no listening socket of Ray's processes"
     assert set(addresses) <= loopback, addresses
+
+
+@dataclass(frozen=True)
+class _BrokenCheckpointFactory:
+    """The analytic objective, built only while no file `broken` exists: as an evaluator that
+    cannot read its supernet checkpoint (a truncated `checkpoints/latest.pt`) until it is repaired."""
+
+    space_path: str
+    broken: str
+
+    def __call__(self):  # noqa: ANN204
+        from nasplat.errors import TrainingError
+        from nasplat.search.objectives import AnalyticObjective
+
+        if Path(self.broken).exists():
+            raise TrainingError("cannot read the checkpoint (truncated?)", source=self.broken)
+        return AnalyticObjective(load_space(self.space_path))
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_an_evaluator_that_cannot_start_fails_no_trial_and_the_next_run_evaluates_them(tmp_path: Path, ray_local) -> None:  # noqa: ANN001
+    """A machine fault is not a verdict on the arch: the search stops naming the file, no trial
+    fails for good, and once the file is repaired the same search evaluates the stopped archs."""
+    import ray.cloudpickle
+
+    from nasplat.errors import NasplatError
+    from nasplat.store import load_current_study
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    broken = tmp_path / "latest.pt"
+    broken.write_bytes(b"PK\x03\x04 cut short")
+    factory = _BrokenCheckpointFactory(str(SPACE), str(broken))
+    settings = SearchConfig(sampler="random", n_trials=4, budget_gflops=0.1, seed=0, objective="analytic",
+                            num_evaluators=2)
+    url = f"sqlite:///{tmp_path}/study.db"
+    pool = RayEvaluatorPool(factory, 2, max_restarts=3)
+    try:
+        with pytest.raises(NasplatError, match=r"evaluator cannot start: .*latest\.pt: cannot read the checkpoint"):
+            drive(load_space(SPACE), settings, factory, study="broken", storage_url=url, pool=pool)
+    finally:
+        pool.close()
+    stopped = load_current_study(url, "broken").trials()
+    assert stopped and all(t.state == "RUNNING" for t in stopped)  # none failed for good
+    first = {t.key for t in stopped}
+
+    broken.unlink()  # the checkpoint repaired
+    pool = RayEvaluatorPool(factory, 2)
+    try:
+        result = drive(load_space(SPACE), settings, factory, study="broken", storage_url=url, pool=pool)
+    finally:
+        pool.close()
+    assert result.n_complete == 4 and result.n_failed == 0
+    assert first <= {t.key for t in result.trials if t.state == "COMPLETE"}  # the stopped archs were evaluated
+
+
+def test_a_local_evaluator_that_cannot_start_stops_the_search_and_keeps_the_trial(tmp_path: Path) -> None:
+    from nasplat.errors import NasplatError
+    from nasplat.store import load_current_study
+
+    broken = tmp_path / "latest.pt"
+    broken.write_bytes(b"cut short")
+    factory = _BrokenCheckpointFactory(str(SPACE), str(broken))
+    settings = SearchConfig(sampler="random", n_trials=3, budget_gflops=0.1, seed=0, objective="analytic")
+    url = f"sqlite:///{tmp_path}/study.db"
+    with pytest.raises(NasplatError, match=r"latest\.pt: cannot read the checkpoint"):
+        drive(load_space(SPACE), settings, factory, study="local", storage_url=url)
+    (stopped,) = load_current_study(url, "local").trials()
+    assert stopped.state == "RUNNING"
+    broken.unlink()
+    result = drive(load_space(SPACE), settings, factory, study="local", storage_url=url)
+    assert result.n_complete == 3 and result.n_failed == 0
+    assert stopped.key in {t.key for t in result.trials if t.state == "COMPLETE"}
