@@ -51,6 +51,7 @@ _MODULES = (
     "nasplat.cli.eval",
     "nasplat.cli.train",
     "nasplat.cli.search",
+    "nasplat.cli.ui",
     "nasplat.cli.retrain",
     "nasplat.cli.predict",
     "nasplat.cli.cluster",
@@ -135,7 +136,10 @@ def _expected_failure(e: BaseException) -> str | None:
         return f"a file is not UTF-8 text ({e.reason} at byte {e.start})"
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.filename}: {e.strerror or type(e).__name__}"
-    return None
+    from nasplat.faults import machine_fault  # a full disk, memory run out: the machine, not a bug
+
+    fault = machine_fault(e)
+    return f"{fault}; what was saved is kept, and the same command resumes" if fault else None
 
 
 def _terminate_on_sigterm() -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nasplat.errors import NasplatError
+from nasplat.faults import machine_fault
 from nasplat.search.evaluation import Evaluation
 from nasplat.search.objectives import Objective, ObjectiveFactory
 from nasplat.space import Arch
@@ -51,8 +52,9 @@ def _one_line(e: BaseException) -> str:
 def _death_cause(e: BaseException) -> str:
     """What killed an evaluator, as a person would say it."""
     text = str(e)
-    if "low on memory" in text or "OutOfMemory" in type(e).__name__:
-        return "evaluator killed: its node ran low on memory"
+    fault = machine_fault(e)
+    if fault is not None:
+        return f"evaluator lost: {fault}"
     if "node" in text.lower() and ("died" in text or "dead" in text):
         return "evaluator lost with its node"
     return f"evaluator lost: {type(e).__name__}"

@@ -40,6 +40,7 @@ from ray.tune import Callback
 
 from nasplat.config import Experiment
 from nasplat.errors import StoreError, TrainingError
+from nasplat.faults import machine_fault
 from nasplat.files import atomic_write_bytes, atomic_write_json, file_sha256
 from nasplat.interrupt import run_in_thread, set_activity
 from nasplat.orchestration.cluster import init_ray
@@ -545,6 +546,10 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
                 prune_trial_checkpoints(trial_dir)
     errors = list(results.errors)
     if errors:
+        fault = machine_fault(errors[0])  # a full disk, a trial killed for memory: not the subnet's fault
+        if fault is not None:
+            raise TrainingError(f"a retrain trial stopped: {fault}; the same command resumes the sweep",
+                                source=experiment.storage.show("retrain", sweep))
         raise TrainingError(f"a retrain trial failed: {_error_line(errors[0])}",
                             source=experiment.storage.show("retrain", sweep))
     n = len(space["subnet"]) * len(space["lr"])

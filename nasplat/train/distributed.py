@@ -39,6 +39,7 @@ from ray.util.queue import Empty, Queue
 
 from nasplat.config import Experiment
 from nasplat.errors import NasplatError, TrainingError
+from nasplat.faults import causes, machine_fault
 from nasplat.files import atomic_write_json
 from nasplat.interrupt import run_in_thread
 from nasplat.train.checkpoint import LATEST, copy_checkpoint, find_latest, publish_supernet
@@ -151,20 +152,7 @@ def _drain(queue: Any, progress: Callable[[dict[str, Any]], None], stop: threadi
 def worker_cause(error: BaseException) -> NasplatError | None:
     """The NasplatError a Ray Train worker (or its controller) raised, found inside Ray's wrapper
     (`worker_failures`, `controller_failure`, task-error causes, exception chains), or None."""
-    seen: set[int] = set()
-    todo: list[object] = [error]
-    while todo:
-        e = todo.pop()
-        if not isinstance(e, BaseException) or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, NasplatError):
-            return e
-        failures = getattr(e, "worker_failures", None)
-        if isinstance(failures, dict):
-            todo.extend(failures[k] for k in sorted(failures, reverse=True))  # rank 0 first
-        todo.extend([getattr(e, "controller_failure", None), getattr(e, "cause", None), e.__cause__, e.__context__])
-    return None
+    return next((e for e in causes(error) if isinstance(e, NasplatError)), None)
 
 
 def train_with_ray(
@@ -224,6 +212,10 @@ def train_with_ray(
             cause = worker_cause(e)
             if cause is not None:  # a nasplat error on a worker (bad data, MLflow, ...) reads as itself
                 raise cause from e
+            fault = machine_fault(e)  # a full disk, a worker killed for memory: not a bug
+            if fault is not None:
+                raise TrainingError(f"training stopped: {fault}; the same command resumes from the last checkpoint",
+                                    source=str(experiment.path)) from e
             raise TrainingError(f"Ray Train run failed: {e}".splitlines()[0], source=str(experiment.path)) from e
     finally:
         stop.set()
