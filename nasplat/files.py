@@ -3,24 +3,33 @@
 A leaf module (it imports only `nasplat.errors`, PyYAML and pydantic), so every layer can use it:
 
 - `read_text(path)` reads a UTF-8 file; `read_yaml(path)` parses one YAML file safely; every failure is one `ConfigError` naming the file.
+  Only a regular file of bounded size is read: a directory, a FIFO, a device (`/dev/zero`) or a loop
+  of symbolic links is that one error, not a hang, an exhausted memory or a traceback;
+  `resolve_path(path)` resolves a path with the same error for a loop.
 - `validate(schema, data, source)` checks parsed data against a pydantic dataclass or model;
   `config_error(err, source, schema)` turns a pydantic `ValidationError` into the one-line
   `ConfigError` (file, key path, value, what was allowed) that the CLI prints.
 - `atomic_write(path, write)` and its text / bytes / JSON forms write to a temporary file in the
   target's directory, fsync it and move it into place with `os.replace`, so a reader (or a resumed
   run after a kill) sees the previous complete file or the new complete one, never a torn one.
-  Checkpoints use it with `torch.save` as the writer.
+  Checkpoints use it with `torch.save` as the writer. The file gets the mode a plain `open()` gives
+  a new file (0666 less the umask: 0644 under the usual umask 022) unless the caller asks for a
+  private one. `check_writable(path)` tries the same write (a probe file, removed) before a long
+  computation whose result goes to `path`.
+- `shell_command(*args)` is a command line to print for a user to copy, each argument quoted
+  where it needs it (a path with a space or non-ASCII characters stays one argument).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import re
+import shlex
 import stat
-import tempfile
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -36,20 +45,102 @@ from nasplat.errors import ConfigError, NasplatError
 # ------------------------------------------------------------------------------------------------
 
 
-def read_text(path: str | Path, *, what: str = "file", error: type[NasplatError] = ConfigError) -> str:
+# The largest text file `read_text` reads: a configuration file has kilobytes; a larger file is
+# refused before it is read, so memory stays bounded whatever is given.
+MAX_TEXT_BYTES = 64 << 20
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+class _NotRegular(Exception):
+    """A path that is not a regular file (`kind`: "a directory", "a FIFO", ...) or is one of
+    `size` bytes, over the limit (`kind` None)."""
+
+    def __init__(self, kind: str | None, size: int = 0) -> None:
+        super().__init__(kind or f"{size} bytes")
+        self.kind = kind
+        self.size = size
+
+
+def _check_regular(st: os.stat_result, limit: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise _NotRegular(next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file"))
+    if st.st_size > limit:
+        raise _NotRegular(None, st.st_size)
+
+
+def _open_regular(path: Path, limit: int) -> IO[bytes]:
+    """`path` opened for binary reading when it is a regular file of at most `limit` bytes.
+
+    Raises OSError as `open` does (missing, unreadable, a loop of symbolic links) and _NotRegular
+    for anything else. A FIFO or device is never read, nor waited on: it is told by `stat` before
+    it is opened, and opened without blocking (in case it replaced the file in between)."""
+    _check_regular(os.stat(path), limit)
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        _check_regular(os.fstat(fd), limit)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _os_problem(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return f"is a loop of symbolic links ({e.strerror})"
+    return f"cannot read ({e.strerror})"
+
+
+def read_text(path: str | Path, *, what: str = "file", error: type[NasplatError] = ConfigError,
+              limit: int = MAX_TEXT_BYTES) -> str:
     """The UTF-8 text of `path`. Raises `error` (ConfigError by default) naming the file for a
-    missing or unreadable file, a directory, and a file that is not UTF-8."""
+    missing or unreadable file, a loop of symbolic links, anything but a regular file (a directory,
+    a FIFO, a device), a file of more than `limit` bytes (checked before reading) and a file that
+    is not UTF-8."""
     p = Path(path)
     try:
-        return p.read_text(encoding="utf-8")
+        with _open_regular(p, limit) as f:
+            data = f.read(limit + 1)
     except FileNotFoundError as e:
         raise error("file not found", source=str(path)) from e
-    except IsADirectoryError as e:
-        raise error(f"is a directory, not a {what}", source=str(path)) from e
+    except _NotRegular as e:
+        if e.kind is None:
+            raise error(f"is {_size(e.size)}, over the {_size(limit)} limit of a {what}", source=str(path)) from e
+        raise error(f"is {e.kind}, not a {what}", source=str(path)) from e
+    except OSError as e:
+        raise error(_os_problem(e), source=str(path)) from e
+    if len(data) > limit:  # it grew while it was read
+        raise error(f"is over the {_size(limit)} limit of a {what}", source=str(path))
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise error(f"not a UTF-8 text file (byte {e.start})", source=str(path)) from e
-    except OSError as e:
-        raise error(f"cannot read ({e.strerror})", source=str(path)) from e
+
+
+def resolve_path(path: str | Path, *, source: str | None = None, key: str | None = None,
+                 error: type[NasplatError] = ConfigError) -> Path:
+    """`Path(path).resolve()`. Raises `error` for a loop of symbolic links (a RuntimeError before
+    Python 3.13) or a folder on the way that cannot be read, naming `source` and `key` when given
+    (the file and key that named `path`), else the path itself."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.ELOOP:
+            problem = f"cannot be resolved ({e.strerror})"
+        else:
+            problem = "is a loop of symbolic links"
+        if source is None:
+            raise error(problem, source=str(path), key=key) from e
+        raise error(f"{str(path)!r} {problem}", source=source, key=key) from e
 
 
 # A real configuration file has hundreds of nodes; aliases may not make it more than this once
@@ -129,13 +220,6 @@ def read_yaml(path: str | Path, *, mapping: bool = True) -> Any:
 MAX_JSON_BYTES = 4 << 30
 
 
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
-
-
 def read_json(path: str | Path, *, what: str, error: type[NasplatError] = ConfigError,
               limit: int = MAX_JSON_BYTES) -> Any:
     """Parse one JSON file of at most `limit` bytes. Raises `error` naming the file for a missing
@@ -143,15 +227,16 @@ def read_json(path: str | Path, *, what: str, error: type[NasplatError] = Config
     reading: memory stays bounded whatever is given), and invalid JSON or UTF-8."""
     p = Path(path)
     try:
-        st = p.stat()
+        f = _open_regular(p, limit)
+    except _NotRegular as e:
+        if e.kind is None:
+            raise error(f"cannot read {what}: it is {_size(e.size)}, over the {_size(limit)} limit",
+                        source=str(path)) from e
+        raise error(f"cannot read {what}: not a regular file", source=str(path)) from e
     except OSError as e:
         raise error(f"cannot read {what} ({e.strerror})", source=str(path)) from e
-    if not stat.S_ISREG(st.st_mode):
-        raise error(f"cannot read {what}: not a regular file", source=str(path))
-    if st.st_size > limit:
-        raise error(f"cannot read {what}: it is {_size(st.st_size)}, over the {_size(limit)} limit", source=str(path))
     try:
-        with p.open("rb") as f:
+        with f:
             return json.load(f)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"cannot read {what} ({e})", source=str(path)) from e
@@ -244,16 +329,38 @@ def validate(schema: Any, data: Any, source: str | Path) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], *, fsync: bool = True) -> Path:
+# What `open(path, "w")` gives a new file before the umask; `PRIVATE` keeps one from other users.
+DEFAULT_MODE = 0o666
+PRIVATE = 0o600
+
+
+def _create_temp(directory: Path, name: str, mode: int) -> tuple[int, str]:
+    """A new empty file `.<name>.<random>.tmp` in `directory`, opened for writing, with `mode`
+    less the umask (as `open()` does; `tempfile.mkstemp` would make every file 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{os.urandom(4).hex()}.tmp")  # unique, not reproducible: no seed
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", os.path.join(directory, f".{name}.*.tmp"))
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], *, fsync: bool = True,
+                 mode: int = DEFAULT_MODE) -> Path:
     """Call `write(f)` on a temporary binary file beside `path` (`.<name>.*.tmp`), fsync it (unless
     not `fsync`: a cache's copies, which a crash may lose) and move it into place.
 
-    The parent directory is created. On any failure (including KeyboardInterrupt) the temporary
-    file is removed and `path` is left as it was. Returns `path`.
+    The file gets `mode` less the umask, from its creation: by default what a plain `open()` gives
+    a new file (0644 under umask 022); `mode=PRIVATE` (0600) for one only its owner may read. A
+    file that is replaced does not keep its old mode. The parent directory is created. On any
+    failure (including KeyboardInterrupt) the temporary file is removed and `path` is left as it
+    was. Returns `path`.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = _create_temp(p.parent, p.name, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -268,6 +375,37 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], *, fsync:
     return p
 
 
+def check_writable(path: str | Path, *, key: str | None = None, error: type[NasplatError] = ConfigError) -> Path:
+    """Make sure `atomic_write(path, ...)` can write `path`, before a long computation whose result
+    goes there: its folder is created and a probe file written in it and removed.
+
+    Raises `error` naming `path` (and `key`, e.g. the option that gave it) for a folder at `path`,
+    a file where a folder must be, and a folder that cannot be created or written. Returns `path`.
+    """
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise error("is a folder; give a file name in it", source=str(path), key=key)
+        blocking = next((a for a in p.parents if a.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise error(f"cannot write there: {blocking} is a file, not a folder", source=str(path), key=key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_temp(p.parent, p.name, PRIVATE)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise error(f"cannot write there ({e.strerror})", source=str(path), key=key) from e
+    return p
+
+
+def shell_command(*args: str | os.PathLike[str]) -> str:
+    """`args` as one POSIX shell command line to print for a user to copy: each argument quoted
+    where it needs it (`shlex.join`), so a path with a space, a quote or non-ASCII characters
+    stays one argument. `shell_command("nasplat", "ui", "my runs/exp.yaml")` is
+    `nasplat ui 'my runs/exp.yaml'`."""
+    return shlex.join(os.fspath(a) for a in args)
+
+
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -277,32 +415,39 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
+def atomic_write_bytes(data: bytes, path: str | Path, *, mode: int = DEFAULT_MODE) -> Path:
     """Write `data` to `path` atomically (see `atomic_write`)."""
-    return atomic_write(path, lambda f: f.write(data))
+    return atomic_write(path, lambda f: f.write(data), mode=mode)
 
 
-def atomic_write_text(text: str, path: str | Path) -> Path:
+def atomic_write_text(text: str, path: str | Path, *, mode: int = DEFAULT_MODE) -> Path:
     """Write UTF-8 `text` to `path` atomically (see `atomic_write`)."""
-    return atomic_write_bytes(text.encode("utf-8"), path)
+    return atomic_write_bytes(text.encode("utf-8"), path, mode=mode)
 
 
-def atomic_write_json(obj: Any, path: str | Path, *, indent: int | None = 2) -> Path:
+def atomic_write_json(obj: Any, path: str | Path, *, indent: int | None = 2, mode: int = DEFAULT_MODE) -> Path:
     """Write `obj` as JSON to `path` atomically (see `atomic_write`)."""
-    return atomic_write_text(json.dumps(obj, indent=indent), path)
+    return atomic_write_text(json.dumps(obj, indent=indent), path, mode=mode)
 
 
 __all__ = [
+    "DEFAULT_MODE",
     "MAX_JSON_BYTES",
+    "MAX_TEXT_BYTES",
     "MAX_YAML_NODES",
+    "PRIVATE",
     "STRICT",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_writable",
     "config_error",
     "file_sha256",
     "read_json",
+    "read_text",
     "read_yaml",
+    "resolve_path",
+    "shell_command",
     "validate",
 ]

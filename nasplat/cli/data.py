@@ -44,8 +44,8 @@ def check(
 @data_app.command("synth")
 def synth(
     out: Path = typer.Option(..., "--out", help="Where to write the dataset (release layout)."),
-    train: int = typer.Option(..., "--train", help="Training images."),
-    val: int = typer.Option(..., "--val", help="Validation images."),
+    train: int = typer.Option(..., "--train", help="Training images (at least 1)."),
+    val: int = typer.Option(..., "--val", help="Validation images (at least 1: the search scores subnets on them)."),
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed writes the same files."),
     hand_length: float = typer.Option(0.12, "--hand-length", help="Hand length, of the person height."),
     face_width: float = typer.Option(0.13, "--face-width", help="Face width, of the person height."),
@@ -56,9 +56,10 @@ def synth(
     Example:
       nasplat data synth --out data/synth --train 200 --val 50
     """
+    # an experiment's data.synthetic asks for at least 1 of each: training and the search need both
     for name, value in (("--train", train), ("--val", val)):
-        if value < 0:
-            raise DataError(f"{name} {value} is negative; allowed: 0 or more", key=name)
+        if value < 1:
+            raise DataError(f"{name} {value}: a split needs at least 1 image", key=name)
     for name, frac in (("--hand-length", hand_length), ("--face-width", face_width)):
         if not 0.02 < frac <= 0.4:
             raise DataError(f"{name} {frac} is outside the allowed (0.02, 0.4] of the person height", key=name)

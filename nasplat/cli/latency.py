@@ -37,7 +37,7 @@ latency_app = typer.Typer(
 
 def profile(
     space_file: Path = typer.Argument(..., metavar="SPACE.yaml", help="A search-space YAML file."),
-    out: Path = typer.Option(..., "--out", help="Where to write the table (JSON)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the table (a JSON file; its folder is created). Checked before profiling."),
     backend: Optional[str] = typer.Option(None, "--backend", help="onnx (onnxruntime; default on cpu) or torch (eager; default on cuda)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(2, "--threads", min=1, help="Intra-op threads."),
@@ -58,6 +58,7 @@ def profile(
     """
     from nasplat.cli.console import console as make_console
     from nasplat.errors import ConfigError
+    from nasplat.files import check_writable
     from nasplat.latency.profile import profile_space
     from nasplat.latency.timing import TimingSettings
     from nasplat.space import load_space
@@ -68,6 +69,7 @@ def profile(
     if backend not in ("onnx", "torch"):
         raise ConfigError(f"--backend {backend!r}; allowed: onnx, torch", key="--backend")
     space = load_space(space_file)
+    check_writable(out, key="--out")  # now, not after profiling every block
     settings = TimingSettings(backend=backend, device=device, threads=threads, batch=batch,  # type: ignore[arg-type]
                               warmup=warmup, repeats=repeats, passes=passes)
     console = make_console(stderr=True)

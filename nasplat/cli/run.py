@@ -122,9 +122,11 @@ def summary(console: Any, experiment_file: Path, result: Any, export_dir: Path) 
                       "chosen" if best is not None and t.number == best.number else "")
     console.print(table)
     console.print(f"export: {export_dir}")
-    console.print(f"browse:  nasplat ui {experiment_file}")
+    from nasplat.files import shell_command
+
+    console.print(f"browse:  {shell_command('nasplat', 'ui', experiment_file)}")
     if importlib.util.find_spec("nasplat.cli.predict") is not None:
-        console.print(f"predict: nasplat predict {export_dir} IMAGE... --out predictions")
+        console.print(f"predict: {shell_command('nasplat', 'predict', export_dir)} IMAGE... --out predictions")
     log = logs.log_file()
     if log is not None:
         console.print(f"log:     {log}")

@@ -11,7 +11,10 @@ what was allowed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,7 +25,7 @@ from pydantic.dataclasses import dataclass as pdataclass
 
 from nasplat.config.recipe import TrainerRecipe, load_trainer
 from nasplat.errors import ConfigError
-from nasplat.files import STRICT, read_yaml, validate
+from nasplat.files import STRICT, read_yaml, resolve_path, validate
 from nasplat.space import SearchSpace, load_space
 from nasplat.storage import Storage, cache_root
 
@@ -252,7 +255,7 @@ class Experiment:
     def latency_lut(self) -> Path:
         """The latency table the search reads (`search.latency_lut`, else in the output dir)."""
         lut = self.search.latency_lut
-        return _resolve(self.path.parent, lut) if lut else self.local_root / "latency_lut.json"
+        return _resolve(self.path.parent, lut, self.path, "search.latency_lut") if lut else self.local_root / "latency_lut.json"
 
     @property
     def storage_url(self) -> str:
@@ -260,15 +263,22 @@ class Experiment:
 
 
 
-def _resolve(base: Path, value: str | Path) -> Path:
+def _resolve(base: Path, value: str | Path, source: Path | None = None, key: str | None = None) -> Path:
+    """`value` resolved against `base` (an absolute one as given). Raises ConfigError naming
+    `source` and `key` for a loop of symbolic links."""
     p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p).resolve()
+    return p if p.is_absolute() else resolve_path(base / p, source=str(source) if source else None, key=key)
 
 
 def _referenced_file(base: Path, value: str | Path, source: Path, key: str) -> Path:
-    path = _resolve(base, value)
-    if not path.is_file():
-        raise ConfigError(f"file {str(value)!r} not found (resolved to {path})", source=str(source), key=key)
+    path = _resolve(base, value, source, key)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        problem = "is a loop of symbolic links" if e.errno == errno.ELOOP else "not found"
+        raise ConfigError(f"file {str(value)!r} {problem} (resolved to {path})", source=str(source), key=key) from e
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{str(value)!r} is not a regular file (resolved to {path})", source=str(source), key=key)
     return path
 
 
@@ -285,7 +295,7 @@ def _data_config(raw: DataFile, base: Path, file: Path, detections: Path | None)
     every node, so `$NASPLAT_CACHE_DIR` must name a node-local folder that exists on each."""
     text = raw.root.strip()
     if "://" not in text or len(urlsplit(text).scheme) == 1:  # a path (C://x is a drive letter)
-        return DataConfig(root=_resolve(base, raw.root), synthetic=raw.synthetic, detections=detections)
+        return DataConfig(root=_resolve(base, raw.root, file, "data.root"), synthetic=raw.synthetic, detections=detections)
     store = Storage.parse(text, base, source=str(file), key="data.root")
     if raw.synthetic is not None:
         raise ConfigError(f"{store.redacted()!r} is a URI; data.synthetic generates into a local folder: "
@@ -303,7 +313,7 @@ def load_experiment(path: str | Path) -> Experiment:
     raises a DataError naming `data.root` when it is missing there. A URI `data.root` is parsed
     (scheme, bucket), not reached; `ensure_data` copies it on each node.
     """
-    p = Path(path).resolve()
+    p = resolve_path(path)
     raw: ExperimentFile = validate(ExperimentFile, read_yaml(p), p)
     base = p.parent
     space_path = _referenced_file(base, raw.space, p, "space")
@@ -315,7 +325,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if raw.retrain is not None and raw.retrain.trainer is not None:
         retrain_trainer_path = _referenced_file(base, raw.retrain.trainer, p, "retrain.trainer")
     data = _data_config(raw.data, base, p, detections)
-    output_dir = _resolve(base, raw.output_dir)
+    output_dir = _resolve(base, raw.output_dir, p, "output_dir")
     storage = Storage.parse(raw.storage_path, base, source=str(p)) if raw.storage_path is not None else None
     return Experiment(
         name=raw.name,

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
-from nasplat.files import STRICT, read_yaml, validate
+from nasplat.files import STRICT, read_yaml, resolve_path, validate
 
 
 @pdataclass(config=STRICT, frozen=True)
@@ -165,7 +165,7 @@ class TrainerRecipe:
 
 def load_trainer(path: str | Path) -> TrainerRecipe:
     """Load and validate a trainer recipe. Raises ConfigError (file, key, value, allowed)."""
-    p = Path(path).resolve()
+    p = resolve_path(path)
     recipe: TrainerRecipe = validate(TrainerRecipe, read_yaml(p), p)
     return recipe
 

@@ -582,7 +582,13 @@ def generate_split(
 def generate_dataset(
     out: str | Path, n_train: int, n_val: int, seed: int = 0, config: SynthConfig | None = None
 ) -> tuple[Path, Path]:
-    """Write both splits under `out`; returns (train annotation file, val annotation file)."""
+    """Write both splits under `out`; returns (train annotation file, val annotation file).
+
+    Raises DataError, before writing anything, for a split of fewer than 1 image: a data set with
+    no training or no validation image cannot be trained on or searched with."""
+    for split, count in (("train", n_train), ("val", n_val)):
+        if count < 1:
+            raise DataError(f"{count} {split} images: a split needs at least 1 image", key=split)
     return (
         generate_split(out, "train", n_train, seed, config),
         generate_split(out, "val", n_val, seed, config),

@@ -33,18 +33,23 @@ NETS = ("body", "face", "hand")
 
 def fit_correction(summed: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
     """(scale, offset_ms) minimising the squared error of scale * summed + offset against
-    measured. One point: scale 1 and the difference as offset. A negative offset (a network
-    cannot cost a fixed amount less than its parts; it comes from noisy measurements) or a
-    non-positive scale falls back to the least-squares scale through the origin, offset 0."""
+    measured. One point (or all at one sum): scale 1 and the difference as offset. A negative
+    offset (a network cannot cost a fixed amount less than its parts; it comes from noisy
+    measurements) or a non-positive scale falls back to the least-squares scale through the
+    origin, offset 0; so the offset is never negative and the scale positive, as a table requires."""
     x, y = np.asarray(summed, float), np.asarray(measured, float)
     if len(x) == 0:
         return 1.0, 0.0
     if len(x) == 1 or float(np.ptp(x)) == 0.0:
-        return 1.0, float(np.mean(y - x))
-    scale, offset = np.polyfit(x, y, 1)
-    if scale <= 0 or offset < 0:
-        return float(np.dot(x, y) / np.dot(x, x)), 0.0
-    return float(scale), float(offset)
+        offset = float(np.mean(y - x))
+        if offset >= 0:
+            return 1.0, offset
+    else:
+        scale, offset = np.polyfit(x, y, 1)
+        if scale > 0 and offset >= 0:
+            return float(scale), float(offset)
+    through_origin = float(np.dot(x, y) / np.dot(x, x)) if float(np.dot(x, x)) > 0 else 0.0
+    return (through_origin, 0.0) if through_origin > 0 else (1.0, 0.0)
 
 
 class LatencyPredictor:

@@ -10,7 +10,7 @@ table replaces it atomically.
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nasplat.files import atomic_write_json
+from nasplat.errors import ConfigError
+from nasplat.files import atomic_write_json, read_json
 from nasplat.latency.modules import unit_module
 from nasplat.latency.predictor import LatencyPredictor, fit_correction
 from nasplat.latency.table import LatencyTable
@@ -53,12 +54,14 @@ def _partial_path(out: Path) -> Path:
 
 def _load_partial(path: Path, header: dict) -> dict[str, float]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        data = read_json(path, what="partial latency table")  # a regular file, bounded: never a FIFO's wait
+    except ConfigError:
         return {}
-    if data.get("header") != header:
+    if not isinstance(data, dict) or data.get("header") != header or not isinstance(data.get("entries"), dict):
         return {}
-    return {str(k): float(v) for k, v in data.get("entries", {}).items()}
+    # an entry that is not a finite number >= 0 (a damaged file) is timed again
+    return {str(k): float(v) for k, v in data["entries"].items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0}
 
 
 def profile_space(

@@ -16,24 +16,41 @@ A table is JSON:
 
 The device fingerprint is the machine plus the backend, threads and batch; a table is refused
 (one ConfigError line) where the machine differs: a table of one CPU says little about another.
+Every entry, `call_overhead_ms`, `correction.offset_ms` and `build_seconds` must be a finite number
+>= 0 (an entry of 0 is a block faster than the call overhead, which profiling clamps at 0) and
+`correction.scale` a finite number > 0: a table holding a negative, NaN or infinite one (edited, or
+written by a broken build) is refused naming the file and the key, not turned into "-305.8 ms".
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from nasplat.errors import ConfigError
-from nasplat.files import atomic_write_json
+from nasplat.files import atomic_write_json, read_json
 
 __all__ = ["FORMAT", "LatencyTable", "load_table"]
 
 FORMAT = "nasplat-latency-lut"
 VERSION = 1
 _MACHINE_KEYS = ("device", "name", "torch", "onnxruntime")
+# A table has one entry per distinct block of a space: thousands, a few hundred KiB.
+_MAX_TABLE_BYTES = 256 << 20
+
+
+def _number(value: Any, source: str | None, key: str, *, positive: bool = False, unit: str = " ms") -> float:
+    """`value` as a float when it is a finite number >= 0 (> 0 when `positive`); raises
+    ConfigError naming `key` otherwise (a string or a bool is not a number here)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        allowed = f"a finite number {'>' if positive else '>='} 0" + (unit if not positive else "")
+        raise ConfigError(f"value {value!r} not allowed: must be {allowed}", source=source, key=key)
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -108,7 +125,7 @@ class LatencyTable:
                               source=source, key="version")
         try:
             space, settings, correction = data["space"], data["settings"], data["correction"]
-            entries = {str(k): float(v) for k, v in data["entries"].items()}
+            entries = {str(k): _number(v, source, f"entries.{k}") for k, v in data["entries"].items()}
             for key in ("backend", "device", "threads", "batch"):
                 settings[key]
             return cls(
@@ -117,11 +134,11 @@ class LatencyTable:
                 settings=dict(settings),
                 machine=dict(data["machine"]),
                 entries=entries,
-                call_overhead_ms=float(data.get("call_overhead_ms", 0.0)),
-                scale=float(correction["scale"]),
-                offset_ms=float(correction["offset_ms"]),
+                call_overhead_ms=_number(data.get("call_overhead_ms", 0.0), source, "call_overhead_ms"),
+                scale=_number(correction["scale"], source, "correction.scale", positive=True),
+                offset_ms=_number(correction["offset_ms"], source, "correction.offset_ms"),
                 fit=tuple(correction.get("fit", ())),
-                build_seconds=float(data.get("build_seconds", 0.0)),
+                build_seconds=_number(data.get("build_seconds", 0.0), source, "build_seconds", unit=" s"),
                 extra=dict(data.get("extra", {})),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -129,14 +146,10 @@ class LatencyTable:
 
 
 def load_table(path: str | Path) -> LatencyTable:
-    """Read a table file. Raises ConfigError (missing file, not JSON, not a table)."""
+    """Read a table file. Raises ConfigError naming the file (missing, not a regular file, not JSON,
+    not a table, a negative or non-finite number: see the module's docstring)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ConfigError("latency table not found; make one with `nasplat latency profile`", source=str(p)) from e
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"not valid JSON ({e.msg} at line {e.lineno})", source=str(p)) from e
+    if not p.exists() and not p.is_symlink():
+        raise ConfigError("latency table not found; make one with `nasplat latency profile`", source=str(p))
+    data = read_json(p, what="latency table", limit=_MAX_TABLE_BYTES)
     return LatencyTable.from_dict(data, source=str(p))

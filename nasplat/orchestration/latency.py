@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from nasplat.config import Experiment
 from nasplat.errors import ConfigError
+from nasplat.files import shell_command
 from nasplat.latency import LatencyPredictor, load_table
 from nasplat.latency.profile import profile_space
 from nasplat.latency.timing import TimingSettings, machine
@@ -40,7 +41,7 @@ def latency_cost(experiment: Experiment, *, profile: bool = True,
     if not path.exists():
         if not profile:
             raise ConfigError(f"latency table {path} does not exist; `nasplat run` profiles it, or run "
-                              f"`nasplat latency profile {experiment.space_path} --out {path}`",
+                              f"`{shell_command('nasplat', 'latency', 'profile', experiment.space_path, '--out', path)}`",
                               source=str(experiment.path), key="search.latency_lut")
         p = search.latency_profile
         settings = TimingSettings(backend=p.backend, device=p.device, threads=p.threads, batch=p.batch, repeats=p.repeats,

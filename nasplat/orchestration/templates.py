@@ -41,7 +41,7 @@ import yaml
 from nasplat import __version__
 from nasplat.config import Experiment
 from nasplat.errors import ConfigError
-from nasplat.files import atomic_write_text, read_yaml
+from nasplat.files import atomic_write_text, read_yaml, shell_command
 from nasplat.storage import CACHE_ENV
 from nasplat.store.redact import redact_url
 
@@ -321,7 +321,7 @@ def render_kuberay(experiment: Experiment, image: str | None = None) -> dict[str
         "kind": "RayJob",
         "metadata": {"name": name, "labels": labels},
         "spec": {
-            "entrypoint": f"nasplat run {_K8S_EXPERIMENT}/{exp_name} --cluster",
+            "entrypoint": shell_command("nasplat", "run", f"{_K8S_EXPERIMENT}/{exp_name}", "--cluster"),
             "submissionMode": "K8sJobMode",
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": 600,
@@ -363,7 +363,7 @@ def render_kuberay(experiment: Experiment, image: str | None = None) -> dict[str
                     f"{ray_version() or '<ray version>'} with nasplat installed (or pass --image).")
     if experiment.storage.is_remote:
         edit.append(f"credentials: from the Secret {SECRET_NAME} (see README.md); none are written here.")
-    header = _comment([f"{experiment.name}: `nasplat run {experiment.path.name} --cluster` as a KubeRay RayJob "
+    header = _comment([f"{experiment.name}: `{shell_command('nasplat', 'run', experiment.path.name, '--cluster')}` as a KubeRay RayJob "
                        f"(nasplat {__version__}). Apply with: kubectl apply -f rayjob.yaml", *lines, *edit])
     return {"rayjob.yaml": header + _yaml(rayjob) + "---\n" + _yaml(configmap),
             "README.md": _kuberay_readme(experiment, name, lines, edit)}
@@ -381,7 +381,7 @@ def _kuberay_readme(experiment: Experiment, name: str, lines: list[str], edit: l
     bullet = "".join(f"- {line}\n" for line in [*lines, *edit])
     return (
         f"# {experiment.name} on KubeRay\n\n"
-        f"Written by `nasplat cluster template kuberay {experiment.path.name}` (nasplat {__version__}).\n"
+        f"Written by `{shell_command('nasplat', 'cluster', 'template', 'kuberay', experiment.path.name)}` (nasplat {__version__}).\n"
         f"`rayjob.yaml` holds a RayJob that runs `nasplat run ... --cluster` on a new Ray cluster and a\n"
         f"ConfigMap with the experiment's files, mounted at `{_K8S_EXPERIMENT}` on every pod.\n\n"
         f"{bullet}\n"
@@ -470,7 +470,7 @@ def render_ray_up(experiment: Experiment, out_dir: Path, image: str | None = Non
     if chosen is None:
         edit.append(f"no image: setup_commands pip-install nasplat {__version__} on every node; EDIT to your "
                     "package index or a wheel, or pass --image for a docker image with nasplat.")
-    header = _comment([f"{experiment.name}: a Ray cluster for `nasplat run {experiment.path.name} --cluster` "
+    header = _comment([f"{experiment.name}: a Ray cluster for `{shell_command('nasplat', 'run', experiment.path.name, '--cluster')}` "
                        f"(nasplat {__version__}). Start it from this folder: ray up -y cluster.yaml; then ./submit.sh",
                        *lines, *edit])
     files["cluster.yaml"] = header + _yaml(config)
@@ -481,7 +481,7 @@ def render_ray_up(experiment: Experiment, out_dir: Path, image: str | None = Non
 def _submit_script(experiment: Experiment, exp_name: str, lines: list[str]) -> str:
     return (
         "#!/bin/bash\n"
-        + _comment([f"{experiment.name}: submit `nasplat run {exp_name} --cluster` to the cluster of cluster.yaml "
+        + _comment([f"{experiment.name}: submit `{shell_command('nasplat', 'run', exp_name, '--cluster')}` to the cluster of cluster.yaml "
                     f"(nasplat {__version__}).", *lines, "",
                     "1. start the nodes (from this folder):  ray up -y cluster.yaml",
                     "2. submit, and follow the driver's output:  ./submit.sh",
@@ -498,7 +498,7 @@ def _submit_script(experiment: Experiment, exp_name: str, lines: list[str]) -> s
         "    if (exec 3<>/dev/tcp/127.0.0.1/8265) 2>/dev/null; then break; fi\n"
         "    sleep 1\n"
         "done\n\n"
-        f"ray job submit --address {_DASHBOARD} --working-dir experiment -- nasplat run {exp_name} --cluster\n"
+        f"ray job submit --address {_DASHBOARD} --working-dir experiment -- {shell_command('nasplat', 'run', exp_name, '--cluster')}\n"
     )
 
 
@@ -649,9 +649,9 @@ def write_templates(kind: str, experiment: Experiment, out_dir: str | Path, imag
 def next_step(kind: str, out_dir: str | Path) -> str:
     """The command to run after writing the `kind` templates into `out_dir`."""
     out = Path(out_dir)
-    return {"kuberay": f"kubectl apply -f {out / 'rayjob.yaml'}",
-            "ray-up": f"ray up -y {out / 'cluster.yaml'} && {out / 'submit.sh'}",
-            "slurm": f"sbatch {out / 'nasplat.sbatch'}"}[check_kind(kind)]
+    return {"kuberay": shell_command("kubectl", "apply", "-f", out / "rayjob.yaml"),
+            "ray-up": f"{shell_command('ray', 'up', '-y', out / 'cluster.yaml')} && {shell_command(out / 'submit.sh')}",
+            "slurm": shell_command("sbatch", out / "nasplat.sbatch")}[check_kind(kind)]
 
 
 # ------------------------------------------------------------------------------------------------

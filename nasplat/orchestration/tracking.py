@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from nasplat.config import Experiment
 from nasplat.errors import NasplatError
+from nasplat.files import shell_command
 from nasplat.orchestration.phases import Phases
 from nasplat.store.costs import phase_cost, phase_costs
 from nasplat.tracking.client import client_for, experiment_id, is_local, runs_view_url, tracking_error
@@ -76,7 +77,7 @@ def ui_hint(experiment: Experiment, experiment_file: Path | str, experiment_id: 
     `nasplat ui` for a local store."""
     url = runs_url(experiment, experiment_id)
     if is_local(experiment.tracking_uri):
-        return f"Pareto front in MLflow: run `nasplat ui {experiment_file}`, then open {url}"
+        return f"Pareto front in MLflow: run `{shell_command('nasplat', 'ui', experiment_file)}`, then open {url}"
     return f"Pareto front in MLflow: {url}"
 
 

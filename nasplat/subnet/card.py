@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nasplat.files import shell_command
+
 __all__ = ["model_card"]
 
 
@@ -105,5 +107,5 @@ def model_card(meta: Mapping[str, Any]) -> str:
                          "level), which loads faster; `nasplat predict` uses it with that onnxruntime version, else "
                          f"`model.onnx`. Against PyTorch: max heatmap difference {o['max_heatmap_abs_diff']:.2e}, "
                          f"argmax agreement {o['argmax_agreement']:.4f}.")
-    lines += ["", "## Use", "", "```", f"nasplat predict path/to/{meta['name']} image.jpg --out predictions", "```", ""]
+    lines += ["", "## Use", "", "```", shell_command("nasplat", "predict", f"path/to/{meta['name']}", "image.jpg", "--out", "predictions"), "```", ""]
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from nasplat.data.scaling import from_scaled, resize_batch
 from nasplat.data.topdown import TopDownDataset, collate
 from nasplat.data.transforms import crop_to_image
 from nasplat.errors import TrainingError
+from nasplat.files import shell_command
 from nasplat.flops import analytic_gflops, analytic_params
 from nasplat.metrics.wholebody import WholeBodyEvaluator, make_results
 from nasplat.models import SupernetConfig, ZoomNetSupernet, decode_part_boxes
@@ -100,7 +101,7 @@ def latest_checkpoint(experiment: Experiment) -> Path:
     if path is None:
         where = experiment.checkpoint_dir if experiment.storage.local else experiment.storage.join(SUPERNET_KEY)
         raise TrainingError(
-            f"no supernet checkpoint in {where}; run `nasplat train {experiment.path}` first",
+            f"no supernet checkpoint in {where}; run `{shell_command('nasplat', 'train', experiment.path)}` first",
             source=str(experiment.path), key="storage_path" if experiment.storage.is_remote else "output_dir",
         )
     return path

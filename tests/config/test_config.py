@@ -212,3 +212,42 @@ def test_ui_port_and_predict_threads_are_bounded():
     assert res.exit_code == 2 and "'--port'" in res.output and "65535" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["predict", "m", "i", "--out", "o", "--threads", "100000"])
     assert res.exit_code == 2 and "'--threads'" in res.output and "Traceback" not in res.output
+
+
+def _symlink_loop(folder: Path, name: str) -> Path:
+    """`name` -> `name.other` -> `name`: opening either is ELOOP ("Too many levels of symbolic links")."""
+    path, other = folder / name, folder / f"{name}.other"
+    other.symlink_to(path.name)
+    path.symlink_to(other.name)
+    return path
+
+
+@pytest.mark.timeout(60)
+def test_an_experiment_file_that_is_a_symlink_loop_a_folder_or_a_device_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from nasplat.cli.main import app
+
+    loop = _symlink_loop(tmp_path, "loop.yaml")
+    with pytest.raises(ConfigError, match="loop of symbolic links") as info:
+        load_experiment(loop)
+    assert str(loop) in str(info.value)
+    with pytest.raises(ConfigError, match="loop of symbolic links"):
+        load_trainer(loop)
+    (tmp_path / "folder.yaml").mkdir()
+    for path, problem in ((loop, "loop of symbolic links"), (tmp_path / "folder.yaml", "is a directory"),
+                          (Path("/dev/zero"), "is a character device")):
+        res = CliRunner().invoke(app, ["run", str(path)])
+        assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+        assert res.output.startswith("nasplat: error: ") and str(path) in res.output and problem in res.output, res.output
+
+
+@pytest.mark.parametrize("key", ["space", "trainer"])
+def test_a_referenced_file_that_is_a_symlink_loop_names_the_experiment_and_key(tmp_path, key):
+    _symlink_loop(tmp_path, "loop.yaml")
+    with pytest.raises(ConfigError, match="loop of symbolic links") as info:
+        load_experiment(_write_experiment(tmp_path, **{key: "loop.yaml"}))
+    assert info.value.source == str(tmp_path / "exp.yaml") and info.value.key == key
+    with pytest.raises(ConfigError, match="loop of symbolic links") as info:
+        load_experiment(_write_experiment(tmp_path, **{key: str(tmp_path / "loop.yaml")}))  # absolute: not resolved
+    assert info.value.key == key

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -84,3 +85,23 @@ def test_synth_part_sizes_are_options_and_out_of_range_is_rejected(tmp_path: Pat
     assert 1.3 < ratio < 1.7
     r = runner.invoke(_app(), [*args, "--out", str(tmp_path / "c"), "--hand-length", "0.9"])
     assert "--hand-length" in _error(r)
+
+
+def test_synth_refuses_an_empty_split_before_writing_anything(tmp_path: Path) -> None:
+    runner = CliRunner()
+    for train, val, name in (("0", "0", "--train"), ("0", "2", "--train"), ("3", "0", "--val"), ("-1", "2", "--train")):
+        out = tmp_path / f"ds{train}_{val}"
+        r = runner.invoke(_app(), ["data", "synth", "--out", str(out), "--train", train, "--val", val])
+        line = _error(r)
+        assert name in line and "at least 1" in line, line
+        assert not out.exists()
+    help_text = runner.invoke(_app(), ["data", "synth", "--help"]).output
+    assert help_text.count("at least 1") == 2, help_text
+
+
+def test_generate_dataset_refuses_an_empty_split(tmp_path: Path) -> None:
+    from nasplat.data.synth import generate_dataset
+
+    with pytest.raises(DataError, match="at least 1"):
+        generate_dataset(tmp_path / "ds", 2, 0)
+    assert not (tmp_path / "ds").exists()

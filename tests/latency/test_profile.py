@@ -56,3 +56,16 @@ def test_an_interrupted_profile_resumes_from_its_partial_file(tmp_path: Path, ti
     table = profile_space(tiny, settings, out, calibration=0)
     assert all(table.entries[k] == 123.0 for k in done)
     assert all(table.entries[u.key] != 123.0 for u in units[-3:])
+
+
+def test_a_damaged_entry_of_the_partial_file_is_timed_again(tmp_path: Path, tiny) -> None:  # noqa: ANN001
+    settings = TimingSettings(backend="torch", **FAST)  # type: ignore[arg-type]
+    out = tmp_path / "lut.json"
+    units = space_units(tiny)
+    done: dict[str, object] = {u.key: 123.0 for u in units[:-3]}
+    done[units[0].key], done[units[1].key] = float("nan"), -5.0
+    header = {"space": tiny.fingerprint(), "settings": asdict(settings), "machine": machine("cpu", "torch")}
+    out.with_name("lut.json.partial").write_text(json.dumps({"header": header, "entries": done}))
+    table = profile_space(tiny, settings, out, calibration=0)
+    assert all(0 <= table.entries[u.key] < 123.0 for u in units[:2])
+    assert load_table(out) == table

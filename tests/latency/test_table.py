@@ -116,3 +116,66 @@ def test_fastest_is_no_slower_than_any_sampled_arch(space) -> None:  # noqa: ANN
     rng = np.random.default_rng(0)
     assert fastest <= min(predictor(space.sample(rng)) for _ in range(300))
     assert fastest <= predictor(space.min_arch())
+
+
+def _bad_table(tmp_path: Path, space, change) -> Path:  # noqa: ANN001
+    data = synthetic_table(space).to_dict()
+    change(data)
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps(data))  # NaN and Infinity are written as JSON's extensions, as a table could hold them
+    return path
+
+
+def _set_first_entry(value: object):  # noqa: ANN202
+    def change(data: dict) -> None:
+        data["entries"][next(iter(data["entries"]))] = value
+    return change
+
+
+def _set_correction(key: str, value: object):  # noqa: ANN202
+    def change(data: dict) -> None:
+        data["correction"][key] = value
+    return change
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    (_set_first_entry(-3.5), "entries."),
+    (_set_first_entry(float("nan")), "entries."),
+    (_set_first_entry(float("inf")), "entries."),
+    (_set_first_entry("0.04"), "entries."),
+    (_set_first_entry(True), "entries."),
+    (_set_correction("scale", -1.0), "correction.scale"),
+    (_set_correction("scale", 0.0), "correction.scale"),
+    (_set_correction("scale", float("nan")), "correction.scale"),
+    (_set_correction("offset_ms", -305.8), "correction.offset_ms"),
+    (_set_correction("offset_ms", float("inf")), "correction.offset_ms"),
+    (lambda data: data.update(call_overhead_ms=float("-inf")), "call_overhead_ms"),
+])
+def test_a_table_with_a_negative_or_non_finite_number_is_refused_naming_the_file_and_key(
+        tmp_path: Path, space, change, key: str) -> None:  # noqa: ANN001
+    path = _bad_table(tmp_path, space, change)
+    with pytest.raises(ConfigError) as e:
+        load_table(path)
+    line = str(e.value)
+    assert "\n" not in line and line.startswith(f"{path}: {key}"), line
+    assert e.value.source == str(path)
+
+
+def test_an_entry_of_zero_is_a_block_faster_than_the_call_overhead_and_is_kept(tmp_path: Path, space) -> None:  # noqa: ANN001
+    path = _bad_table(tmp_path, space, _set_first_entry(0.0))  # profile_space clamps at 0 ms
+    assert min(load_table(path).entries.values()) == 0.0
+
+
+def test_fit_correction_never_gives_a_negative_offset_from_one_point() -> None:
+    # one whole subnet measured faster than the sum of its blocks: the table must still load
+    scale, offset = fit_correction([4.0], [3.0])
+    assert offset >= 0 and scale * 4.0 + offset == pytest.approx(3.0)
+    scale, offset = fit_correction([2.0, 2.0], [1.0, 1.5])
+    assert offset >= 0 and scale > 0
+
+
+def test_a_latency_table_that_is_not_a_regular_file_is_refused_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_table("/dev/zero")
+    with pytest.raises(ConfigError, match="not found; make one with `nasplat latency profile`"):
+        load_table(tmp_path / "missing.json")
