@@ -17,27 +17,11 @@ def _arch(experiment: Any, spec: str) -> Any:
 
 
 def checked_device(device: str) -> str:
-    """`device` when this machine has it (`cpu`, `cuda`, `cuda:1`, `mps`, ...); else ConfigError
-    naming --device."""
-    import torch
+    """`device` when this machine has it (`cpu`, `cuda`, `cuda:1`, `mps`); else ConfigError naming
+    --device, the value and the devices this machine has (`nasplat.subnet.inference.resolve_device`)."""
+    from nasplat.subnet.inference import resolve_device
 
-    from nasplat.errors import ConfigError
-
-    try:
-        d = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"{device!r} is not a torch device (e.g. cpu, cuda, cuda:1)", key="--device") from None
-    if d.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError(f"{device!r}: this machine has no CUDA device", key="--device")
-        if d.index is not None and d.index >= count:
-            raise ConfigError(f"{device!r}: this machine has {count} CUDA device(s)", key="--device")
-    elif d.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"{device!r}: MPS is not available on this machine", key="--device")
-    elif d.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"{device!r}: nasplat runs on cpu, cuda or mps", key="--device")
-    return device
+    return str(resolve_device(device))
 
 
 def train(
@@ -77,7 +61,7 @@ def subnet_eval(
     arch: str = typer.Option("max", "--arch", help="max, min, or an arch JSON file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     no_recalibrate: bool = typer.Option(False, "--no-recalibrate", help="Use the supernet's BN statistics as they are."),
-    device: str = typer.Option("cpu", "--device", help="torch device."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps: one this machine has."),
 ) -> None:
     """BN-recalibrate one subnet and evaluate it on the val set (per-part AP/AR).
 
@@ -89,9 +73,10 @@ def subnet_eval(
     from nasplat.config import load_experiment
     from nasplat.subnet import SubnetEvaluator
 
+    device = checked_device(device)  # before the experiment and its data are read
     experiment = load_experiment(experiment_file)
     chosen = _arch(experiment, arch)
-    result = SubnetEvaluator(experiment, checked_device(device)).evaluate(chosen, recalibrate=not no_recalibrate)
+    result = SubnetEvaluator(experiment, device).evaluate(chosen, recalibrate=not no_recalibrate)
     if as_json:
         typer.echo(json.dumps({"arch": chosen.to_flat(), "gflops": result["gflops"], "metrics": result["metrics"],
                                "params": result["params"]}))

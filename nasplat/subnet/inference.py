@@ -14,6 +14,9 @@ With `dense_small_groups` a grouped conv with fewer than `DENSE_GROUPED_BELOW` i
 group becomes the dense conv with its block-diagonal weight, as the elastic conv runs it on CPU:
 the same result, more MACs, less time there. The copy is for prediction only: folded BN has no
 statistics left to train or recalibrate.
+
+`resolve_device` checks the `--device` of the commands that predict with it (`nasplat subnet
+eval`, `nasplat predict`) before any work: one line naming what was given and what this machine has.
 """
 
 from __future__ import annotations
@@ -24,8 +27,43 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasplat.errors import ConfigError
 from nasplat.nn.elastic import DENSE_GROUPED_BELOW, ConvBN, ElasticBatchNorm2d, ElasticConv2d, folding_batchnorm
 from nasplat.space.arch import Arch
+
+
+def available_devices() -> list[str]:
+    """The torch devices this machine can run nasplat on: `cpu`, each CUDA device (`cuda:0`,
+    ...) and `mps` when present."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def resolve_device(text: str) -> torch.device:
+    """The torch device `text` names (`cpu`, `cuda`, `cuda:1`, `mps`) when this machine has it.
+    Raises ConfigError (key `--device`) naming the value and the devices this machine has: a
+    string that is not a device, a device type nasplat does not run on, or one not present."""
+    available = available_devices()
+    where = f"available here: {', '.join(available)}"
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{text!r} is not a device; {where}", key="--device") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{text!r}: nasplat runs on cpu, cuda or mps; {where}", key="--device")
+    if device.type == "cpu":
+        return device
+    if device.index is None:  # `cuda` alone: the current CUDA device, present when there is any
+        present = any(d.split(":")[0] == device.type for d in available)
+    else:
+        present = str(device) in available
+    if not present:
+        raise ConfigError(f"{text!r} is not on this machine; {where}", key="--device")
+    return device
 
 
 @torch.no_grad()
@@ -108,4 +146,4 @@ def inference_copy(supernet: Any, arch: Arch, *, dense_small_groups: bool | None
     return fold_batchnorm(static, dense_small_groups=dense_small_groups)
 
 
-__all__ = ["fold_batchnorm", "inference_copy"]
+__all__ = ["available_devices", "fold_batchnorm", "inference_copy", "resolve_device"]

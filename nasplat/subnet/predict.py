@@ -10,7 +10,7 @@ in three steps that a pipeline can run on different threads:
 `predict_stream` batches the crops of consecutive images (`batch_size` per network call) and gives
 each image's keypoints back in input order; `predict(images)` is the same on a list. No flip test:
 the exported graph is one forward. Helpers read the inputs the command takes (image ids, COCO
-detection files).
+detection files) and say which detections are of no use (`read_boxes`, `keep_boxes`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +35,14 @@ from nasplat.data.transforms import box_to_center_scale, crop_matrix, crop_to_im
 from nasplat.errors import ConfigError, DataError
 from nasplat.files import read_json
 from nasplat.models import ZoomNetOutput
-from nasplat.subnet.export import ONNX, load_exported, onnx_model_file, read_export
+from nasplat.subnet.export import ARCH, ONNX, load_exported, onnx_model_file, read_export
+from nasplat.subnet.inference import resolve_device
 from nasplat.subnet.onnx_export import onnx_session, run_onnx
 
 __all__ = [
     "BACKENDS",
     "IMAGE_SUFFIXES",
+    "Detections",
     "Person",
     "Predictor",
     "Prepared",
@@ -49,6 +51,8 @@ __all__ = [
     "default_backend",
     "find_images",
     "image_id_from_name",
+    "image_size",
+    "keep_boxes",
     "predict_stream",
     "read_ann_ids",
     "read_boxes",
@@ -103,9 +107,9 @@ class Timing:
         return self.last_call - self.first_call
 
 
-def default_backend(model_dir: str | Path, device: str = "cpu") -> str:
+def default_backend(model_dir: str | Path, device: str | torch.device = "cpu") -> str:
     """`onnx` on the CPU when the export has a `model.onnx`, else `torch`."""
-    return "onnx" if device == "cpu" and (Path(model_dir) / ONNX).is_file() else "torch"
+    return "onnx" if torch.device(device).type == "cpu" and (Path(model_dir) / ONNX).is_file() else "torch"
 
 
 class Predictor:
@@ -114,19 +118,20 @@ class Predictor:
     can decode images meanwhile; `infer` loads it when nobody has). With the onnx backend the
     export's onnxruntime-optimised model is loaded when it was written by this onnxruntime version,
     else `model.onnx` (`model_file` says which).
-    Raises ConfigError (not an export directory, unknown backend) and, from `load`, TrainingError
-    (weights or ONNX file missing or unreadable)."""
+    Raises ConfigError (a device this machine lacks, not an export directory, unknown backend; from
+    `load`, an ONNX model whose input is not the size `arch.json` says) and, from `load`,
+    TrainingError (weights or ONNX file missing or unreadable)."""
 
     def __init__(self, model_dir: str | Path, backend: str | None = None, *, device: str = "cpu",
                  threads: int = 2, batch_size: int = 8, load: bool = True) -> None:
+        self.device = resolve_device(device)
         self.model_dir = Path(model_dir)
         self.arch, _, _ = read_export(self.model_dir)
-        self.backend = backend or default_backend(self.model_dir, device)
+        self.backend = backend or default_backend(self.model_dir, self.device)
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}; allowed: {', '.join(BACKENDS)}", key="--backend")
         self.input_size = self.arch.body.input_size  # (H, W)
         self.batch_size = max(1, int(batch_size))
-        self.device = torch.device(device)
         self.threads = threads
         self.model_file: Path | None = None  # the file the model was loaded from
         self.load_seconds = 0.0
@@ -152,10 +157,23 @@ class Predictor:
                         raise
                     self.model_file = self.model_dir / ONNX
                     self._model = onnx_session(self.model_file, threads=self.threads, spin=False)
+                self._check_onnx_input(self._model, self.model_file)
             else:
                 self.model_file = self.model_dir / "model.pt"
                 self._model = load_exported(self.model_dir, str(self.device))
             self.load_seconds = time.perf_counter() - start
+
+    def _check_onnx_input(self, session: Any, path: Path) -> None:
+        """Raise ConfigError naming `arch.json` and the ONNX file when the graph's input (H, W) is
+        not the body input the arch says: files of two exports mixed in one folder (onnxruntime
+        would refuse every crop)."""
+        shape = session.get_inputs()[0].shape  # [batch, 3, H, W]; a dimension may be symbolic
+        taken = tuple(shape[2:4])
+        if all(isinstance(v, int) for v in taken) and taken != tuple(self.input_size):
+            (h, w), (th, tw) = self.input_size, taken
+            raise ConfigError(f"{ARCH} says a body input of {h} x {w} pixels (H x W) but {path.name} takes "
+                              f"{th} x {tw}: the two files come from different exports (export the subnet again "
+                              "with `nasplat subnet export`)", source=str(self.model_dir))
 
     def infer(self, crops: np.ndarray, timing: Timing | None = None) -> ZoomNetOutput:
         """One network call on crops [B, 3, H, W] (float32, as `prepare` makes them)."""
@@ -307,14 +325,33 @@ def read_ann_ids(path: Path) -> dict[str, int]:
     return out
 
 
-def read_boxes(path: Path, min_score: float = 0.0) -> dict[int, list[Person]]:
+@dataclass(frozen=True)
+class Detections:
+    """The person boxes of a COCO detection results file (`read_boxes`)."""
+
+    source: Path  # the file they were read from
+    count: int  # detections in the file
+    persons: dict[int, list[Person]]  # image id -> the boxes kept, in file order
+    dropped: Counter[str]  # why -> how many were not kept (`DROPPED_*`; the score one with the --min-score)
+
+
+DROPPED_CATEGORY = "not a person (category_id != 1)"
+DROPPED_SCORE = "scored below --min-score"
+DROPPED_EMPTY = "with a width or height of 1 pixel or less"
+DROPPED_OUTSIDE = "outside their image"
+DROPPED_UNKNOWN = "for an image that is not an input"
+
+
+def read_boxes(path: Path, min_score: float = 0.0) -> Detections:
     """Person boxes by image id from a COCO detection results file (`[{"image_id", "category_id",
-    "bbox": [x, y, w, h], "score"}]`; only category 1, score >= min_score, non-empty boxes).
-    Raises DataError naming the entry that is malformed."""
+    "bbox": [x, y, w, h], "score"}]`): only category 1, score >= min_score and boxes wider and
+    higher than 1 pixel are kept; `dropped` counts the others by reason. Raises DataError naming
+    the entry that is malformed."""
     dets = _load_json(path, "the box file")
     if not isinstance(dets, list):
         raise DataError("expected a JSON list of detections", source=str(path))
     out: dict[int, list[Person]] = {}
+    dropped: Counter[str] = Counter()
     for i, det in enumerate(dets):
         key = f"[{i}]"
         if not isinstance(det, Mapping):
@@ -329,10 +366,52 @@ def read_boxes(path: Path, min_score: float = 0.0) -> dict[int, list[Person]]:
         score = det.get("score", 1.0)
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
             raise DataError(f"score {score!r} is not a finite number", source=str(path), key=f"{key}.score")
-        if det.get("category_id", 1) != 1 or score < min_score or bbox[2] <= 1 or bbox[3] <= 1:
+        if det.get("category_id", 1) != 1:
+            dropped[DROPPED_CATEGORY] += 1
+        elif score < min_score:
+            dropped[f"{DROPPED_SCORE} {min_score:g}"] += 1
+        elif bbox[2] <= 1 or bbox[3] <= 1:
+            dropped[DROPPED_EMPTY] += 1
+        else:
+            x, y, w, h = (float(v) for v in bbox)
+            out.setdefault(image_id, []).append(Person((x, y, w, h), float(score)))
+    return Detections(Path(path), len(dets), out, dropped)
+
+
+def keep_boxes(detections: Detections, sizes: Mapping[int, tuple[int, int] | None]) -> Detections:
+    """`detections` with only the boxes of the image ids of `sizes` (image id -> (width, height),
+    None when not known before decoding), each clipped to its image; the boxes with nothing left
+    inside their image and those of other image ids (the first three named) are added to
+    `dropped`."""
+    kept: dict[int, list[Person]] = {}
+    dropped = Counter(detections.dropped)
+    unknown = {image_id: len(persons) for image_id, persons in detections.persons.items() if image_id not in sizes}
+    if unknown:
+        some = ", ".join(str(i) for i in list(unknown)[:3]) + (", ..." if len(unknown) > 3 else "")
+        dropped[f"{DROPPED_UNKNOWN} (image id {some})"] = sum(unknown.values())
+    for image_id, persons in detections.persons.items():
+        if image_id in unknown:
             continue
-        out.setdefault(image_id, []).append(Person(tuple(float(v) for v in bbox), float(score)))  # type: ignore[arg-type]
-    return out
+        size = sizes[image_id]
+        clipped = persons if size is None else [clip_to_image(p, *size) for p in persons]
+        dropped[DROPPED_OUTSIDE] += sum(p is None for p in clipped)
+        if any(p is not None for p in clipped):
+            kept[image_id] = [p for p in clipped if p is not None]
+    return Detections(detections.source, detections.count, kept, +dropped)
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of the image at `path` as OpenCV decodes it (EXIF rotation applied), read
+    from its header without decoding; None when Pillow cannot read the header."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            rotated = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that swap the axes
+    except Exception:  # noqa: BLE001 - not an image Pillow reads: decoding decides
+        return None
+    return (height, width) if rotated else (width, height)
 
 
 def clip_to_image(person: Person, width: int, height: int) -> Person | None:

@@ -180,13 +180,164 @@ def test_the_pipeline_writes_what_the_serial_path_writes_in_input_order(tmp_path
         assert (got[3] / f"{f.stem}.png").read_bytes() == (got[0] / f"{f.stem}.png").read_bytes(), f.name
 
 
-def test_the_summary_says_where_the_time_went(tmp_path, export_dir, trained_tiny):
+def test_the_summary_says_what_was_predicted_and_where_the_time_went(tmp_path, export_dir, trained_tiny):
     images, ann = _val(trained_tiny)
     res = _predict(str(export_dir), str(images), "--out", str(tmp_path / "pred"), "--ann", str(ann))
     assert res.exit_code == 0, res.output
     summary = res.stderr.strip().splitlines()[-1]
-    for part in ("images/s", "model load", "network calls", "steady state", "outside the network", "model.ort.onnx"):
+    n = len(list(images.glob("*.jpg")))
+    assert summary.startswith(f"predicted {n} persons in {n} images in "), summary
+    for part in ("% of the time, 1 batched call;", "model load", "model.ort.onnx", "backend onnx",
+                 str(tmp_path / "pred" / "results.json")):
         assert part in summary, summary
+
+
+def test_the_summary_reads_as_a_sentence_with_plurals_that_agree(tmp_path):
+    from nasplat.cli.predict import PredictReport
+    from nasplat.subnet.predict import Timing
+
+    one = PredictReport(out=tmp_path, backend="onnx", timing=Timing(network=1.358, load=0.02, calls=[1]),
+                        model_file="model.onnx", images=1, persons=1, total=1.4)
+    assert one.summary() == (f"predicted 1 person in 1 image in 1.4 s (network 97% of the time, 1 batched call; "
+                             f"model load 0.02 s, model.onnx, backend onnx) -> {tmp_path / 'results.json'}")
+    many = PredictReport(out=tmp_path, backend="torch", timing=Timing(network=3.0, calls=[8, 8, 2]),
+                         model_file="model.pt", images=2, persons=18, total=12.0)
+    assert many.summary().startswith("predicted 18 persons in 2 images in 12 s (network 25% of the time, "
+                                     "3 batched calls;")
+    none = PredictReport(out=tmp_path, backend="onnx", timing=Timing(), images=3, total=0.5)
+    assert none.summary().startswith("predicted 0 persons in 3 images in 0.50 s (no network call;")
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "banana"])  # cuda:99: absent on any machine
+def test_a_device_this_machine_lacks_is_one_line_naming_what_it_has(tmp_path, export_dir, trained_tiny, device):
+    from nasplat.subnet.inference import available_devices
+
+    images, _ = _val(trained_tiny)
+    for backend in ([], ["--backend", "torch"]):
+        res = _predict(str(export_dir), str(images), "--out", str(tmp_path / "pred"), "--device", device, *backend)
+        assert res.exit_code == 2, res.output
+        (line,) = res.output.strip().splitlines()
+        assert line.startswith("nasplat: error: --device: ") and repr(device) in line, line
+        assert f"available here: {', '.join(available_devices())}" in line and "cpu" in line, line
+    assert not (tmp_path / "pred").exists()
+
+
+def test_an_arch_json_of_another_export_is_one_line_naming_both_files(tmp_path, export_dir, trained_tiny):
+    images, _ = _val(trained_tiny)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(export_dir, mixed)
+    small = trained_tiny.space.min_arch()
+    assert small.body.input_size != trained_tiny.space.max_arch().body.input_size
+    (mixed / "arch.json").write_text(small.to_json())
+    for onnx_file in ("model.ort.onnx", "model.onnx"):
+        res = _predict(str(mixed), str(images), "--out", str(tmp_path / "pred"))
+        assert res.exit_code == 2, res.output
+        (line,) = res.output.strip().splitlines()
+        h, w = small.body.input_size
+        assert "arch.json" in line and onnx_file in line and f"{h} x {w}" in line, line
+        assert not (tmp_path / "pred").exists()
+        (mixed / "model.ort.onnx").unlink(missing_ok=True)  # then model.onnx is loaded
+
+
+def test_dropped_detections_are_one_warning_line_with_counts_per_reason(tmp_path, export_dir, trained_tiny):
+    images, ann = _val(trained_tiny)
+    first = sorted(json.loads(ann.read_text())["images"], key=lambda i: i["id"])[0]
+    w, h = first["width"], first["height"]
+
+    def det(bbox, image_id=first["id"], score=0.9, category=1):
+        return {"image_id": image_id, "category_id": category, "bbox": bbox, "score": score}
+
+    bad = [det([w + 10, 5, 50, 80]), det([5, h, 50, 80]), det([-200, -200, 100, 100]),  # outside the image
+           det([10, 10, -40, 80]), det([10, 10, 40, 0]),  # negative width, zero height
+           det([10, 10, 40, 80], image_id=424242),  # no input has this image id
+           det([10, 10, 40, 80], score=0.1), det([10, 10, 40, 80], category=3)]  # below --min-score, not a person
+    (tmp_path / "dets.json").write_text(json.dumps(bad + [det([10, 10, 100, 200])]))
+    res = _predict(str(export_dir), str(images), "--out", str(tmp_path / "pred"), "--ann", str(ann),
+                   "--boxes", str(tmp_path / "dets.json"), "--min-score", "0.5", "--no-draw")
+    assert res.exit_code == 0, res.output
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("nasplat: warning:")]
+    assert f"{tmp_path / 'dets.json'}: dropped 8 of 9 detections: " in line, line
+    for part in ("3 outside their image", "2 with a width or height of 1 pixel or less",
+                 "1 for an image that is not an input (image id 424242)", "1 scored below --min-score 0.5",
+                 "1 not a person"):
+        assert part in line, line
+    assert [r["image_id"] for r in json.loads((tmp_path / "pred" / "results.json").read_text())] == [first["id"]]
+
+    (tmp_path / "bad.json").write_text(json.dumps(bad))  # nothing left: stop before writing anything
+    res = _predict(str(export_dir), str(images), "--out", str(tmp_path / "none"), "--ann", str(ann),
+                   "--boxes", str(tmp_path / "bad.json"), "--min-score", "0.5")
+    assert res.exit_code == 2, res.output
+    warning, error = res.stderr.strip().splitlines()
+    assert warning.startswith("nasplat: warning:") and "dropped 8 of 8 detections" in warning
+    assert error.startswith("nasplat: error: nothing left to predict: ") and "bad.json" in error, error
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_folder_without_images_is_nothing_to_predict(tmp_path, export_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no pictures here")
+    res = _predict(str(export_dir), str(empty), "--out", str(tmp_path / "pred"))
+    assert res.exit_code == 2, res.output
+    (line,) = res.output.strip().splitlines()
+    assert line.startswith("nasplat: error: nothing left to predict: no images in ") and str(empty) in line, line
+    assert not (tmp_path / "pred").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "-0.1", "1.5", "inf"])
+def test_a_min_score_that_is_not_a_score_is_refused(tmp_path, export_dir, trained_tiny, value):
+    images, _ = _val(trained_tiny)
+    res = _predict(str(export_dir), str(images), "--out", str(tmp_path / "pred"), "--min-score", value)
+    assert res.exit_code == 2, res.output
+    (line,) = res.output.strip().splitlines()
+    assert line.startswith("nasplat: error: --min-score: ") and "from 0 to 1" in line, line
+    assert not (tmp_path / "pred").exists()
+
+
+def test_drawings_are_compressed_pngs_by_default_or_jpegs_or_stored_pngs(tmp_path, export_dir, trained_tiny):
+    from PIL import Image
+
+    images, _ = _val(trained_tiny)
+    files = sorted(images.glob("*.jpg"))
+    runs = {"default": [], "stored": ["--png-compression", "0"], "jpg": ["--format", "jpg"]}
+    for name, options in runs.items():
+        res = _predict(str(export_dir), str(images), "--out", str(tmp_path / name), *options)
+        assert res.exit_code == 0, res.output
+    for f in files:
+        shape = cv2.imread(str(f)).shape
+        sizes = {}
+        for name, kind in (("default", "PNG"), ("stored", "PNG"), ("jpg", "JPEG")):
+            drawing = tmp_path / name / f"{f.stem}.{'jpg' if kind == 'JPEG' else 'png'}"
+            with Image.open(drawing) as im:
+                assert im.format == kind and (im.height, im.width, 3) == shape, drawing
+            sizes[name] = drawing.stat().st_size
+        assert sizes["default"] < 0.7 * sizes["stored"] and sizes["jpg"] < sizes["default"], sizes
+        assert np.array_equal(cv2.imread(str(tmp_path / "default" / f"{f.stem}.png")),
+                              cv2.imread(str(tmp_path / "stored" / f"{f.stem}.png")))  # both lossless
+    assert not list((tmp_path / "jpg").glob("*.png"))
+    for option, value in (("--format", "gif"), ("--png-compression", "10")):
+        res = _predict(str(export_dir), str(images), "--out", str(tmp_path / "bad"), option, value)
+        assert res.exit_code == 2 and res.output.strip().splitlines() == [res.output.strip()], res.output
+        assert option in res.output and not (tmp_path / "bad").exists()
+    help_text = CliRunner().invoke(__import__("nasplat.cli.main", fromlist=["app"]).app, ["predict", "--help"]).output
+    assert "--format png|jpg" in help_text and "--png-compression 0-9" in help_text
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
+def test_results_and_drawings_get_the_mode_of_a_new_file_under_the_umask(tmp_path, export_dir, trained_tiny, umask):
+    import os
+    import stat
+
+    images, _ = _val(trained_tiny)
+    old = os.umask(umask)
+    try:
+        res = _predict(str(export_dir), str(images), "--out", str(tmp_path / "pred"), "--png-compression", "0")
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "pred").iterdir()}
+    assert len(modes) == 1 + len(list(images.glob("*.jpg")))
+    assert set(modes.values()) == {0o666 & ~umask}, {k: oct(v) for k, v in modes.items()}
 
 
 def test_predict_loads_the_optimised_model_of_this_onnxruntime_and_else_model_onnx(tmp_path, export_dir, trained_tiny):

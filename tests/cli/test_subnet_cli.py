@@ -43,11 +43,34 @@ def test_train_on_a_missing_experiment_file_is_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("device", ["banana", "cuda:99", "meta"])
-def test_a_bad_device_is_one_error_line_and_exit_2(trained_tiny, device, tmp_path):
+def test_a_bad_device_is_one_error_line_naming_what_this_machine_has(trained_tiny, device, tmp_path):
     from nasplat.cli.main import app
+    from nasplat.subnet.inference import available_devices
 
     for command in (["subnet", "eval", str(trained_tiny.path)], ["subnet", "export", str(trained_tiny.path), "--out", str(tmp_path / "x")]):
         res = CliRunner().invoke(app, [*command, "--device", device])
         assert res.exit_code == 2, res.output
-        assert "--device" in res.output and repr(device) in res.output and "Traceback" not in res.output
+        (line,) = res.output.strip().splitlines()
+        assert line.startswith("nasplat: error: --device: ") and repr(device) in line, line
+        assert line.endswith(f"available here: {', '.join(available_devices())}"), line
     assert not (tmp_path / "x").exists()
+
+
+def test_subnet_eval_checks_the_device_before_reading_the_experiment(tmp_path):
+    from nasplat.cli.main import app
+
+    res = CliRunner().invoke(app, ["subnet", "eval", str(tmp_path / "missing.yaml"), "--device", "cuda:99"])
+    assert res.exit_code == 2 and "--device" in res.output and "missing.yaml" not in res.output, res.output
+
+
+def test_resolve_device_gives_the_torch_device_or_one_config_error():
+    import torch
+
+    from nasplat.errors import ConfigError
+    from nasplat.subnet.inference import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    for bad in ("banana", "cuda:99", "meta", ""):
+        with pytest.raises(ConfigError, match="available here: cpu") as e:
+            resolve_device(bad)
+        assert e.value.key == "--device"
