@@ -1,13 +1,8 @@
-"""`nasplat search`, `nasplat status` and `nasplat ui`: run/resume a search, read its store, browse MLflow."""
+"""`nasplat search` and `nasplat status`: run or resume a search, read its store."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -165,74 +160,7 @@ def status(
     console.print(table)
 
 
-def ui(
-    experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="Experiment YAML."),
-    port: int = typer.Option(5000, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
-) -> None:
-    """Start the MLflow UI on 127.0.0.1 for the experiment (Ctrl-C stops it) and print the URL of
-    its runs view: the Pareto-front trials, best whole-body AP first. For a tracking server, only
-    print that URL.
-
-    \b
-    Example:
-      nasplat ui experiments/quickstart.yaml --port 5001
-    """
-    from nasplat.config import load_experiment
-    from nasplat.orchestration.tracking import find_experiment, runs_url, ui_base
-    from nasplat.tracking.client import is_local
-
-    experiment = load_experiment(experiment_file)
-    uri = experiment.tracking_uri
-    exp_id = find_experiment(experiment)
-    url = runs_url(experiment, exp_id, port) if exp_id else f"{ui_base(experiment, port)} (nothing logged yet)"
-    if not is_local(uri):
-        typer.echo(f"tracking.uri is a server; the Pareto front is at {url}")
-        return
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    where = experiment.artifact_location  # a folder, or the object store of storage_path
-    cmd += ["--default-artifact-root", where if isinstance(where, str) else where.resolve().as_uri()]
-    typer.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop); the Pareto front: {url}")
-    serve_until_stopped(cmd)
-
-
-def serve_until_stopped(cmd: list[str], grace_s: float = 10.0) -> int:
-    """Run a server command in its own process group until it exits or this process is stopped
-    (Ctrl-C or SIGTERM); then stop the whole group (the server and its workers): TERM, and KILL
-    what is left after `grace_s`. Returns the server's exit code."""
-    proc = subprocess.Popen(cmd, start_new_session=True)
-
-    def _terminated(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _terminated)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        _stop_group(proc, grace_s)
-
-
-def _stop_group(proc: subprocess.Popen, grace_s: float) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return  # the group is gone
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            proc.poll()
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-    proc.wait(timeout=grace_s)
-
-
 def register(app: typer.Typer) -> None:
-    """Add `search`, `status` and `ui` to the nasplat app."""
+    """Add `search` and `status` to the nasplat app."""
     app.command("search")(search)
     app.command("status")(status)
-    app.command("ui")(ui)
