@@ -324,6 +324,9 @@ def load_experiment(path: str | Path) -> Experiment:
     retrain_trainer_path = None
     if raw.retrain is not None and raw.retrain.trainer is not None:
         retrain_trainer_path = _referenced_file(base, raw.retrain.trainer, p, "retrain.trainer")
+    if raw.retrain is not None and raw.retrain.top_k > raw.search.n_trials:
+        raise ConfigError(f"value {raw.retrain.top_k} not allowed: the search completes only search.n_trials = "
+                          f"{raw.search.n_trials} subnets to retrain", source=str(p), key="retrain.top_k")
     data = _data_config(raw.data, base, p, detections)
     output_dir = _resolve(base, raw.output_dir, p, "output_dir")
     storage = Storage.parse(raw.storage_path, base, source=str(p)) if raw.storage_path is not None else None

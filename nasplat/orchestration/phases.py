@@ -5,7 +5,8 @@ retrained, when it has a `retrain:` section) -> exported. Every command that run
 (`nasplat run`, `nasplat train`, `nasplat search`, `nasplat retrain`) records it through
 `Phases`, so `nasplat status` reads the same state after any of them. A phase is marked running
 when it starts and done only when it finishes: a crash or Ctrl-C leaves it "running", which is
-where the next run resumes.
+where the next run resumes. A command that finds its phase already done changes nothing: the
+recorded phase never goes back to an earlier one for a phase that had nothing to do (`reach`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ class Phase(str, Enum):
     RETRAINING = "retraining"
     RETRAINED = "retrained"
     EXPORTED = "exported"
+
+    @property
+    def order(self) -> int:
+        return list(Phase).index(self)
 
 
 class Phases:
@@ -49,6 +54,15 @@ class Phases:
         """Record `phase` (and e.g. `checkpoint=`) now."""
         with self._states() as states:
             return states.update(self.name, phase=phase.value, **fields)
+
+    def reach(self, phase: Phase) -> None:
+        """Record `phase` as done unless the recorded phase is already that one or a later one
+        (a command that found its phase finished moves nothing back)."""
+        current = self.current()
+        known = {p.value: p for p in Phase}
+        if current is not None and current.phase in known and known[current.phase].order >= phase.order:
+            return
+        self.mark(phase)
 
     def current(self) -> ExperimentState | None:
         """The recorded state, or None before any phase ran. Read-only: a store that does not

@@ -16,7 +16,10 @@ A Tune callback in this (driver) process logs every trial to MLflow (nested
 runs, `nasplat.tracking.RetrainTracker`) and reports progress. Finally the best trial of each
 subnet is exported to `exports/retrained-<k>` through `export_subnet` (its weights written back
 into a supernet checkpoint, see `subnet.retrain.into_supernet`), and the store records the phase
-and the best trial.
+and the best trial. An export of another (earlier) sweep found there is kept, moved to
+`exports/<its sweep>/retrained-<k>`: a changed `retrain:` section never replaces a model. A sweep
+that is finished and exported is not touched again: the same command reads its result and changes
+no state (no Ray, no export, no phase).
 """
 
 from __future__ import annotations
@@ -127,6 +130,9 @@ def _sweep_spec(experiment: Experiment) -> tuple[str, dict[str, Any]]:
     if not subnets:
         raise StoreError(f"study {store.study_name!r} has no completed subnet under the budget ({budget} GFLOPs)",
                          source=str(experiment.path), key="retrain.top_k")
+    if len(subnets) < rc.top_k:
+        log.warning("retrain.top_k is %d but study %s has only %d distinct completed subnet(s) under the budget; "
+                    "retraining %s", rc.top_k, store.study_name, len(subnets), "it" if len(subnets) == 1 else "those")
     checkpoint = latest_checkpoint(experiment)
     recipe = retrain_recipe(experiment)
     lrs = list(rc.lr) if rc.lr else [recipe.optimizer.lr]
@@ -188,6 +194,37 @@ def retrain_trial(config: dict[str, Any], experiment: Experiment) -> None:
 _progress: list[Callable[[dict[str, Any]], None]] = []
 
 
+def _epoch_of(result: dict[str, Any]) -> int:
+    return int(result.get("epoch", result.get("training_iteration", 0)))
+
+
+def _epoch_metrics(result: dict[str, Any], epoch: int) -> dict[str, float]:
+    """What MLflow gets of one epoch's result: per-part AP and AR, the loss; after the first
+    epoch also the AP before retraining (`<part>_ap_before`)."""
+    keep = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k != "epoch" and (k.endswith(("_ap", "_ar")) or k == "loss") and not k.startswith("initial_")}
+    if epoch == 1:
+        keep.update({k.removeprefix("initial_") + "_before": v for k, v in result.items()
+                     if k.startswith("initial_") and isinstance(v, (int, float))})
+    return keep
+
+
+def _log_missing_trials(tracker: RetrainTracker, results: Any) -> int:
+    """Log the finished trials of `results` whose MLflow runs are missing (a rerun after the
+    tracking store was deleted: Tune restores them finished and calls no callback). Returns how
+    many were logged."""
+    logged = 0
+    for r in results:
+        frame = getattr(r, "metrics_dataframe", None)
+        if r.config is None or frame is None or frame.empty:
+            continue
+        trial_id = str((r.metrics or {}).get("trial_id") or Path(r.path).name)
+        history = [(_epoch_of(row), _epoch_metrics(row, _epoch_of(row))) for row in frame.to_dict("records")]
+        logged += tracker.restore_trial(trial_id, f"subnet {r.config['subnet']['rank']} lr {r.config['lr']:g}",
+                                        _trial_params(r.config), history)
+    return logged
+
+
 def _trial_params(config: dict[str, Any]) -> dict[str, object]:
     arch = Arch.from_json(config["subnet"]["arch"])
     return {**arch.to_flat(), "lr": config["lr"], "subnet_rank": config["subnet"]["rank"],
@@ -219,16 +256,11 @@ class RetrainCallback(Callback):
             tracker.trial(trial.trial_id, f"subnet {c['subnet']['rank']} lr {c['lr']:g}", _trial_params(c))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        epoch = _epoch_of(result)
         tracker = self.tracker()
         if tracker is not None:
             tracker.trial(trial.trial_id, f"subnet {trial.config['subnet']['rank']}", _trial_params(trial.config))
-            keep = {k: v for k, v in result.items() if isinstance(v, (int, float)) and k != "epoch"
-                    and (k.endswith(("_ap", "_ar")) or k == "loss") and not k.startswith("initial_")}
-            if epoch == 1:
-                keep.update({k.removeprefix("initial_") + "_before": v for k, v in result.items()
-                             if k.startswith("initial_")})
-            tracker.log_epoch(trial.trial_id, keep, epoch)
+            tracker.log_epoch(trial.trial_id, _epoch_metrics(result, epoch), epoch)
         for sink in _progress:
             sink({"trial": trial.trial_id, "subnet": trial.config["subnet"]["rank"], "lr": trial.config["lr"],
                   "epoch": epoch, "ap": result.get(METRIC), "before": result.get(f"initial_{METRIC}")})
@@ -459,6 +491,7 @@ def _export(experiment: Experiment, result: Any, metrics: dict[str, Any], sweep_
     config = result.config
     rank = int(config["subnet"]["rank"])
     arch = Arch.from_json(config["subnet"]["arch"])
+    _keep_earlier_export(experiment, rank, sweep_dir.name)
     out = experiment.exports_dir / f"retrained-{rank}"
     # what this export is made of: the sweep (a digest of its subnets, recipe and supernet), the
     # subnet, and the trial's checkpoint; the same again (a rerun) writes and registers nothing
@@ -495,6 +528,76 @@ def _export(experiment: Experiment, result: Any, metrics: dict[str, Any], sweep_
     return sub
 
 
+def _tracker(experiment: Experiment, sweep: str, space: dict[str, Any]) -> RetrainTracker:
+    return RetrainTracker(experiment.tracking_uri, experiment.tracking_experiment, sweep, space["study"],
+                          experiment.artifact_location)
+
+
+def _finished_sweep(experiment: Experiment, sweep: str, space: dict[str, Any]) -> RetrainResult | None:
+    """The recorded result of sweep `sweep` when it is finished and each of its subnets' exports
+    is in place (`exports/retrained-<k>/retrain.json` names the sweep); else None (run it)."""
+    state = Phases(experiment).current()
+    if state is None or not state.retrain_best or state.phase not in (Phase.RETRAINED.value, Phase.EXPORTED.value):
+        return None
+    try:
+        summary = json.loads(state.retrain_best)
+    except ValueError:
+        return None
+    if not isinstance(summary, dict) or summary.get("sweep") != sweep or not summary.get("subnets"):
+        return None
+    archs = {int(e["rank"]): Arch.from_json(e["arch"]) for e in space["subnet"]}
+    subnets = []
+    for s in summary["subnets"]:
+        rank = int(s["rank"])
+        if _export_sweep(experiment, rank) != sweep or rank not in archs:
+            return None
+        subnets.append(RetrainedSubnet(rank=rank, study_trial=int(s["study_trial"]), arch=archs[rank],
+                                       trial_id=str(s["trial_id"]), lr=float(s["lr"]), epochs=int(s["epochs"]),
+                                       before=dict(s["before"]), after=dict(s["after"]),
+                                       export=experiment.exports_dir / f"retrained-{rank}"))
+    return RetrainResult(sweep=sweep, path=summary.get("path") or experiment.storage.join("retrain", sweep),
+                         n_trials=int(summary.get("trials") or 0), subnets=tuple(subnets))
+
+
+def _export_sweep(experiment: Experiment, rank: int) -> str | None:
+    """The sweep whose export `exports/retrained-<rank>` holds (its `retrain.json`), or None. Under
+    an object-store root the stored copy is read when this machine has none."""
+    local = experiment.exports_dir / f"retrained-{rank}" / "retrain.json"
+    try:
+        if local.is_file():
+            saved = json.loads(local.read_text())
+        elif experiment.storage.is_remote and experiment.storage.exists(f"exports/retrained-{rank}/retrain.json"):
+            saved = json.loads(experiment.storage.read_bytes(f"exports/retrained-{rank}/retrain.json"))
+        else:
+            return None
+    except (OSError, ValueError):
+        return None
+    return saved.get("sweep") if isinstance(saved, dict) else None
+
+
+def _keep_earlier_export(experiment: Experiment, rank: int, sweep: str) -> None:
+    """Before sweep `sweep` exports subnet `rank`: an export of another sweep in
+    `exports/retrained-<rank>` is moved to `exports/<that sweep>/retrained-<rank>` (uploaded there
+    too under an object-store root), so that no sweep replaces another's model."""
+    earlier = _export_sweep(experiment, rank)
+    if earlier is None or earlier == sweep or not re.fullmatch(r"sweep-[0-9a-f]+", earlier):
+        return
+    out = experiment.exports_dir / f"retrained-{rank}"
+    key = f"exports/retrained-{rank}"
+    if experiment.storage.is_remote and not (out / "retrain.json").is_file():
+        experiment.storage.download_dir(key, out)
+    kept = experiment.exports_dir / earlier / f"retrained-{rank}"
+    if kept.exists():
+        shutil.rmtree(out)  # already kept there
+    else:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(out, kept)
+    if experiment.storage.is_remote:
+        experiment.storage.upload(kept, f"exports/{earlier}/retrained-{rank}")
+    log.warning("exports/retrained-%d held the export of the earlier sweep %s: kept in %s", rank, earlier,
+                experiment.storage.show("exports", earlier, f"retrained-{rank}"))
+
+
 def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], None] | None = None,
                 track: bool = True) -> RetrainResult | None:
     """Run or resume the experiment's retrain sweep, export the best trial of each subnet and
@@ -509,10 +612,17 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     if rc is None:
         return None
     sweep, space = _sweep_spec(experiment)
+    finished = _finished_sweep(experiment, sweep, space)
+    if finished is not None and (not track or _tracker(experiment, sweep, space).has_trials(finished.n_trials)):
+        log.info("retrain sweep %s is finished and exported; nothing to do", sweep)  # read, not run again
+        return finished
+    # a finished sweep whose MLflow runs are gone is restored (no trial runs again) to log them:
+    # its phase stays as it is
     local = experiment.local_root / "retrain"  # the sweep itself when the root is a folder
     local.mkdir(parents=True, exist_ok=True)
     phases = Phases(experiment)
-    phases.mark(Phase.RETRAINING)
+    if finished is None:
+        phases.mark(Phase.RETRAINING)
     set_activity("retrain")
     # Save the sweep's state at every step of the Tune loop, so a kill right after a trial ends
     # does not lose that it ended (Tune's default throttles these writes to every 10 s or more).
@@ -562,11 +672,12 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     best = result.best
     summary = {"sweep": sweep, "path": str(result.path), "trials": result.n_trials,
                "best": best.to_json() if best else None, "subnets": [s.to_json() for s in subnets]}
-    phases.mark(Phase.RETRAINED, retrain_best=json.dumps(summary))
+    if finished is None:
+        phases.mark(Phase.RETRAINED, retrain_best=json.dumps(summary))
     if track and best is not None:
-        tracker = RetrainTracker(experiment.tracking_uri, experiment.tracking_experiment, sweep, space["study"],
-                                 experiment.artifact_location)
+        tracker = _tracker(experiment, sweep, space)
         tracker.start({})
+        _log_missing_trials(tracker, results)
         tracker.finish({f"{p}_ap": best.after[p] for p in PARTS} | {f"{p}_ap_before": best.before[p] for p in PARTS})
     return result
 

@@ -125,9 +125,7 @@ def run_search(
                        tracker=make_tracker(experiment, latency) if track else None, latency=latency)
     phases = Phases(experiment)
     if loop.finished:  # a finished study is read, not written (the phase only if it lags behind)
-        current = phases.current()
-        if current is None or current.phase not in (Phase.SEARCHED.value, Phase.EXPORTED.value):
-            phases.mark(Phase.SEARCHED)
+        phases.reach(Phase.SEARCHED)
         return loop.run(pool_for(experiment, factory, local=local))
     phases.mark(Phase.SEARCHING)
     cluster = experiment.cluster

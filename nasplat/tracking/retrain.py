@@ -78,6 +78,36 @@ class RetrainTracker:
         self._trials[trial_id] = run_id
         return run_id
 
+    def has_trials(self, n: int) -> bool:
+        """Whether the sweep's run and at least `n` trial runs exist (False when the store was
+        deleted: the same command logs them again)."""
+        try:
+            self._experiment_id = experiment_id(self._client, self.uri, self.experiment, self._artifact_dir)
+            if self._find(f"tags.`{ROLE}` = 'retrain' and tags.`{SWEEP}` = '{self.sweep}'") is None:
+                return False
+            runs = self._client.search_runs([self._experiment_id], max_results=max(n, 1),
+                                            filter_string=f"tags.`{ROLE}` = 'retrain-trial' and tags.`{SWEEP}` = '{self.sweep}'")
+        except Exception as e:  # noqa: BLE001
+            raise tracking_error(self.uri, "cannot read the MLflow retrain runs", e) from None
+        return len(runs) >= n
+
+    def restore_trial(self, trial_id: str, name: str, params: dict[str, object],
+                      history: list[tuple[int, dict[str, float]]]) -> bool:
+        """Log a finished Tune trial whose run is missing (a deleted store, a sweep finished while
+        no callback logged it): its run with `params` and every epoch of `history`, ended.
+        Returns False when the run exists already (nothing is logged)."""
+        try:
+            found = self._find(f"tags.`{SWEEP}` = '{self.sweep}' and tags.`{TRIAL}` = '{trial_id}'")
+        except Exception as e:  # noqa: BLE001
+            raise tracking_error(self.uri, "cannot read the MLflow retrain runs", e) from None
+        if found is not None:
+            return False
+        self.trial(trial_id, name, params)
+        for epoch, metrics in history:
+            self.log_epoch(trial_id, metrics, epoch)
+        self.end_trial(trial_id)
+        return True
+
     def log_epoch(self, trial_id: str, metrics: dict[str, float], epoch: int) -> None:
         run_id = self._trials.get(trial_id)
         if run_id is None or not metrics:

@@ -118,6 +118,13 @@ def test_retrain_section_defaults_and_absence(tmp_path):
     assert exp.retrain.trial_cpus(exp.cluster) == 3
 
 
+def test_retrain_top_k_beyond_the_searched_subnets_is_refused(tmp_path):
+    path = _write_experiment(tmp_path, search="{n_trials: 3}", retrain="{top_k: 5}")
+    with pytest.raises(ConfigError, match=r"retrain\.top_k: value 5 not allowed: .*n_trials = 3"):
+        load_experiment(path)
+    assert load_experiment(_write_experiment(tmp_path, search="{n_trials: 3}", retrain="{top_k: 3}")).retrain.top_k == 3
+
+
 @pytest.mark.parametrize("retrain, key", [
     ("{top_k: 0}", "retrain.top_k"),
     ("{epochs: '3'}", "retrain.epochs"),

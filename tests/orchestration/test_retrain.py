@@ -97,6 +97,41 @@ def test_run_retrains_records_and_exports(tmp_path: Path, tiny_experiment) -> No
     assert {v.version for v in client.search_model_versions("name='tiny'")} == versions
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
 
+    # a finished phase with nothing to do changes no state: `nasplat retrain` and a local search
+    # leave the phase at "exported" and the exports as they are, and start no Tune sweep
+    state_files = {p: p.stat().st_mtime_ns for p in sweep.glob("*.json")}
+    for args in (("retrain", str(path)), ("search", str(path), "--local")):
+        res = _nasplat(*args, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        status = json.loads(_nasplat("status", str(path), "--json", timeout=120).stdout.strip().splitlines()[-1])
+        assert status["phase"] == "exported", args
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert {p: p.stat().st_mtime_ns for p in sweep.glob("*.json")} == state_files
+
+    # the MLflow store deleted: a rerun logs the retrain sweep's runs again (the trial's too)
+    (out / "mlflow.db").unlink()
+    shutil.rmtree(out / "mlartifacts", ignore_errors=True)
+    res = _nasplat("run", str(path), timeout=540)
+    assert res.returncode == 0, res.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny")
+    (run,) = client.search_runs([exp.experiment_id], filter_string="tags.`nasplat.role` = 'retrain-trial'")
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "wholebody_ap")) == [1, 2]
+    assert "hand_ap_before" in run.data.metrics and float(run.data.params["lr"]) == 1e-3
+    assert json.loads(_nasplat("status", str(path), "--json", timeout=120).stdout.strip().splitlines()[-1])["phase"] == "exported"
+
+    # a changed retrain: section is a new sweep; the earlier sweep's export is kept, by its name
+    before = (export / "model.pt").read_bytes()
+    path.write_text(path.read_text().replace("epochs: 2,", "epochs: 1,"))
+    res = _nasplat("retrain", str(path), "--no-mlflow", timeout=540)
+    assert res.returncode == 0, res.stderr[-3000:]
+    new = json.loads((export / "retrain.json").read_text())
+    assert new["sweep"] != info["sweep"] and [row["epoch"] for row in new["history"]] == [1.0]
+    kept = out / "exports" / info["sweep"] / "retrained-1"
+    assert (kept / "model.pt").read_bytes() == before
+    assert json.loads((kept / "retrain.json").read_text())["sweep"] == info["sweep"]
+    assert f"kept in {kept}" in res.stderr
+
 
 EPOCHS = 5  # enough that the second trial cannot finish in the second between its first epoch and the kill
 
