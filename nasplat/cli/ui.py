@@ -44,6 +44,7 @@ def ui(
     """
     from nasplat.config import load_experiment
     from nasplat.errors import NasplatError
+    from nasplat.files import shell_command
     from nasplat.orchestration.tracking import find_experiment, runs_url, ui_base
     from nasplat.store.redact import redact_url
     from nasplat.tracking.client import is_local
@@ -56,7 +57,7 @@ def ui(
     store = _local_store(uri) if local else None
     if store is not None and not store.exists():  # opening it would create an empty store
         raise NasplatError(f"nothing logged yet for this experiment ({redact_url(uri)} does not exist); "
-                           f"run `nasplat run {experiment_file}` first", source=str(experiment_file))
+                           f"run `{shell_command('nasplat', 'run', experiment_file)}` first", source=str(experiment_file))
     exp_id = find_experiment(experiment)
     url = runs_url(experiment, exp_id, port) if exp_id else f"{ui_base(experiment, port)} (nothing logged yet)"
     if not local:
