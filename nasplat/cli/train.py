@@ -99,6 +99,9 @@ def subnet_export(
 ) -> None:
     """Write a static subnet (recalibrated weights, ONNX graph, arch JSON, GFLOPs, model card) to a folder.
 
+    Each step (loading, BN recalibration, evaluation, ONNX export and its check) is one line on
+    stderr as it starts; the last says how long the export took.
+
     \b
     Example:
       nasplat subnet export experiments/quickstart.yaml --arch max --out exports/max
@@ -106,9 +109,11 @@ def subnet_export(
     from nasplat.config import load_experiment
     from nasplat.subnet import export_subnet
 
+    device = checked_device(device)  # before the experiment and its data are read
     experiment = load_experiment(experiment_file)
     kwargs = {"latency": None} if no_latency else {}
-    meta = export_subnet(experiment, _arch(experiment, arch), out, device=checked_device(device), **kwargs)
+    meta = export_subnet(experiment, _arch(experiment, arch), out, device=device,
+                         progress=lambda line: typer.echo(line, err=True), **kwargs)
     typer.echo(f"exported to {out} ({meta['gflops']['total']:.4f} GFLOPs, {meta['params']:,} params)")
 
 

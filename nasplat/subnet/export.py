@@ -24,7 +24,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,8 @@ def export_subnet(experiment: Experiment, arch: Arch, out: Path, *, device: str 
                   checkpoint: Path | None = None, net: ZoomNet | None = None,
                   metrics: Mapping[str, Mapping[str, float]] | None = None,
                   origin: Mapping[str, Any] | None = None, onnx: bool = True,
-                  latency: LatencyPlan | None = LatencyPlan()) -> dict[str, Any]:
+                  latency: LatencyPlan | None = LatencyPlan(),
+                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write the static model of `arch` to `out` with its ONNX graph, metadata and model card.
     Returns the meta dict (what `meta.json` holds).
 
@@ -90,22 +91,31 @@ def export_subnet(experiment: Experiment, arch: Arch, out: Path, *, device: str 
     came from (e.g. {"study": ..., "trial": ...}; recorded as given). `onnx=False` skips
     `model.onnx`, its verification and the latency; `latency` says what is timed (None: nothing).
     The ONNX check is recorded (`meta["onnx"]["verification"]`), not judged here: the tests hold
-    it to <= 1e-5 and full argmax agreement.
+    it to <= 1e-5 and full argmax agreement. `progress` is called with one short line as each
+    step starts ("recalibrating batch norm on 64 training images ...") and once at the end
+    ("done in 41.2 s: <out>"); None: silent.
     Raises ArchError (arch not in the space), TrainingError (`net` is another arch, no
     checkpoint, the ONNX export or its checker fails), DataError.
     """
     experiment.space.validate(arch)
     if net is not None and net.arch != arch:
         raise TrainingError("the network given to export is not the arch given", key="arch")
+    say = progress or (lambda line: None)
+    started = time.perf_counter()
     if net is None:
+        say("loading the supernet checkpoint and the data ...")
         ev = SubnetEvaluator(experiment, device, checkpoint=checkpoint, load_val=True)
+        say(f"recalibrating batch norm on {len(ev.calibration)} training images ...")
         ev.recalibrate(arch)
         static = ev.net.extract(arch).eval()
         ev.net = static  # evaluate and verify the very model that is written
     else:
         static = net.to(device).eval()
+        say("loading the data ...")
         ev = SubnetEvaluator(experiment, device, checkpoint=checkpoint, net=static, load_val=True)
+    assert ev.val is not None  # load_val=True
     if metrics is None:
+        say(f"evaluating on {len(ev.val)} validation persons ...")
         metrics = ev.evaluate(arch, recalibrate=False)["metrics"]
     bpm = ev.blocks_per_module
     meta: dict[str, Any] = {
@@ -129,28 +139,34 @@ def export_subnet(experiment: Experiment, arch: Arch, out: Path, *, device: str 
         "data": _data(experiment),
     }
     out.mkdir(parents=True, exist_ok=True)
+    say(f"writing {WEIGHTS}")
     state = {k: v.detach().cpu() for k, v in static.state_dict().items()}
     atomic_torch_save(state, out / WEIGHTS)
     atomic_write_json(arch.to_flat(), out / ARCH)
     if onnx:
         static_cpu = static.cpu().eval()
+        say(f"exporting {ONNX} ...")
         export_onnx(static_cpu, out / ONNX)
         session = onnx_session(out / ONNX, threads=latency.threads if latency else 1)
-        assert ev.val is not None  # load_val=True
         crops = resize_batch(ev.val.images[:VERIFY_CROPS], arch.body.input_size)
+        say(f"checking it against PyTorch on {crops.shape[0]} validation crops ...")
         verification = verify_onnx(static_cpu, session, crops)
+        say(f"writing {ONNX_OPTIMIZED} (optimised by onnxruntime) and checking it ...")
         optimized = save_optimized(out / ONNX, out / ONNX_OPTIMIZED)
         check = verify_onnx(static_cpu, onnx_session(out / ONNX_OPTIMIZED, threads=1), crops)
         optimized.update(file=ONNX_OPTIMIZED, max_heatmap_abs_diff=check["max_heatmap_abs_diff"],
                          argmax_agreement=check["argmax_agreement"])
         meta["onnx"] = {"file": ONNX, "opset": OPSET, "verification": verification, "optimized": optimized}
         if latency is not None and latency.batches:
+            say(f"timing PyTorch and onnxruntime (batches of {', '.join(map(str, latency.batches))}) ...")
             meta["latency"] = measure_latency(static_cpu, session, latency)
     else:
         for name in (ONNX, ONNX_OPTIMIZED):  # never leave a graph of an earlier export beside new weights
             (out / name).unlink(missing_ok=True)
+    say(f"writing {META} and {CARD}")
     atomic_write_json(meta, out / META)
     atomic_write_text(model_card(meta), out / CARD)
+    say(f"done in {time.perf_counter() - started:.1f} s: {out}")
     return meta
 
 

@@ -74,3 +74,21 @@ def test_resolve_device_gives_the_torch_device_or_one_config_error():
         with pytest.raises(ConfigError, match="available here: cpu") as e:
             resolve_device(bad)
         assert e.value.key == "--device"
+
+
+def test_subnet_export_shows_each_step_on_stderr_as_it_happens(trained_tiny, tmp_path):
+    import re
+
+    from nasplat.cli.main import app
+
+    out = tmp_path / "exp"
+    res = CliRunner().invoke(app, ["subnet", "export", str(trained_tiny.path), "--arch", "min", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = res.stderr.strip().splitlines()
+    steps = ["loading the supernet checkpoint", "recalibrating batch norm on ", "evaluating on ", "writing model.pt",
+             "exporting model.onnx", "checking it against PyTorch", "writing model.ort.onnx",
+             "timing PyTorch and onnxruntime", "writing meta.json", "done in "]
+    assert [next((s for s in steps if line.startswith(s)), line) for line in lines] == steps, lines
+    assert re.fullmatch(r"recalibrating batch norm on \d+ training images \.\.\.", lines[1]), lines[1]
+    assert re.fullmatch(rf"done in \d+\.\d s: {re.escape(str(out))}", lines[-1]), lines[-1]
+    assert res.stdout.strip().splitlines() == [res.stdout.strip()] and res.stdout.startswith(f"exported to {out} (")
