@@ -37,6 +37,7 @@ def run(
     from nasplat.cli.lease import hold_lease
     from nasplat.orchestration.preflight import cluster_preflight
     from nasplat.orchestration.probe import preflight
+    from nasplat.interrupt import set_activity
     from nasplat.orchestration.retrain import run_retrain
     from nasplat.orchestration.latency import check_budgets, latency_cost
     from nasplat.orchestration.run import export_best, run_search
@@ -58,11 +59,13 @@ def run(
     hold_lease(experiment)  # one driver per experiment: a second one stops here, exit 2
     # on this driver, before any phase: the Ray workers of training log into it
     mlflow_experiment = None if no_mlflow else open_experiment(experiment)
+    set_activity("training")  # each phase named as soon as it is announced (a signal names it)
     console.print(f"[bold]1/4[/] supernet: space {experiment.space.name}, output {experiment.output_dir}")
     with training_bar(console, experiment.trainer.schedule.epochs) as update:
         checkpoint = train_supernet(experiment, progress=update, mlflow=not no_mlflow)
     console.print(f"supernet checkpoint: {checkpoint}")
 
+    set_activity("search")
     console.print(
         f"[bold]2/4[/] search: {experiment.search.sampler}, {experiment.search.n_trials} trials, "
         f"budget {experiment.search.budget_gflops} GFLOPs"
@@ -84,10 +87,12 @@ def run(
     if rc is None:
         console.print("[bold]3/4[/] retrain: skipped (the experiment has no retrain: section)")
     else:
+        set_activity("retrain")
         console.print(f"[bold]3/4[/] retrain: top {rc.top_k} subnets, {rc.epochs} epochs, init {rc.init}, "
                       f"lr {list(rc.lr) if rc.lr else 'recipe'}")
         print_retrain(console, run_retrain(experiment, progress=progress_printer(console), track=not no_mlflow))
 
+    set_activity("export")
     console.print(f"[bold]4/4[/] export: trial {best.number}, AP {best.evaluation.ap:.4f}, "
                   f"{best.evaluation.total_gflops:.4f} GFLOPs")
     out, meta, version = export_best(experiment, best.arch, checkpoint=checkpoint,

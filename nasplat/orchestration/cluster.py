@@ -98,6 +98,7 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
 
     logs.adopt(*logs.LIBRARY_LOGGERS)  # Ray set its console handler up at import
 
+    keep = _python_signal_handlers()  # before a shutdown too: Ray's resets SIGTERM to the default
     if ray.is_initialized():
         if address is not None or not _too_small(ray, num_cpus, num_gpus):
             return False
@@ -105,8 +106,7 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
         # phase needs: its work would wait for ever for resources. Start it again at this size.
         log.warning("the local Ray has fewer CPUs/GPUs than this phase needs; restarting it with %s CPUs, %s GPUs",
                     num_cpus, num_gpus)
-        ray.shutdown()
-    keep = _python_signal_handlers()
+        shutdown_ray()
     try:
         _loopback_only(address is None)
         if address is None:
@@ -162,9 +162,19 @@ def ray_session(address: str | None, *, num_cpus: int | None = None, num_gpus: i
         yield
     finally:
         if started:
-            import ray
-
-            ray.shutdown()
+            shutdown_ray()
 
 
-__all__ = ["for_command", "init_ray", "quiet_worker_logs", "ray_session", "runtime_env"]
+def shutdown_ray() -> None:
+    """`ray.shutdown()`, keeping this process's Python signal handlers working: Ray's core worker
+    resets the C-level SIGTERM handler to the default on shutdown (Python still reports its own
+    handler, but a SIGTERM then kills the process with no line, exit -15), so they are installed
+    again."""
+    import ray
+
+    keep = _python_signal_handlers()
+    ray.shutdown()
+    _restore_signal_handlers(keep)
+
+
+__all__ = ["for_command", "init_ray", "quiet_worker_logs", "ray_session", "runtime_env", "shutdown_ray"]

@@ -611,6 +611,7 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     rc = experiment.retrain
     if rc is None:
         return None
+    set_activity("retrain")
     sweep, space = _sweep_spec(experiment)
     finished = _finished_sweep(experiment, sweep, space)
     if finished is not None and (not track or _tracker(experiment, sweep, space).has_trials(finished.n_trials)):
@@ -623,7 +624,6 @@ def run_retrain(experiment: Experiment, *, progress: Callable[[dict[str, Any]], 
     phases = Phases(experiment)
     if finished is None:
         phases.mark(Phase.RETRAINING)
-    set_activity("retrain")
     # Save the sweep's state at every step of the Tune loop, so a kill right after a trial ends
     # does not lose that it ended (Tune's default throttles these writes to every 10 s or more).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")

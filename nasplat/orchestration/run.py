@@ -110,13 +110,13 @@ def run_search(
     Raises BudgetError and ConfigError before anything is written, StoreError (the message names
     --new-study), NasplatError.
     """
+    set_activity("search")
     if objective is None or isinstance(objective, str):
         factory = objective_factory(experiment, objective)
         name = objective or experiment.search.objective
     else:
         factory = objective
         name = _FACTORY_NAMES.get(type(objective), "custom")
-    set_activity("search")
     if latency is None:
         latency = latency_cost(experiment)
     check_budgets(experiment, latency)  # before the tracker opens (and creates) its store

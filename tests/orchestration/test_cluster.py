@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -35,3 +37,25 @@ def test_an_embedded_ray_too_small_for_the_next_phase_is_started_again_at_its_si
         assert ray.cluster_resources()["CPU"] == 2
     finally:
         ray.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_a_sigterm_after_ray_shut_down_reaches_the_python_handler():
+    """Ray's shutdown resets the C-level SIGTERM handler while Python still reports its own: a
+    `nasplat run` whose training phase had shut its Ray down then died of a SIGTERM in the search
+    with no line (exit -15). Run in a child process: the signal must reach the handler."""
+    code = (
+        "import os, signal, time\n"
+        "from nasplat.orchestration.cluster import init_ray, shutdown_ray\n"
+        "seen = []\n"
+        "signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))\n"
+        "init_ray(None, num_cpus=1)\n"
+        "shutdown_ray()\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(0.5)\n"
+        "print('handled' if seen else 'not handled')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "handled"
