@@ -7,9 +7,9 @@ to end.
    Goal: onnxruntime <= 0.3x eager at batch 1, <= 0.5x at batch 8. (`--predict-only` skips it.)
 2. Model load, side by side: an onnxruntime session of `model.onnx` vs of the export's
    onnxruntime-optimised `model.ort.onnx`, interleaved, median of 7 loads each.
-3. PNG encoding of the drawn pictures: stored (zlib level 0, no row filters: what predict
-   writes) vs levels 0 (libpng's filters), 1, 3 (OpenCV's default) and 9: ms per image and size,
-   interleaved.
+3. Encoding of the drawn pictures, as `nasplat predict` writes them (`draw.encode_picture`):
+   PNG level 6 (the default), stored PNG (`--png-compression 0`), level 1, level 9 and JPEG
+   (`--format jpg`): ms per image and size, interleaved.
 4. `nasplat predict` (in this process, `predict_images`, what the command runs) on `--images`
    synthetic images (or the images of `--image-dir`), whole image as one person, PNGs drawn, for
    each of `--backends`, serial (`--workers 0`) and pipelined (`--workers`) side by side,
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from nasplat.cli.predict import predict_images
-from nasplat.data.draw import PNG_PARAMS, draw_wholebody, encode_png
+from nasplat.data.draw import JPEG_QUALITY, PNG_COMPRESSION, draw_wholebody, encode_picture
 from nasplat.data.synth import generate_split
 from nasplat.files import atomic_write_json
 from nasplat.flops import analytic_gflops
@@ -115,22 +115,21 @@ def png_levels(export: Path, images: list[Path], threads: int) -> None:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         (kp, _), = predictor.predict([(image, whole_image(image))])
         pictures.append(draw_wholebody(image, kp))
-    settings = {"stored (0, no filters)*": PNG_PARAMS, "level 0": [cv2.IMWRITE_PNG_COMPRESSION, 0],
-                "level 1": [cv2.IMWRITE_PNG_COMPRESSION, 1], "level 3": [cv2.IMWRITE_PNG_COMPRESSION, 3],
-                "level 9": [cv2.IMWRITE_PNG_COMPRESSION, 9]}
+    settings = {f"PNG level {PNG_COMPRESSION}*": ("png", PNG_COMPRESSION), "stored PNG (0)": ("png", 0),
+                "PNG level 1": ("png", 1), "PNG level 9": ("png", 9), f"JPEG q{JPEG_QUALITY}": ("jpg", PNG_COMPRESSION)}
     ms: dict[str, list[float]] = {k: [] for k in settings}
     size: dict[str, list[int]] = {k: [] for k in settings}
     for picture in pictures:
-        for name, params in settings.items():
+        for name, (fmt, level) in settings.items():
             t = time.perf_counter()
-            png = encode_png(picture, params)
+            png = encode_picture(picture, fmt, png_compression=level)
             ms[name].append((time.perf_counter() - t) * 1000)
             size[name].append(len(png))
     h, w = pictures[0].shape[:2]
     cells = ", ".join(f"{name} {statistics.median(ms[name]):.1f} ms {statistics.mean(size[name]) / 1024:.0f} KiB"
                       for name in settings)
-    print(f"PNG encoding of {len(pictures)} drawn {w}x{h} pictures, zlib: median ms, mean size "
-          f"(* = what predict writes): {cells}")
+    print(f"encoding of {len(pictures)} drawn {w}x{h} pictures: median ms, mean size "
+          f"(* = what predict writes by default): {cells}")
 
 
 def main() -> None:

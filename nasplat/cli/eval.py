@@ -9,8 +9,9 @@ import typer
 
 
 def eval_command(
-    gt: Path = typer.Option(..., "--gt", help="COCO-WholeBody annotation file."),
-    pred: Path = typer.Option(..., "--pred", help="Results file in the official format."),
+    gt: Path = typer.Option(..., "--gt", help="COCO-WholeBody annotation file (a regular file of at most 4 GiB)."),
+    pred: Path = typer.Option(..., "--pred", help="Results file in the official format (a regular file of at most "
+                              "512 MiB: parsed, it takes about 12 times its size in memory)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object {part: {AP, AR}}."),
 ) -> None:
     """Official whole-body AP/AR (body, foot, face, hand, whole body) of results.
@@ -24,7 +25,11 @@ def eval_command(
     from nasplat.cli.console import console as make_console
     from nasplat.metrics import WholeBodyEvaluator
 
-    report = WholeBodyEvaluator(gt).evaluate(pred)
+    def say(line: str) -> None:
+        typer.echo(line, err=True)
+
+    say(f"reading {gt} ...")
+    report = WholeBodyEvaluator(gt).evaluate(pred, progress=say)
     if as_json:
         typer.echo(json.dumps(report))
         return

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +75,16 @@ def write_results(path: str | Path, results: Sequence[Mapping[str, Any]]) -> Non
     atomic_write_json(list(results), path, indent=None)
 
 
+# A results file of COCO-WholeBody val (top-down, ~100k person results) is ~300 MB; parsed into
+# Python lists it takes ~12x its size in memory, so the bound keeps a run under ~6 GB.
+MAX_RESULTS_BYTES = 512 << 20
+
+
 def load_results(path: str | Path) -> list[dict[str, Any]]:
-    """Read a results file. Raises DataError: missing, not JSON, not a list, or an empty list."""
+    """Read a results file (at most MAX_RESULTS_BYTES). Raises DataError: missing, over the
+    bound, not JSON, not a list, or an empty list."""
     path = Path(path)
-    data = read_json(path, what="results", error=DataError)
+    data = read_json(path, what="results", error=DataError, limit=MAX_RESULTS_BYTES)
     if not isinstance(data, list):
         raise DataError("expected a JSON list of results", source=str(path))
     if not data:
@@ -175,8 +181,11 @@ class WholeBodyEvaluator:
         *,
         source: str | None = None,
         image_ids: Collection[int] | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> dict[str, dict[str, float]]:
         """Evaluate results (a list in the official format, or a path to one).
+
+        `progress(line)` is told each step as it starts (reading, checking, each part).
 
         `image_ids` restricts the evaluation to those images (the GT persons of every other image
         are left out, as when predictions cover only part of the set); None: all GT images.
@@ -187,12 +196,21 @@ class WholeBodyEvaluator:
         Raises DataError: a result has a field of the wrong length, a non-finite value, an
         unknown image id or a category other than 1 (the message names the result index).
         """
+        say = progress or (lambda line: None)
         if isinstance(results, (str, Path)):
             source = str(results)
+            try:
+                say(f"reading {source} ({Path(source).stat().st_size / 2**20:.1f} MiB) ...")
+            except OSError:
+                pass  # load_results says what is wrong with it
             results = load_results(results)
+        say(f"checking {len(results)} results ...")
         checked = _check_results(results, self._image_ids, source)
         ids = self._subset(image_ids)
-        stats = {part: self._evaluate_part(checked, part, ids) for part in EVAL_PARTS}
+        stats = {}
+        for n, part in enumerate(EVAL_PARTS, 1):
+            say(f"evaluating {part} ({n}/{len(EVAL_PARTS)}) ...")
+            stats[part] = self._evaluate_part(checked, part, ids)
         left, right = stats.pop("lefthand"), stats.pop("righthand")
         stats["hand"] = {"AP": (left["AP"] + right["AP"]) / 2, "AR": (left["AR"] + right["AR"]) / 2}
         return {part: stats[part] for part in REPORT_PARTS}
