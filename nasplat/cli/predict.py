@@ -36,7 +36,7 @@ MAX_THREADS = 4 * (os.cpu_count() or 1)  # more only waits on each other (and 10
 # nasplat.data.draw's FORMATS, PNG_COMPRESSION and JPEG_QUALITY (this module imports only typer at
 # its top; a test holds them equal)
 FORMATS = ("png", "jpg")
-PNG_COMPRESSION = 6
+PNG_COMPRESSION = 1
 JPEG_QUALITY = 90
 
 
@@ -62,8 +62,8 @@ def predict(
     fmt: str = typer.Option("png", "--format", metavar="png|jpg", help="Drawings as png (lossless) or jpg "
                             f"(quality {JPEG_QUALITY}: several times smaller, slightly blurred)."),
     png_compression: int = typer.Option(PNG_COMPRESSION, "--png-compression", metavar="0-9", help="zlib level of the "
-                                        "PNG drawings: 6 is about half the size of 0; 1 is several times faster "
-                                        "than 6 and a little larger; 0 stores them uncompressed, the fastest."),
+                                        "PNG drawings: 1 is about 40% of the size of 0; 6 to 9 are a little smaller "
+                                        "and 5 to 25 times slower; 0 stores them uncompressed, the fastest."),
 ) -> None:
     """Predict whole-body keypoints of the people in images with an exported subnet.
 
