@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from nasplat.errors import StoreError
-from nasplat.store.study import _ensure_sqlite_dir, _store_error, _tables
+from nasplat.store.database import create_engine, retrying, store_error
+from nasplat.store.study import _ensure_sqlite_dir, _tables
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +72,20 @@ def record_piece(url: str, experiment: str, phase: str, *, started_at: str, wall
     """Add one piece of `phase` (one transaction). Raises StoreError (URL redacted)."""
     try:
         _ensure_sqlite_dir(url)
-        engine = sa.create_engine(url)
-        try:
+        engine = create_engine(url)
+
+        def insert(_: int) -> None:
             _metadata.create_all(engine)
             with engine.begin() as conn:
                 conn.execute(_cost_table.insert().values(experiment=experiment, phase=phase, started_at=started_at,
                                                          wall_s=wall_s, cpu_s=wall_s * cpus, gpu_s=wall_s * gpus))
+
+        try:
+            retrying(url, insert)
         finally:
             engine.dispose()
     except Exception as e:  # noqa: BLE001 - any driver error becomes one redacted StoreError
-        raise _store_error(url, "cannot record the phase's cost", e) from None
+        raise store_error(url, "cannot record the phase's cost", e) from None
 
 
 def phase_costs(url: str, experiment: str) -> list[PhaseCost]:
@@ -88,17 +93,21 @@ def phase_costs(url: str, experiment: str) -> list[PhaseCost]:
     if _cost_table.name not in _tables(url):
         return []
     try:
-        engine = sa.create_engine(url)
-        try:
-            c = _cost_table.c
-            query = (sa.select(c.phase, sa.func.count(), sa.func.sum(c.wall_s), sa.func.sum(c.cpu_s), sa.func.sum(c.gpu_s))
-                     .where(c.experiment == experiment).group_by(c.phase))
+        engine = create_engine(url)
+        c = _cost_table.c
+        query = (sa.select(c.phase, sa.func.count(), sa.func.sum(c.wall_s), sa.func.sum(c.cpu_s), sa.func.sum(c.gpu_s))
+                 .where(c.experiment == experiment).group_by(c.phase))
+
+        def read(_: int) -> list[sa.Row]:
             with engine.connect() as conn:
-                rows = conn.execute(query).all()
+                return list(conn.execute(query).all())
+
+        try:
+            rows = retrying(url, read)
         finally:
             engine.dispose()
     except Exception as e:  # noqa: BLE001
-        raise _store_error(url, "cannot read the phase costs", e) from None
+        raise store_error(url, "cannot read the phase costs", e) from None
     order = {p: i for i, p in enumerate(PHASE_ORDER)}
     costs = [PhaseCost(p, int(n), float(w), float(cpu), float(gpu)) for p, n, w, cpu, gpu in rows]
     return sorted(costs, key=lambda pc: (order.get(pc.phase, len(order)), pc.phase))

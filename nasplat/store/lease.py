@@ -48,8 +48,9 @@ from typing import IO
 import sqlalchemy as sa
 
 from nasplat.errors import StoreError
+from nasplat.store.database import create_engine, failure_reason, retrying, store_error
 from nasplat.store.redact import redact_url
-from nasplat.store.study import _ensure_sqlite_dir, _store_error
+from nasplat.store.study import _ensure_sqlite_dir
 
 log = logging.getLogger(__name__)
 
@@ -177,23 +178,26 @@ class ExperimentLease:
         if self._engine is None:
             try:
                 _ensure_sqlite_dir(self.url)
-                engine = sa.create_engine(self.url)
+                engine = create_engine(self.url)
                 for attempt in range(3):  # two drivers creating the table at once: one sees it made
                     try:
-                        _metadata.create_all(engine)
+                        retrying(self.url, lambda _: _metadata.create_all(engine))
                         break
                     except sa.exc.OperationalError as e:
                         if "already exists" not in str(e) or attempt == 2:
                             raise
                 self._engine = engine
             except Exception as e:  # noqa: BLE001 - any driver error becomes one redacted StoreError
-                raise _store_error(self.url, "cannot open the study database", e) from None
+                raise store_error(self.url, "cannot open the study database", e) from None
         return self._engine
 
     def holder(self) -> LeaseHolder | None:
         """The current holder, or None."""
-        with self._open().connect() as conn:
-            row = conn.execute(sa.select(_lease_table).where(_lease_table.c.experiment == self.experiment)).mappings().first()
+        def read(_: int) -> sa.RowMapping | None:
+            with self._open().connect() as conn:
+                return conn.execute(sa.select(_lease_table).where(_lease_table.c.experiment == self.experiment)).mappings().first()
+
+        row = retrying(self.url, read)
         return None if row is None else LeaseHolder(row["host"], int(row["pid"]), float(row["since"]),
                                                     float(row["heartbeat"]), row["command"])
 
@@ -205,45 +209,52 @@ class ExperimentLease:
             self._acquire_file(lock)
             return
         t = _lease_table
-        for _ in range(20):  # each round either decides or lost a race that changed the row
-            now = time.time()
+
+        def attempt(now: float) -> tuple[bool, LeaseHolder | None]:
+            """One round in one transaction: (whether the lease is now ours, the dead holder taken over)."""
             mine = {"token": self.token, "host": self.host, "pid": os.getpid(), "command": self.command,
                     "since": now, "heartbeat": now}
+            with self._open().begin() as conn:
+                row = conn.execute(sa.select(t).where(t.c.experiment == self.experiment)).mappings().first()
+                if row is None:
+                    conn.execute(t.insert().values(experiment=self.experiment, **mine))
+                    return True, None
+                if row["token"] == self.token:  # a retried round whose first try committed
+                    return True, None
+                holder = LeaseHolder(row["host"], int(row["pid"]), float(row["since"]), float(row["heartbeat"]),
+                                     row["command"])
+                if holder_alive(holder, now=now, grace=self.grace, host=self.host):
+                    raise StoreError(
+                        f"experiment {self.experiment!r} is being run by {holder.describe()}"
+                        + (f" ({holder.command})" if holder.command else "")
+                        + f"; it is alive (heartbeat {max(0.0, now - holder.heartbeat):.0f} s ago). "
+                        f"Wait for it, or stop it; a driver that died loses the lease after {self.grace:g} s",
+                        source=self.source, key="search.storage")
+                taken = conn.execute(t.update().where(t.c.experiment == self.experiment, t.c.token == row["token"])
+                                     .values(**mine))
+                return taken.rowcount == 1, holder
+
+        for _ in range(20):  # each round either decides or lost a race that changed the row
             try:
-                with self._open().begin() as conn:
-                    row = conn.execute(sa.select(t).where(t.c.experiment == self.experiment)).mappings().first()
-                    if row is None:
-                        conn.execute(t.insert().values(experiment=self.experiment, **mine))
-                        self._start()
-                        return
-                    holder = LeaseHolder(row["host"], int(row["pid"]), float(row["since"]), float(row["heartbeat"]),
-                                         row["command"])
-                    if holder_alive(holder, now=now, grace=self.grace, host=self.host):
-                        raise StoreError(
-                            f"experiment {self.experiment!r} is being run by {holder.describe()}"
-                            + (f" ({holder.command})" if holder.command else "")
-                            + f"; it is alive (heartbeat {max(0.0, now - holder.heartbeat):.0f} s ago). "
-                            f"Wait for it, or stop it; a driver that died loses the lease after {self.grace:g} s",
-                            source=self.source, key="search.storage")
-                    taken = conn.execute(t.update().where(t.c.experiment == self.experiment, t.c.token == row["token"])
-                                         .values(**mine))
-                    if taken.rowcount == 1:
-                        self.took_over = holder
-                        log.warning("took over the lease of experiment %r from a driver that is gone (%s, last "
-                                    "heartbeat %.0f s ago)", self.experiment, holder.describe(), now - holder.heartbeat)
-                        self._start()
-                        return
+                won, dead = retrying(self.url, lambda _: attempt(time.time()))
             except StoreError:
                 raise
             except sa.exc.IntegrityError:
                 continue  # another driver inserted the row first: look again
             except sa.exc.OperationalError as e:
                 if "locked" not in str(e):  # SQLite: another driver's write came first
-                    raise _store_error(self.url, "cannot take the experiment's lease", e) from None
+                    raise store_error(self.url, "cannot take the experiment's lease", e) from None
                 time.sleep(0.2)
                 continue
             except Exception as e:  # noqa: BLE001 - one redacted line
-                raise _store_error(self.url, "cannot take the experiment's lease", e) from None
+                raise store_error(self.url, "cannot take the experiment's lease", e) from None
+            if won:
+                if dead is not None:
+                    self.took_over = dead
+                    log.warning("took over the lease of experiment %r from a driver that is gone (%s, last "
+                                "heartbeat %.0f s ago)", self.experiment, dead.describe(), time.time() - dead.heartbeat)
+                self._start()
+                return
         raise StoreError(f"could not take the lease of experiment {self.experiment!r}: the database stayed busy",
                          source=redact_url(self.url))
 
@@ -263,8 +274,11 @@ class ExperimentLease:
                     log.error("experiment %r: another driver took over this driver's lease (a heartbeat was "
                               "missed for %g s); stop this run", self.experiment, self.grace)
                     return
-            except Exception:  # noqa: BLE001 - a database hiccup: the next beat tries again
-                log.warning("experiment %r: the lease heartbeat failed; retrying", self.experiment, exc_info=True)
+            except Exception as e:  # noqa: BLE001 - a database hiccup: the next beat tries again
+                # one line on the console (a server restarting is expected); the traceback to the log file
+                log.warning("experiment %r: the lease heartbeat failed (%s); retrying", self.experiment,
+                            failure_reason(e, self.url))
+                log.debug("the lease heartbeat failed", exc_info=True)
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, daemon=True, name="nasplat-lease")
@@ -287,8 +301,10 @@ class ExperimentLease:
             with self._engine.begin() as conn:
                 t = _lease_table
                 conn.execute(t.delete().where(t.c.experiment == self.experiment, t.c.token == self.token))
-        except Exception:  # noqa: BLE001 - the grace period frees it anyway
-            log.warning("could not release the lease of experiment %r", self.experiment, exc_info=True)
+        except Exception as e:  # noqa: BLE001 - the grace period frees it anyway
+            log.warning("could not release the lease of experiment %r (%s); the next run takes it over after %g s",
+                        self.experiment, failure_reason(e, self.url), self.grace)
+            log.debug("could not release the lease", exc_info=True)
         finally:
             self._engine.dispose()
             self._engine = None

@@ -28,6 +28,10 @@ Replaying asks and tells in that recorded order rebuilds any searcher exactly (s
 
 The experiment state (phase, supernet checkpoint, config hash, space fingerprint and the name of
 the current study) is a row of the table `nasplat_experiment` in the same database.
+
+Every operation on the database rides out a server that restarts or a SQLite file held locked,
+and a corrupt or read-only file, or a stored value that cannot be read, is one StoreError (see
+`nasplat.store.database`).
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ import sqlalchemy as sa
 from optuna.distributions import CategoricalDistribution, distribution_to_json
 from optuna.trial import TrialState, create_trial
 
-from nasplat.errors import StoreError
+from nasplat.errors import NasplatError, StoreError
 from nasplat.search.evaluation import Evaluation
 from nasplat.space import Arch, SearchSpace
-from nasplat.store.redact import redact_text, redact_url
+from nasplat.store.database import create_engine, open_rdb_storage, retrying, store_error
+from nasplat.store.redact import redact_url
 
 DIRECTIONS = ("maximize", "minimize")  # whole-body AP, total GFLOPs
 METRIC_NAMES = ("wholebody_AP", "GFLOPs")
@@ -191,11 +196,6 @@ def _ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def _store_error(url: str, what: str, e: BaseException) -> StoreError:
-    text = redact_text(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
-    return StoreError(f"{what}: {text}", source=redact_url(url))
-
-
 def _tables(url: str) -> set[str]:
     """The tables of the database at `url`, found without creating anything (a SQLite file that
     is not there has none). Raises StoreError (URL redacted)."""
@@ -205,13 +205,13 @@ def _tables(url: str) -> set[str]:
         if not db or db == ":memory:" or not Path(db).expanduser().is_file():
             return set()
     try:
-        engine = sa.create_engine(url)
+        engine = create_engine(url)
         try:
-            return set(sa.inspect(engine).get_table_names())
+            return retrying(url, lambda _: set(sa.inspect(engine).get_table_names()))
         finally:
             engine.dispose()
     except Exception as e:  # noqa: BLE001 - any driver error becomes one redacted StoreError
-        raise _store_error(url, "cannot open the study database", e) from None
+        raise store_error(url, "cannot open the study database", e) from None
 
 
 def store_exists(url: str) -> bool:
@@ -232,15 +232,18 @@ class ExperimentStateStore:
         try:
             if not read_only:
                 _ensure_sqlite_dir(url)
-            self._engine = sa.create_engine(url)
-            if read_only:
-                self._has_table = _experiment_table.name in sa.inspect(self._engine).get_table_names()
-            else:
-                _metadata.create_all(self._engine)
-                self._has_table = True
-            self._columns = self._add_missing_columns() if self._has_table else []
+            self._engine = create_engine(url)
+            retrying(url, lambda _: self._open())
         except Exception as e:  # noqa: BLE001 - any driver error becomes one redacted StoreError
-            raise _store_error(url, "cannot open the study database", e) from None
+            raise store_error(url, "cannot open the study database", e) from None
+
+    def _open(self) -> None:
+        if self.read_only:
+            self._has_table = _experiment_table.name in sa.inspect(self._engine).get_table_names()
+        else:
+            _metadata.create_all(self._engine)
+            self._has_table = True
+        self._columns = self._add_missing_columns() if self._has_table else []
 
     def _add_missing_columns(self) -> list[sa.Column]:
         """The table's columns that the database has; a store written by an older nasplat lacks
@@ -258,9 +261,18 @@ class ExperimentStateStore:
     def get(self, name: str) -> ExperimentState | None:
         if not self._has_table:
             return None
-        with self._engine.connect() as conn:
-            row = conn.execute(sa.select(*self._columns).where(_experiment_table.c.name == name)).mappings().first()
-        return ExperimentState(**dict(row)) if row else None
+
+        def read(_: int) -> ExperimentState | None:
+            with self._engine.connect() as conn:
+                row = conn.execute(sa.select(*self._columns).where(_experiment_table.c.name == name)).mappings().first()
+            return ExperimentState(**dict(row)) if row else None
+
+        try:
+            return retrying(self.url, read)
+        except StoreError:
+            raise
+        except sa.exc.SQLAlchemyError as e:
+            raise store_error(self.url, "cannot read the experiment state", e) from None
 
     def update(self, name: str, **fields: str | None) -> ExperimentState:
         """Set the given fields of experiment `name` (creating its row). Raises StoreError for an
@@ -275,12 +287,21 @@ class ExperimentStateStore:
         if before is not None and all(getattr(before, k) == v for k, v in fields.items()):
             return before  # nothing changes: the database is not written
         values = dict(fields, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        with self._engine.begin() as conn:
-            exists = conn.execute(sa.select(_experiment_table.c.name).where(_experiment_table.c.name == name)).first()
-            if exists:
-                conn.execute(_experiment_table.update().where(_experiment_table.c.name == name).values(**values))
-            else:
-                conn.execute(_experiment_table.insert().values(name=name, **values))
+
+        def write(_: int) -> None:
+            with self._engine.begin() as conn:
+                exists = conn.execute(sa.select(_experiment_table.c.name).where(_experiment_table.c.name == name)).first()
+                if exists:
+                    conn.execute(_experiment_table.update().where(_experiment_table.c.name == name).values(**values))
+                else:
+                    conn.execute(_experiment_table.insert().values(name=name, **values))
+
+        try:
+            retrying(self.url, write)
+        except StoreError:
+            raise
+        except sa.exc.SQLAlchemyError as e:
+            raise store_error(self.url, "cannot write the experiment state", e) from None
         state = self.get(name)
         assert state is not None
         return state
@@ -305,9 +326,10 @@ class StudyStore:
         self._dist_json = {k: distribution_to_json(d) for k, d in (self._distributions or {}).items()}
         # the RDB storage under Optuna's cache (which rereads unfinished trials, so rows written
         # before a trial finishes are seen); any other storage gets Optuna's calls
-        engine = getattr(getattr(self._storage, "_backend", self._storage), "engine", None)
-        self._engine: sa.engine.Engine | None = engine if isinstance(engine, sa.engine.Engine) else None
-        self._tables = _row_tables(self._engine) if self._engine is not None else None
+        found = getattr(getattr(self._storage, "_backend", self._storage), "engine", None)
+        engine = found if isinstance(found, sa.engine.Engine) else None
+        self._engine: sa.engine.Engine | None = engine
+        self._tables = retrying(url, lambda _: _row_tables(engine)) if engine is not None else None
         self._params: dict[int, dict[str, Any]] = {}  # params of the trials this store started, until finished
         self._attempts: dict[int, list[dict[str, Any]]] = {}
 
@@ -387,7 +409,8 @@ class StudyStore:
                 self._storage.set_trial_system_attr(trial_id, key, value)
             return
         params = self._params.pop(number, {})
-        assert self._engine is not None and (self._distributions is not None or not params)
+        engine, tables = self._engine, self._tables
+        assert engine is not None and (self._distributions is not None or not params)
         rows = {
             "trial_params": [{"trial_id": trial_id, "param_name": k, "distribution_json": self._dist_json[k],
                               "param_value": self._distributions[k].to_internal_repr(v)}  # type: ignore[index]
@@ -395,28 +418,46 @@ class StudyStore:
             "trial_user_attributes": [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in user.items()],
             "trial_system_attributes": [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in system.items()],
         }
-        with self._engine.begin() as conn:
-            for name, values in rows.items():
-                if values:
-                    conn.execute(self._tables[name].insert(), values)
+
+        def insert(attempt: int) -> None:
+            with engine.begin() as conn:
+                for name, values in rows.items():
+                    if not values:
+                        continue
+                    t = tables[name]
+                    if attempt:  # the failed attempt may have committed before its connection dropped
+                        key = "param_name" if name == "trial_params" else "key"
+                        conn.execute(t.delete().where(t.c.trial_id == trial_id, t.c[key].in_([v[key] for v in values])))
+                    conn.execute(t.insert(), values)
+
+        retrying(self.url, insert)
 
     def trials(self) -> list[StoredTrial]:
-        """All trials in number order."""
+        """All trials in number order. Raises StoreError naming the study, the trial and the
+        attribute for a stored value that cannot be read."""
         return [self._to_stored(t) for t in self.study.get_trials(deepcopy=False)]
 
-    @staticmethod
-    def _to_stored(t: optuna.trial.FrozenTrial) -> StoredTrial:
+    def _to_stored(self, t: optuna.trial.FrozenTrial) -> StoredTrial:
         attrs = t.user_attrs
-        result = attrs.get("result") or {}
+        try:
+            arch = Arch.from_json(attrs["arch"])
+        except (NasplatError, KeyError, TypeError, ValueError) as e:
+            raise _unreadable(self.study_name, "arch", e, self.url, trial=t.number) from e
+        try:
+            result = attrs.get("result") or {}
+            if not isinstance(result, dict):
+                raise TypeError(f"{result!r} is not a JSON object")
+            terminal = t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and result.get("outcome") == "failed")
+            evaluation = None
+            if t.state == TrialState.COMPLETE and "evaluation" in result:
+                evaluation = Evaluation.from_dict(result["evaluation"])
+        except (NasplatError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise _unreadable(self.study_name, "result", e, self.url, trial=t.number) from e
         killed = attrs.get("outcome") == "killed"
-        terminal = t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and result.get("outcome") == "failed")
-        evaluation = None
-        if t.state == TrialState.COMPLETE and "evaluation" in result:
-            evaluation = Evaluation.from_dict(result["evaluation"])
         return StoredTrial(
             number=t.number,
             state=t.state.name,
-            arch=Arch.from_json(attrs["arch"]),
+            arch=arch,
             evaluation=evaluation,
             ask_seq=attrs.get("ask_seq"),
             tell_seq=result.get("tell_seq") if terminal and not killed else None,
@@ -477,23 +518,39 @@ def _check_identity(stored: StudyIdentity, current: StudyIdentity, study_name: s
         )
 
 
+def _unreadable(study: str, key: str, e: BaseException, url: str, *, trial: int | None = None) -> StoreError:
+    """The one line for a nasplat attribute that Optuna reads but nasplat cannot."""
+    why = "it is missing" if isinstance(e, KeyError) else (str(e).splitlines()[0] if str(e) else type(e).__name__)
+    where = f"study {study!r}: " + (f"trial {trial}: " if trial is not None else "")
+    return StoreError(f"{where}user attr {key!r} cannot be read ({why}); the study cannot be read: repair that value, "
+                      f"or start a new study with {NEW_STUDY_FLAG}", source=redact_url(url))
+
+
+def _identity_of(study: optuna.Study, url: str, raw: Any) -> StudyIdentity:
+    try:
+        return StudyIdentity.from_json(raw)
+    except (TypeError, ValueError) as e:
+        raise _unreadable(study.study_name, "identity", e, url) from e
+
+
 def _stored_identity(study: optuna.Study, url: str) -> StudyIdentity:
     raw = study.user_attrs.get("identity")
     if raw is None:
         raise StoreError(f"study {study.study_name!r} was not created by nasplat; pass {NEW_STUDY_FLAG} to start a new study",
                          source=redact_url(url))
-    return StudyIdentity.from_json(raw)
+    return _identity_of(study, url, raw)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage at `url`. Raises StoreError with the URL's password redacted."""
+    """An Optuna RDB storage at `url` whose every call rides out a database that is away for a
+    while (`nasplat.store.database`). Raises StoreError with the URL's password redacted."""
     try:
         _ensure_sqlite_dir(url)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return optuna.storages.RDBStorage(url, skip_compatibility_check=False)
-    except Exception as e:  # noqa: BLE001 - any driver error becomes one redacted StoreError
-        raise _store_error(url, "cannot open the study database", e) from None
+    except OSError as e:
+        raise store_error(url, "cannot open the study database", e) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return open_rdb_storage(url)
 
 
 def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study: bool = False,
@@ -533,7 +590,7 @@ def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study:
             for name in order:
                 candidate = optuna.load_study(study_name=name, storage=storage)
                 raw = candidate.user_attrs.get("identity")
-                if raw is not None and not identity_differences(StudyIdentity.from_json(raw), identity):
+                if raw is not None and not identity_differences(_identity_of(candidate, url, raw), identity):
                     chosen = candidate
                     break
             if chosen is None:
@@ -559,7 +616,7 @@ def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study:
     except StoreError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise _store_error(url, "cannot open the study", e) from None
+        raise store_error(url, "cannot open the study", e) from None
     finally:
         states.dispose()
     return StudyStore(url, experiment, chosen, identity, space)
@@ -593,5 +650,5 @@ def load_current_study(url: str, experiment: str, study: str | None = None) -> S
         return None
     loaded = optuna.load_study(study_name=current, storage=storage)
     raw = loaded.user_attrs.get("identity")
-    identity = StudyIdentity.from_json(raw) if raw else StudyIdentity("", "", "", 0, None)
+    identity = _identity_of(loaded, url, raw) if raw else StudyIdentity("", "", "", 0, None)
     return StudyStore(url, experiment, loaded, identity)

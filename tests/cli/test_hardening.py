@@ -146,3 +146,145 @@ def test_a_database_server_that_accepts_and_never_answers_is_one_line_within_the
     finally:
         server.close()
     assert not (tmp_path / "silentdb" / "out").exists()
+
+
+# --- a corrupt, read-only or unreadable study database: one line, exit 2 (issues 28, 29) --------
+
+def _searched(tmp_path, tiny_experiment, name: str):  # noqa: ANN001, ANN202
+    """A tiny experiment whose 3-trial search is done, and its study.db."""
+    path = _with(tiny_experiment(tmp_path / name), SEARCH.format(budget=0.05))
+    res = _invoke("search", str(path), "--local", "--no-mlflow")
+    assert res.exit_code == 0, res.output
+    return path, (tmp_path / name / "out" / "study.db").resolve()
+
+
+@pytest.mark.parametrize("table, what", [
+    ("trial_user_attributes", "database disk image is malformed"),  # read by Optuna
+    ("nasplat_experiment", "database disk image is malformed"),  # read by nasplat
+    (None, "file is not a database"),
+])
+def test_a_corrupt_study_db_is_one_line_for_status_and_search(tmp_path, tiny_experiment, table, what):
+    from tests.store.conftest import corrupt_sqlite
+
+    path, db = _searched(tmp_path, tiny_experiment, "corrupt")
+    corrupt_sqlite(db, table)
+    line = f"{db}: {what} (the SQLite file is corrupt; restore it from a copy or delete it to start over)"
+    for command in (["status", str(path)], ["status", str(path), "--json"], ["search", str(path), "--local", "--no-mlflow"]):
+        _one_error_line(_invoke(*command), line)
+
+
+def test_a_trial_value_that_is_not_json_is_one_line_naming_the_study_and_trial(tmp_path, tiny_experiment):
+    """`status` cannot show a study Optuna cannot read (and a search must not resume from part of
+    its history): one line names the study, the trial, the attribute and the table to repair."""
+    import sqlite3
+
+    path, db = _searched(tmp_path, tiny_experiment, "badjson")
+    result_of_1 = "key = 'result' AND trial_id = (SELECT trial_id FROM trials WHERE number = 1)"
+    with sqlite3.connect(db) as conn:
+        good = conn.execute(f"SELECT value_json FROM trial_user_attributes WHERE {result_of_1}").fetchone()[0]
+        conn.execute(f"UPDATE trial_user_attributes SET value_json = ? WHERE {result_of_1}", ('{"tell_seq": ',))
+    conn.close()
+    for command in (["status", str(path)], ["status", str(path), "--json"], ["search", str(path), "--local", "--no-mlflow"]):
+        _one_error_line(_invoke(*command), "study 'tiny': trial 1: user attr 'result' is not valid JSON",
+                        "trial_user_attributes")
+    with sqlite3.connect(db) as conn:  # a nasplat value Optuna reads but nasplat cannot
+        conn.execute(f"UPDATE trial_user_attributes SET value_json = ? WHERE {result_of_1}", (good,))
+        conn.execute("UPDATE trial_user_attributes SET value_json = '\"not an arch\"' "
+                     "WHERE key = 'arch' AND trial_id = (SELECT trial_id FROM trials WHERE number = 2)")
+    conn.close()
+    _one_error_line(_invoke("status", str(path)), "study 'tiny': trial 2: user attr 'arch' cannot be read")
+
+
+def _error_line(code: int, output: str, *needles: str) -> None:
+    """Exit 2 and one error line; `run` may have printed its phase header before it."""
+    assert code == 2 and "Traceback" not in output, output
+    errors = [ln for ln in output.splitlines() if ln.startswith("nasplat:")]
+    assert len(errors) == 1 and errors[0] == output.strip().splitlines()[-1], output
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+
+
+def _read_only_sqlite(conn, record) -> None:  # noqa: ANN001 - a pool "connect" hook
+    conn.execute("PRAGMA query_only = ON")  # SQLite refuses every write: SQLITE_READONLY
+
+
+def test_a_read_only_study_db_is_one_line_for_run_and_search(tmp_path, tiny_experiment):
+    """Every SQLite connection read-only, as a read-only file or mount makes it (this works as
+    root, where file modes do not stop writes; the next test uses the file system itself)."""
+    import sqlalchemy as sa
+
+    path, db = _searched(tmp_path, tiny_experiment, "ro")
+    path.write_text(path.read_text().replace("n_trials: 3", "n_trials: 4"))  # a search that must write
+    sa.event.listen(sa.pool.Pool, "connect", _read_only_sqlite)
+    try:
+        for command in (["search", str(path), "--local", "--no-mlflow"], ["run", str(path), "--no-mlflow"]):
+            res = _invoke(*command)
+            _error_line(res.exit_code, res.output, f"nasplat: error: {db}: the database is read-only")
+        _one_error_line(_invoke("search", str(path), "--local", "--no-mlflow", "--new-study"), f"{db}: ", "read-only")
+    finally:
+        sa.event.remove(sa.pool.Pool, "connect", _read_only_sqlite)
+
+
+def _read_only_runner(paths):  # noqa: ANN001, ANN202
+    """How to run a command with `paths` read-only: file modes for a normal user; as root (whom
+    modes do not stop) a read-only bind mount in a private mount namespace; None when neither."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "nasplat"]
+    if os.geteuid() != 0:
+        def run(*args: str):  # noqa: ANN202
+            modes = {p: p.stat().st_mode for p in paths}
+            for p in paths:
+                p.chmod(0o555 if p.is_dir() else 0o444)
+            try:
+                return subprocess.run(base + list(args), capture_output=True, text=True, timeout=300)
+            finally:
+                for p, mode in modes.items():
+                    p.chmod(mode)
+        return run
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        return None
+
+    def run_ro(*args: str):  # noqa: ANN202
+        mounts = " && ".join(f"mount --bind {p} {p} && mount -o remount,ro,bind {p}" for p in paths)
+        script = f'{mounts} && exec "$@"'
+        return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *base, *args], capture_output=True,
+                              text=True, timeout=300)
+    return run_ro
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_read_only_study_file_or_folder_is_one_line(tmp_path, tiny_experiment, what):
+    path, db = _searched(tmp_path, tiny_experiment, f"ro-{what}")
+    path.write_text(path.read_text().replace("n_trials: 3", "n_trials: 4"))
+    run = _read_only_runner([db] if what == "file" else [db.parent])
+    if run is None:
+        pytest.skip("root without mount namespaces: nothing here can make a file read-only for root")
+    for command in (["search", str(path), "--local", "--no-mlflow"], ["run", str(path), "--no-mlflow"]):
+        res = run(*command)
+        _error_line(res.returncode, res.stdout + res.stderr, str(db.parent))
+        # a read-only folder may stop another write before the database's (the lease file beside it)
+        assert "read-only" in res.stderr.lower() or what == "folder" and "permission denied" in res.stderr.lower(), \
+            res.stderr
+
+
+def test_a_read_only_study_db_is_one_line_for_retrain(tmp_path, tiny_experiment, trained_tiny):
+    """`retrain` records its phase before it starts Ray: a read-only study is one line there too."""
+    import shutil
+
+    import sqlalchemy as sa
+
+    path = _with(tiny_experiment(tmp_path / "rt"),
+                 SEARCH.format(budget=0.05) + "retrain: {top_k: 1, epochs: 1, concurrent_trials: 1}\n")
+    shutil.copytree(trained_tiny.output_dir, tmp_path / "rt" / "out")  # a trained supernet
+    assert _invoke("search", str(path), "--local", "--no-mlflow").exit_code == 0
+    db = (tmp_path / "rt" / "out" / "study.db").resolve()
+    sa.event.listen(sa.pool.Pool, "connect", _read_only_sqlite)
+    try:
+        res = _invoke("retrain", str(path), "--no-mlflow")
+    finally:
+        sa.event.remove(sa.pool.Pool, "connect", _read_only_sqlite)
+    _error_line(res.exit_code, res.output, f"nasplat: error: {db}: the database is read-only")

@@ -28,7 +28,8 @@ def test_redact_text_covers_dsn_and_literal_password() -> None:
     assert "postgresql://bob:***@h/db" in out
 
 
-def test_unreachable_database_error_hides_password() -> None:
+def test_unreachable_database_error_hides_password(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("NASPLAT_DB_RETRY_S", "0")  # give up at once (the retries: tests/store/test_resilience.py)
     url = "postgresql://bob:TopSecret99@127.0.0.1:1/nas"  # nothing listens on port 1
     with pytest.raises(StoreError) as info:
         open_study(url, "e", StudyIdentity("f", "analytic", "random", 0, None))
