@@ -1,13 +1,22 @@
 """The experiment's lease for the rest of a command (`nasplat.store.lease`): `run`, `train`,
 `search` and `retrain` take it after their preflight and before they write anything; a second
 driver of the same experiment stops there with one line and exit 2. It is released when the
-command ends, however it ends: `cli.main`'s guard calls `release_all` after every command."""
+command ends, however it ends: `cli.main`'s guard calls `release_all` after every command.
+
+A server lease can be lost while the command runs (this driver stalled past the grace period and
+another took over): the lease's heartbeat thread then sends the main thread SIGTERM (a real signal
+wakes whatever it blocks in, and the guard's handler is installed whatever the parent ignored),
+and the guard prints `lost_message()` instead of "terminated" (exit 2), so that only one driver
+goes on writing."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 _held: list[Any] = []
+_lost: list[str] = []
 
 
 def hold_lease(experiment: Any) -> Any:
@@ -16,10 +25,22 @@ def hold_lease(experiment: Any) -> Any:
     holder."""
     from nasplat.store.lease import ExperimentLease
 
-    lease = ExperimentLease(experiment.storage_url, experiment.name, source=str(experiment.path))
+    lease = ExperimentLease(experiment.storage_url, experiment.name, source=str(experiment.path), on_lost=stop_command)
     lease.acquire()
     _held.append(lease)
     return lease
+
+
+def stop_command(lease: Any) -> None:
+    """A held lease was taken over: stop this command (SIGTERM to the main thread, which the
+    guard reports as `lost_message()`)."""
+    _lost.append(lease.lost_message())
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # type: ignore[arg-type]
+
+
+def lost_message() -> str | None:
+    """The line of a lease this command lost, or None."""
+    return _lost[-1] if _lost else None
 
 
 def release_all() -> None:
@@ -28,4 +49,4 @@ def release_all() -> None:
         _held.pop().release()
 
 
-__all__ = ["hold_lease", "release_all"]
+__all__ = ["hold_lease", "lost_message", "release_all", "stop_command"]

@@ -171,6 +171,8 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         except NasplatError as e:
             fail(str(e))
         except KeyboardInterrupt as e:
+            if lease.lost_message() is not None:  # another driver took the experiment over
+                fail(lease.lost_message())
             terminated = isinstance(e, interrupt.Terminated)
             during = interrupt.activity()
             typer.echo(f"nasplat: {'terminated' if terminated else 'interrupted'}"

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
+from collections.abc import Callable
 from typing import IO
 
 import sqlalchemy as sa
@@ -117,10 +118,13 @@ def holder_alive(holder: LeaseHolder, *, now: float, grace: float, host: str) ->
 class ExperimentLease:
     """The lease of `experiment` in the study database at `url`: `acquire()` (or `with`), a
     heartbeat thread while held, `release()`; `row=True` keeps it as a row even for SQLite. `lost` is set when another driver took it over
-    (this one stalled past the grace period). Raises StoreError (URL redacted)."""
+    (this one stalled past the grace period), and then `on_lost(lease)` is called from the
+    heartbeat thread (the CLI stops the command with it). Raises StoreError (URL redacted)."""
 
     def __init__(self, url: str, experiment: str, *, source: str | None = None, grace: float | None = None,
-                 heartbeat_s: float = HEARTBEAT_S, command: str | None = None, row: bool | None = None) -> None:
+                 heartbeat_s: float = HEARTBEAT_S, command: str | None = None, row: bool | None = None,
+                 on_lost: Callable[["ExperimentLease"], None] | None = None) -> None:
+        self.on_lost = on_lost
         self.url, self.experiment, self.source = url, experiment, source
         self.grace = grace if grace is not None else grace_s()
         self.heartbeat_s = min(heartbeat_s, self.grace / 3)
@@ -271,8 +275,9 @@ class ExperimentLease:
             try:
                 if not self._beat():
                     self.lost.set()
-                    log.error("experiment %r: another driver took over this driver's lease (a heartbeat was "
-                              "missed for %g s); stop this run", self.experiment, self.grace)
+                    log.debug("experiment %r: another driver took over this driver's lease", self.experiment)
+                    if self.on_lost is not None:
+                        self.on_lost(self)
                     return
             except Exception as e:  # noqa: BLE001 - a database hiccup: the next beat tries again
                 # one line on the console (a server restarting is expected); the traceback to the log file
@@ -308,6 +313,11 @@ class ExperimentLease:
         finally:
             self._engine.dispose()
             self._engine = None
+
+    def lost_message(self) -> str:
+        """The one line of a driver whose lease another driver took over."""
+        return (f"experiment {self.experiment!r}: another driver took over this run's lease (its heartbeat did not "
+                f"reach the study database for {self.grace:g} s); this run stopped so that only one writes")
 
     def __enter__(self) -> "ExperimentLease":
         self.acquire()

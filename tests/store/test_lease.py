@@ -165,3 +165,50 @@ def test_two_searches_started_together_run_the_study_once(tmp_path, tiny_experim
         seqs = [v for (v,) in conn.execute("SELECT value_json FROM trial_user_attributes WHERE key = 'result'")]
     assert states.count("COMPLETE") == 12 and len(states) == 12
     assert len(seqs) == len(set(seqs)) == 12  # every result told once
+
+
+def test_a_driver_whose_lease_was_taken_over_stops_in_one_line(server_url):
+    """This driver stalled past the grace period and another took its lease: the heartbeat finds
+    the row gone and the command stops (exit 2, one line), instead of two drivers writing."""
+    name = f"lease-{uuid.uuid4().hex[:8]}"
+    code = (
+        "import sys, time, typer\n"
+        "from nasplat.cli import lease as cli_lease, main as m\n"
+        "from nasplat.store.lease import ExperimentLease\n"
+        "def command():\n"
+        f"    lease = ExperimentLease({server_url!r}, {name!r}, grace=0.6, heartbeat_s=0.1, row=True,\n"
+        "                            on_lost=cli_lease.stop_command)\n"
+        "    lease.acquire()\n"
+        "    cli_lease._held.append(lease)\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(120)\n"
+        "try:\n"
+        "    m._guard(command)()\n"
+        "except typer.Exit as e:\n"
+        "    sys.exit(e.exit_code)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held", proc.stderr.read()
+        # another driver takes the lease over (as after this one missed its heartbeats)
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(server_url)
+        with engine.begin() as conn:
+            taken = conn.execute(sa.text("UPDATE nasplat_lease SET token = 'another-driver' WHERE experiment = :e"),
+                                 {"e": name}).rowcount
+        engine.dispose()
+        assert taken == 1
+        try:
+            code_ = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("still running a minute after its lease was taken over: " + proc.stderr.read()) from None
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code_ == 2, err
+    assert err.strip().splitlines()[-1] == (
+        f"nasplat: error: experiment {name!r}: another driver took over this run's lease (its heartbeat did not reach "
+        "the study database for 0.6 s); this run stopped so that only one writes")
