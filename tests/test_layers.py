@@ -22,7 +22,7 @@ import nasplat
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CORE = ("errors", "files", "logs", "storage", "interrupt", "space", "nn", "models", "flops", "latency", "data", "metrics", "search", "config")
+CORE = ("errors", "faults", "files", "logs", "storage", "interrupt", "space", "nn", "models", "flops", "latency", "data", "metrics", "search", "config")
 # Third-party packages with side effects (clusters, tracking servers, databases, the terminal).
 SIDE_EFFECTS = ("ray", "mlflow", "sqlalchemy", "rich", "typer")
 OPTUNA_RDB = "optuna.storages._rdb.models"  # Optuna's SQLAlchemy tables: the RDB storage proper

@@ -51,7 +51,7 @@ def test_synth_then_check_then_eval(tmp_path: Path) -> None:
     write_results(pred, make_results([a["image_id"] for a in anns], kps, np.ones(len(anns))))
     r = runner.invoke(_app(), ["eval", "--gt", str(gt), "--pred", str(pred), "--json"])
     assert r.exit_code == 0, r.output
-    report = json.loads(r.output)
+    report = json.loads(r.stdout)  # the steps go to stderr
     assert set(report) == {"body", "foot", "face", "hand", "wholebody"}
     assert report["body"]["AP"] == 1.0
     assert all(0.0 <= m[k] <= 1.0 for m in report.values() for k in ("AP", "AR"))
