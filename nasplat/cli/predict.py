@@ -62,8 +62,9 @@ def predict(
     fmt: str = typer.Option("png", "--format", metavar="png|jpg", help="Drawings as png (lossless) or jpg "
                             f"(quality {JPEG_QUALITY}: several times smaller, slightly blurred)."),
     png_compression: int = typer.Option(PNG_COMPRESSION, "--png-compression", metavar="0-9", help="zlib level of the "
-                                        "PNG drawings: 1 is about 40% of the size of 0; 6 to 9 are a little smaller "
-                                        "and 5 to 25 times slower; 0 stores them uncompressed, the fastest."),
+                                        "PNG drawings: 1 (fast Huffman coding) is about 40% of the size of 0; 2 to 9 "
+                                        "are a little smaller and many times slower; 0 stores them uncompressed, "
+                                        "the fastest."),
 ) -> None:
     """Predict whole-body keypoints of the people in images with an exported subnet.
 
