@@ -17,6 +17,8 @@ from typing import Any
 
 _held: list[Any] = []
 _lost: list[str] = []
+_experiments: list[Any] = []  # the experiments whose leases this command took
+NOTE_TIMEOUT_S = 5.0  # a stopped command waits at most this long to note it in the store
 
 
 def hold_lease(experiment: Any) -> Any:
@@ -28,7 +30,24 @@ def hold_lease(experiment: Any) -> Any:
     lease = ExperimentLease(experiment.storage_url, experiment.name, source=str(experiment.path), on_lost=stop_command)
     lease.acquire()
     _held.append(lease)
+    _experiments.append(experiment)
     return lease
+
+
+def note_stopped(how: str) -> None:
+    """Record in each held experiment's state that this command stopped (`how`: "interrupted
+    during search"), while its lease is still held; bounded by NOTE_TIMEOUT_S, and a failure only
+    logged (the command is stopping anyway)."""
+    import logging
+
+    from nasplat.interrupt import run_in_thread
+    from nasplat.orchestration.phases import Phases
+
+    for experiment in _experiments:
+        try:
+            run_in_thread(lambda e=experiment: Phases(e).note_stopped(how), "note-stopped", timeout_s=NOTE_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001 - the store is unreachable or slow: the line says it all
+            logging.getLogger(__name__).warning("could not note in the study store that the command stopped (%s)", e)
 
 
 def stop_command(lease: Any) -> None:
@@ -49,4 +68,4 @@ def release_all() -> None:
         _held.pop().release()
 
 
-__all__ = ["hold_lease", "lost_message", "release_all", "stop_command"]
+__all__ = ["hold_lease", "lost_message", "note_stopped", "release_all", "stop_command"]

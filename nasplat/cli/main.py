@@ -164,6 +164,12 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             try:
                 return fn(*args, **kwargs)
+            except KeyboardInterrupt as e:  # noted while the lease is held, then reported below
+                if lease.lost_message() is None:
+                    during = interrupt.activity()
+                    lease.note_stopped(("terminated" if isinstance(e, interrupt.Terminated) else "interrupted")
+                                       + (f" during {during}" if during else ""))
+                raise
             finally:
                 lease.release_all()  # the experiment's lease, however the command ended
         except (typer.Exit, typer.Abort, SystemExit):

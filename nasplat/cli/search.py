@@ -101,6 +101,7 @@ def status(
         "experiment": experiment.name,
         "storage": redact_url(url),
         "phase": row.phase if row else None,
+        "stopped": row.stopped if row else None,  # how the last command in that phase ended early
         "checkpoint": row.checkpoint if row else None,
         "study": None,
         "trials": {},
@@ -131,7 +132,9 @@ def status(
         typer.echo(json.dumps(out))
         return
     console = make_console()
-    console.print(f"[bold]{out['experiment']}[/bold]  phase: {out['phase']}  store: {out['storage']}")
+    stopped = f" ({out['stopped']}; the same command resumes)" if out["stopped"] else ""
+    console.print(f"[bold]{out['experiment']}[/bold]  phase: {out['phase']}{stopped}  store: {out['storage']}",
+                  markup=True, highlight=False)
     if costs:
         spent = "; ".join(f"{c.phase} {c.wall_s / 60:.1f} min ({c.core_hours:.3f} core-h, {c.gpu_hours:.3f} GPU-h)"
                           for c in costs)

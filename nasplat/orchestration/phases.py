@@ -5,7 +5,8 @@ retrained, when it has a `retrain:` section) -> exported. Every command that run
 (`nasplat run`, `nasplat train`, `nasplat search`, `nasplat retrain`) records it through
 `Phases`, so `nasplat status` reads the same state after any of them. A phase is marked running
 when it starts and done only when it finishes: a crash or Ctrl-C leaves it "running", which is
-where the next run resumes. A command that finds its phase already done changes nothing: the
+where the next run resumes; a command stopped by a signal notes it (`note_stopped`) until the next
+phase is marked. A command that finds its phase already done changes nothing: the
 recorded phase never goes back to an earlier one for a phase that had nothing to do (`reach`).
 """
 
@@ -51,9 +52,19 @@ class Phases:
             states.dispose()
 
     def mark(self, phase: Phase, **fields: str | None) -> ExperimentState:
-        """Record `phase` (and e.g. `checkpoint=`) now."""
+        """Record `phase` (and e.g. `checkpoint=`) now; a note that a command stopped is cleared."""
         with self._states() as states:
-            return states.update(self.name, phase=phase.value, **fields)
+            return states.update(self.name, phase=phase.value, stopped=None, **fields)
+
+    def note_stopped(self, how: str) -> None:
+        """Record that the command running the current phase stopped early (`how`: "interrupted
+        during search", ...), with the time; the phase itself stays what it was (what the same
+        command resumes)."""
+        from datetime import datetime, timezone
+
+        when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self._states() as states:
+            states.update(self.name, stopped=f"{how} at {when}"[:256])
 
     def reach(self, phase: Phase) -> None:
         """Record `phase` as done unless the recorded phase is already that one or a later one

@@ -173,6 +173,7 @@ class ExperimentState:
     study_name: str | None = None
     updated_at: str | None = None
     retrain_best: str | None = None  # JSON: the retrain sweep and its best trial
+    stopped: str | None = None  # how the last command in `phase` ended early ("interrupted during search at T")
 
 
 _metadata = sa.MetaData()
@@ -187,6 +188,7 @@ _experiment_table = sa.Table(
     sa.Column("study_name", sa.String(512)),
     sa.Column("updated_at", sa.String(64)),
     sa.Column("retrain_best", sa.Text),  # added later: an older store gets it when opened for writing
+    sa.Column("stopped", sa.String(256)),  # added later, the same way
 )
 
 

@@ -60,6 +60,13 @@ def _said(err: str, how: str, phase: str) -> bool:
     return _last_line(err) == f"nasplat: {how} during {phase}; what was saved is kept, and the same command resumes"
 
 
+def _status(path: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-m", "nasplat", "status", str(path), "--json"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def _study_trials(out: Path) -> list:
     from nasplat.store import load_current_study
 
@@ -86,6 +93,8 @@ def _each_phase_stopped_then_resumed(path: Path, first: int, second: int) -> Non
     # the search, as it starts its evaluators (it used to end in "Can't find actor")
     code, err = _run_until(cmd, lambda text: "2/4" in text, second)
     assert code == code_of[second] and _said(err, name[second], "search"), err[-3000:]
+    status = _status(path)  # the phase recorded as stopped, until the same command goes on
+    assert status["phase"] in ("trained", "searching") and status["stopped"].startswith(f"{name[second]} during search at ")
     assert "3/4" not in err and "Traceback" not in err
     assert not [t for t in _study_trials(out) if t.outcome == "failed"]
 
@@ -112,9 +121,8 @@ def _each_phase_stopped_then_resumed(path: Path, first: int, second: int) -> Non
     info = json.loads((out / "exports" / "retrained-1" / "retrain.json").read_text())
     assert info["epochs"] == 3 and [row["epoch"] for row in info["history"]] == [1.0, 2.0, 3.0]
     assert (out / "exports" / "best" / "meta.json").is_file() and (out / "exports" / "best" / "model.onnx").is_file()
-    status = json.loads(subprocess.run([sys.executable, "-m", "nasplat", "status", str(path), "--json"], env=env,
-                                       capture_output=True, text=True, timeout=120).stdout.strip().splitlines()[-1])
-    assert status["phase"] == "exported"
+    status = _status(path)
+    assert status["phase"] == "exported" and status["stopped"] is None
 
 
 @pytest.mark.ray
