@@ -154,7 +154,8 @@ def failure_reason(e: BaseException, url: str) -> str:
 
 
 def known_error(url: str, e: BaseException) -> StoreError | None:
-    """The one line for a SQLite file that is corrupt, not a database or read-only, else None."""
+    """The one line for a SQLite file that is corrupt, not a database, on a full disk or read-only,
+    else None."""
     error = _sqlite_error(e)
     path = sqlite_file(url)
     if error is None or path is None:
@@ -164,6 +165,10 @@ def known_error(url: str, e: BaseException) -> StoreError | None:
         return StoreError(f"file is not a database ({CORRUPT_ADVICE})", source=path)
     if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
         return StoreError(f"database disk image is malformed ({CORRUPT_ADVICE})", source=path)
+    if name.startswith("SQLITE_FULL") or "database or disk is full" in text:
+        return StoreError("no space left on the device for the study database (what was written is kept: free "
+                          "space there, or set search.storage to another place, and the same command resumes)",
+                          source=path)
     if name == "SQLITE_READONLY_DIRECTORY":
         return StoreError(f"the database's folder {Path(path).parent} is read-only (SQLite writes a journal "
                           "beside the database; make the folder writable, or set search.storage to a writable place)",

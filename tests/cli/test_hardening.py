@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shlex
+import shutil
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from nasplat.cli.main import app
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SEARCH = "search: {{sampler: random, n_trials: 3, budget_gflops: {budget}, objective: analytic}}\n"
 
@@ -288,3 +296,36 @@ def test_a_read_only_study_db_is_one_line_for_retrain(tmp_path, tiny_experiment,
     finally:
         sa.event.remove(sa.pool.Pool, "connect", _read_only_sqlite)
     _error_line(res.exit_code, res.output, f"nasplat: error: {db}: the database is read-only")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare (a private tmpfs)")
+@pytest.mark.timeout(600)
+def test_a_full_disk_under_the_study_is_one_line_and_the_same_command_resumes(tmp_path, tiny_experiment):
+    """The study database's disk fills during the search: one line naming the database (not an
+    internal error), the same while it is still full, and once there is room the same command
+    finishes the study with every trial."""
+    path = tiny_experiment(tmp_path / "full")
+    out = tmp_path / "full" / "small"
+    out.mkdir()
+    path.write_text(path.read_text().replace("output_dir: out", f"output_dir: {out}")
+                    + "search: {sampler: random, n_trials: 400, budget_gflops: 0.05, objective: analytic}\n")
+    search = f"{shlex.quote(sys.executable)} -m nasplat search {shlex.quote(str(path))} --local --no-mlflow"
+    script = (f"mount -t tmpfs -o size=600k tmpfs {shlex.quote(str(out))} || exit 99\n"
+              f"{search} 2>first.err; echo first=$?\n"
+              f"{search} 2>second.err; echo second=$?\n"
+              f"mount -o remount,size=20m {shlex.quote(str(out))}\n"
+              f"{search} 2>third.err; echo third=$?\n"
+              f"{shlex.quote(sys.executable)} -m nasplat status {shlex.quote(str(path))} --json\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=540)
+    if "exit 99" in res.stdout or res.returncode == 99:
+        pytest.skip("cannot mount a tmpfs here")
+    codes = dict(line.split("=") for line in res.stdout.splitlines() if line.split("=")[0] in ("first", "second", "third"))
+    assert codes == {"first": "2", "second": "2", "third": "0"}, res.stdout + res.stderr
+    line = (f"nasplat: error: {out}/study.db: no space left on the device for the study database (what was written "
+            "is kept: free space there, or set search.storage to another place, and the same command resumes)")
+    for name in ("first.err", "second.err"):
+        assert (tmp_path / name).read_text().strip().splitlines()[-1] == line
+    status = json.loads(res.stdout.strip().splitlines()[-1])
+    assert status["trials"]["COMPLETE"] == 400 and status["phase"] == "searched"
