@@ -194,3 +194,23 @@ def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     storage._filesystems.clear()  # pyarrow filesystems keep the environment they were made in
     request.addfinalizer(storage._filesystems.clear)
     return moto_endpoint
+
+
+def fit_torch_trainer(loop, config: dict, storage: Path, num_workers: int = 1):  # noqa: ANN001, ANN201
+    """`loop(config)` on `num_workers` Ray Train workers (gloo, 1 CPU each) with nasplat's process
+    group setup, on an embedded Ray that is shut down afterwards if this started it; returns
+    Ray's result (a failure raises as Ray raised it)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from nasplat.orchestration.cluster import init_ray, shutdown_ray
+    from nasplat.train.process_group import BoundTorchConfig
+
+    started = init_ray(None, num_cpus=num_workers)
+    try:
+        return TorchTrainer(loop, train_loop_config=config, torch_config=BoundTorchConfig(backend="gloo"),
+                            scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": 1}),
+                            run_config=RunConfig(name="fit", storage_path=str(storage))).fit()
+    finally:
+        if started:
+            shutdown_ray()

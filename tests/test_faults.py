@@ -68,21 +68,8 @@ def _fill_the_disk(config: dict) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_full_disk_on_a_ray_train_worker_is_found_through_rays_wrappers(tmp_path):
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from tests.conftest import fit_torch_trainer
 
-    from nasplat.orchestration.cluster import init_ray
-    from nasplat.train.process_group import BoundTorchConfig
-
-    started = init_ray(None, num_cpus=1)
-    try:
-        with pytest.raises(Exception) as info:
-            TorchTrainer(_fill_the_disk, train_loop_config={"path": "/data/ckpt/epoch_2.pt"},
-                         torch_config=BoundTorchConfig(backend="gloo"),
-                         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-                         run_config=RunConfig(name="full", storage_path=str(tmp_path / "ray"))).fit()
-    finally:
-        if started:
-            ray.shutdown()
+    with pytest.raises(Exception) as info:
+        fit_torch_trainer(_fill_the_disk, {"path": "/data/ckpt/epoch_2.pt"}, tmp_path / "ray")
     assert machine_fault(info.value) == "/data/ckpt/epoch_2.pt: no space left on the device"

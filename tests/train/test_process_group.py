@@ -68,25 +68,9 @@ def test_listen_on_binds_the_given_address_only():
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_workers_listen_on_the_loopback_only(tmp_path):
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from tests.conftest import fit_torch_trainer
 
-    from nasplat.orchestration.cluster import init_ray
-    from nasplat.train.process_group import BoundTorchConfig
-
-    started = init_ray(None, num_cpus=2)
-    try:
-        TorchTrainer(
-            _report_listeners,
-            train_loop_config={"out": str(tmp_path)},
-            torch_config=BoundTorchConfig(backend="gloo"),
-            scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(name="pg", storage_path=str(tmp_path / "ray")),
-        ).fit()
-    finally:
-        if started:
-            ray.shutdown()
+    fit_torch_trainer(_report_listeners, {"out": str(tmp_path)}, tmp_path / "ray", num_workers=2)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["sum"] for r in ranks] == [2.0, 2.0]  # both ranks took part
     # rank 0 serves the store; each rank's gloo pairs listen too: all of it on the loopback
