@@ -125,8 +125,8 @@ def status(
             best=None if result.best is None else _trial_json(result.best) | {"arch": result.best.arch.to_flat()},
             pareto=[_trial_json(t) for t in result.pareto],
             differences=[{"field": f, "stored": old, "file": new} for f, old, new in
-                         identity_differences(store.identity, identity_of(experiment.space, experiment.search,
-                                                                          store.identity.objective))],
+                         identity_differences(store.identity, identity_of(experiment.search_space, experiment.search,
+                                                                                 store.identity.objective))],
         )
     if as_json:
         typer.echo(json.dumps(out))

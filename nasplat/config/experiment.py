@@ -128,6 +128,10 @@ class SearchConfig:
     latency_lut: str | None = None
     latency_profile: LatencyProfileConfig = LatencyProfileConfig()
     cost: Literal["gflops", "latency"] = "gflops"  # NSGA-II's second objective, evolution's Pareto parents
+    # dimensions the search keeps at one value, by the space's flat names (`nasplat space show`),
+    # e.g. {face.resolution: 32}: the search samples only archs with these values (the supernet
+    # is the whole space's); a changed fix is another study. None: nothing pinned
+    fix: dict[str, int | float] | None = None
 
     @property
     def uses_latency(self) -> bool:
@@ -261,6 +265,13 @@ class Experiment:
     def storage_url(self) -> str:
         return self.search.storage or f"sqlite:///{self.output_dir / 'study.db'}"
 
+    @property
+    def search_space(self) -> SearchSpace:
+        """The space the search samples: `space` with the dimensions of `search.fix` pinned (`space`
+        itself without a fix). Its archs are archs of `space`, which the supernet, the objective
+        and FLOPs counting keep."""
+        return self.space.pinned(self.search.fix or {})
+
 
 
 def _resolve(base: Path, value: str | Path, source: Path | None = None, key: str | None = None) -> Path:
@@ -330,10 +341,15 @@ def load_experiment(path: str | Path) -> Experiment:
     data = _data_config(raw.data, base, p, detections)
     output_dir = _resolve(base, raw.output_dir, p, "output_dir")
     storage = Storage.parse(raw.storage_path, base, source=str(p)) if raw.storage_path is not None else None
+    space = load_space(space_path)
+    try:
+        space.pinned(raw.search.fix or {})
+    except ConfigError as e:
+        raise ConfigError(e.detail, source=str(p), key=f"search.fix.{e.key}") from e
     return Experiment(
         name=raw.name,
         path=p,
-        space=load_space(space_path),
+        space=space,
         space_path=space_path,
         trainer=load_trainer(trainer_path),
         trainer_path=trainer_path,

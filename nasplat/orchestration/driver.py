@@ -79,9 +79,10 @@ class TrialLogger(Protocol):
 
 def identity_of(space: SearchSpace, search: SearchConfig, objective: str | None = None,
                 latency: LatencyCost | None = None) -> StudyIdentity:
-    """What a stored study must match to be resumed: the space, the objective (`objective`, else
-    `search.objective`), sampler, seed, budgets, for evolution its settings and, for a latency
-    search, the cost objective and the latency table's device fingerprint."""
+    """What a stored study must match to be resumed: the space searched (its fingerprint; with a
+    `search.fix`, the pinned space's, so a changed fix is another study), the objective
+    (`objective`, else `search.objective`), sampler, seed, budgets, for evolution its settings
+    and, for a latency search, the cost objective and the latency table's device fingerprint."""
     extra = json.dumps(asdict(search.evolution), sort_keys=True) if search.sampler == "evolution" else ""
     return StudyIdentity(
         space_fingerprint=space.fingerprint(),
@@ -332,6 +333,9 @@ def open_search(
 ) -> SearchLoop:
     """The opening step of a search: build the searcher, open (or resume) the study `study` at
     `storage_url`, rebuild the searcher from the stored trials, start the tracker.
+
+    `space` is the space the searcher samples (`Experiment.search_space`: with `search.fix`, a
+    pinned sub-space whose archs the full space's objective evaluates unchanged).
 
     `objective` names the objective in the study's identity (default `search.objective`);
     `study_name` picks one stored study of the experiment (`--study`; see `open_study`).

@@ -120,9 +120,10 @@ def run_search(
     if latency is None:
         latency = latency_cost(experiment)
     check_budgets(experiment, latency)  # before the tracker opens (and creates) its store
-    loop = open_search(experiment.space, experiment.search, study=experiment.name, storage_url=experiment.storage_url,
-                       objective=name, new_study=new_study, study_name=study_name, progress=progress,
-                       tracker=make_tracker(experiment, latency) if track else None, latency=latency)
+    # the search samples the pinned space (search.fix), whose archs the full-space objective evaluates
+    loop = open_search(experiment.search_space, experiment.search, study=experiment.name,
+                       storage_url=experiment.storage_url, objective=name, new_study=new_study, study_name=study_name,
+                       progress=progress, tracker=make_tracker(experiment, latency) if track else None, latency=latency)
     phases = Phases(experiment)
     if loop.finished:  # a finished study is read, not written (the phase only if it lags behind)
         phases.reach(Phase.SEARCHED)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,7 +18,7 @@ import numpy as np
 from nasplat.errors import ArchError, ConfigError
 from nasplat.space.arch import FLAT_KEYS, HEADS, NETS, NUM_FEATURE_STAGES, Arch, feature_stage_channels
 from nasplat.files import read_text, read_yaml
-from nasplat.space.dsl import NetSpec, SpaceSpec, describe, parse_space
+from nasplat.space.dsl import GroupRule, NetSpec, SpaceSpec, describe, parse_space
 
 Value = int | float
 
@@ -98,6 +98,47 @@ class SearchSpace:
 
     def _net(self, name: str) -> NetSpec:
         return self.spec.net(name)
+
+    def pinned(self, fix: Mapping[str, Value]) -> SearchSpace:
+        """The sub-space whose dimensions named in `fix` (flat name -> value) have that one choice.
+
+        Its dimensions are this space's flat names, so its archs are archs of this space (its
+        `validate` accepts them); its `fingerprint()` differs unless every pin was already the only
+        choice. A pinned group number keeps only the channel choices it is valid for. An empty
+        `fix` gives this space. Raises ConfigError whose key is the flat name: an unknown name, a
+        value outside the dimension's choices, or a group number the pinned channels do not allow.
+        """
+        if not fix:
+            return self
+        values: dict[str, Value] = {}
+        for name, value in fix.items():
+            dim = self._by_name.get(name)
+            if dim is None:
+                raise ConfigError(f"no such dimension in space {self.name!r}; allowed: {', '.join(FLAT_KEYS)}",
+                                  key=name)
+            choice = _matching(value, dim.choices)
+            if choice is None:
+                raise ConfigError(f"value {value!r} is not a choice; allowed: {describe(dim.choices)}", key=name)
+            values[name] = choice
+        nets = {n: (dict(self._net(n).choices), dict(self._net(n).groups)) for n in NETS}
+        for name, value in values.items():
+            net, rest = _split(name)
+            choices, groups = nets[net]
+            dim = self._by_name[name]
+            if dim.depends_on is None:
+                choices[rest] = (value,)
+                continue
+            parent, parent_rest = dim.depends_on, _split(dim.depends_on)[1]
+            allowed = [c for c in self._by_name[parent].choices if value in self.choices_for(name, {parent: c})]
+            if parent in values and values[parent] not in allowed:
+                raise ConfigError(f"value {value!r} conflicts with the pin {parent} = {values[parent]!r}; "
+                                  f"allowed for it: {describe(self.choices_for(name, values))}", key=name)
+            groups[rest] = GroupRule(explicit=(int(value),))
+            # the channels this group number is valid for (the pinned one, when pinned too)
+            choices[parent_rest] = tuple(c for c in choices[parent_rest] if c in allowed)
+        spec = replace(self.spec, name=f"{self.name} ({len(values)} pinned)",
+                       **{n: replace(self._net(n), choices=c, groups=g) for n, (c, g) in nets.items()})
+        return SearchSpace(spec)
 
     # --- special archs ---------------------------------------------------------------------
     def max_arch(self) -> Arch:
@@ -278,6 +319,14 @@ class SearchSpace:
 
     def __repr__(self) -> str:
         return f"SearchSpace({self.name!r}, log10_size={self.log10_size():.2f})"
+
+
+def _matching(value: Any, choices: tuple[Value, ...]) -> Value | None:
+    """The choice equal to `value` (a float within 1e-6, as `validate` compares RoI expansions),
+    or None; a bool or a non-number matches nothing."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return next((c for c in choices if abs(float(value) - float(c)) < 1e-6), None)
 
 
 def load_space(path: str | Path) -> SearchSpace:

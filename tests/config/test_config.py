@@ -258,3 +258,33 @@ def test_a_referenced_file_that_is_a_symlink_loop_names_the_experiment_and_key(t
     with pytest.raises(ConfigError, match="loop of symbolic links") as info:
         load_experiment(_write_experiment(tmp_path, **{key: str(tmp_path / "loop.yaml")}))  # absolute: not resolved
     assert info.value.key == key
+
+
+_ZOOMNAS = str(ROOT / "search_spaces" / "zoomnas.yaml")
+
+
+@pytest.mark.parametrize("fix, key, allowed", [
+    ("{body.nope: 1}", "search.fix.body.nope", "allowed: body.resolution, body.stem.channels"),
+    ("{body.resolution: 100}", "search.fix.body.resolution", "allowed: {256, 288, 320, 352, 384}"),
+    ("{body.resolution: big}", "search.fix.body.resolution", "valid integer"),
+    ("{body.branch1.channels: 24, body.branch1.groups: 4}", "search.fix.body.branch1.groups",
+     "conflicts with the pin body.branch1.channels = 24; allowed for it: {3, 6, 12, 24}"),
+])
+def test_a_bad_search_fix_names_the_file_the_flat_key_and_the_allowed_values(tmp_path, fix, key, allowed):
+    path = _write_experiment(tmp_path, space=_ZOOMNAS, search=f"{{fix: {fix}}}")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: {key}: ") and allowed in msg, msg
+
+
+def test_a_valid_search_fix_loads_as_the_search_space(tmp_path):
+    path = _write_experiment(tmp_path, space=_ZOOMNAS,
+                             search="{fix: {body.resolution: 256, body.branch1.groups: 4, face.roi_expansion: 1.2}}")
+    exp = load_experiment(path)
+    assert exp.space.fingerprint() != exp.search_space.fingerprint()
+    flat = exp.search_space.max_arch().to_flat()
+    assert (flat["body.resolution"], flat["body.branch1.groups"], flat["face.roi_expansion"]) == (256, 4, 1.2)
+    exp.space.validate(exp.search_space.max_arch())
+    plain = load_experiment(_write_experiment(tmp_path, space=_ZOOMNAS))
+    assert plain.search_space is plain.space

@@ -203,3 +203,77 @@ def test_the_best_of_tied_subnets_is_the_cheapest_and_on_the_front() -> None:
     result = summarize(SimpleNamespace(study_name="s", display_url="u"), trials)
     assert result.best.number == 1 and result.best.number in {t.number for t in result.pareto}
     assert [t.number for t in top_subnets(trials, 3, None)] == [1, 2, 0]
+
+
+# --- search.fix: the search samples the pinned space, the full space's objective evaluates ------
+FIX = {"body.resolution": 64, "body.stage1.groups": 8, "face.feature_stage": 2}  # groups 8: channels 8 only
+
+
+def _fixed_experiment(directory: Path, tiny_experiment, fix: dict, n_trials: int = 6,  # noqa: ANN001
+                      budget: str = "null") -> Path:
+    path = tiny_experiment(directory)
+    pins = ", ".join(f"{k}: {v}" for k, v in fix.items())
+    with path.open("a") as f:
+        f.write(f"search: {{sampler: evolution, n_trials: {n_trials}, budget_gflops: {budget}, objective: analytic, "
+                f"evolution: {{population: 2, top_k: 2, mutations: 1, crossovers: 1}}, fix: {{{pins}}}}}\n")
+    return path
+
+
+def _pinned_values(trials, fix: dict) -> list[dict]:  # noqa: ANN001
+    return [{k: t.arch.to_flat()[k] for k in fix} for t in trials]
+
+
+def test_a_search_with_fix_stores_only_archs_with_the_pinned_values(tmp_path: Path,
+                                                                   tiny_experiment) -> None:  # noqa: ANN001
+    from nasplat.config import load_experiment
+    from nasplat.errors import StoreError
+    from nasplat.orchestration.run import run_search
+
+    experiment = load_experiment(_fixed_experiment(tmp_path / "fix", tiny_experiment, FIX))
+    result = run_search(experiment, local=True, track=False)
+    assert result.n_complete == 6
+    assert _pinned_values(result.trials, FIX) == [FIX] * len(result.trials)
+    assert {t.arch.to_flat()["body.stage1.channels"] for t in result.trials} == {8}
+    for t in result.trials:
+        experiment.space.validate(t.arch)  # archs of the full space, evaluated on it
+    stored = load_current_study(experiment.storage_url, experiment.name)
+    assert stored.identity.space_fingerprint == experiment.search_space.fingerprint() != experiment.space.fingerprint()
+
+    # another fix is another study: refused without --new-study, never a replay of the old one
+    other = FIX | {"body.resolution": 96}
+    changed = load_experiment(_fixed_experiment(tmp_path / "fix", tiny_experiment, other))
+    with pytest.raises(StoreError, match="--new-study"):
+        run_search(changed, local=True, track=False)
+    second = run_search(changed, local=True, track=False, new_study=True)
+    assert second.study_name != result.study_name and second.n_complete == 6
+    assert _pinned_values(second.trials, other) == [other] * len(second.trials)
+
+
+def test_search_with_a_bad_fix_or_a_budget_below_the_pinned_smallest_is_one_line_and_no_study(
+        tmp_path: Path, tiny_experiment) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from nasplat.cli.main import app
+    from nasplat.config import load_experiment
+    from nasplat.search import total_gflops_fn
+
+    def one_line(path: Path, *needles: str) -> None:
+        res = CliRunner().invoke(app, ["search", str(path), "--local", "--no-mlflow"])
+        lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and "Traceback" not in res.output, res.output
+        assert all(n in lines[0] for n in needles), (needles, lines[0])
+        assert not (path.parent / "out" / "study.db").exists()
+
+    bad = _fixed_experiment(tmp_path / "bad", tiny_experiment, {"body.stage1.channels": 4, "body.stage1.groups": 8})
+    one_line(bad, str(bad), "search.fix.body.stage1.groups", "body.stage1.channels = 4", "{2, 4}")
+    unknown = _fixed_experiment(tmp_path / "unknown", tiny_experiment, {"body.stage9.depth": 1})
+    one_line(unknown, str(unknown), "search.fix.body.stage9.depth", "allowed: body.resolution")
+
+    # a budget the full space's smallest subnet meets but the pinned one does not
+    big = {"body.resolution": 96, "body.branch1.channels": 8}
+    experiment = load_experiment(_fixed_experiment(tmp_path / "budget", tiny_experiment, big))
+    cost = total_gflops_fn(experiment.space)
+    low, pinned_low = cost(experiment.space.min_arch()), cost(experiment.search_space.min_arch())
+    assert low < pinned_low
+    path = _fixed_experiment(tmp_path / "budget", tiny_experiment, big, budget=str(round((low + pinned_low) / 2, 6)))
+    one_line(path, "search.budget_gflops", "smallest arch")
