@@ -371,6 +371,7 @@ def open_search(
             "storage": redact_url(storage_url),
             "study": store.study_name,
             "space_fingerprint": space.fingerprint(),
+            **({"fix": json.dumps(search.fix, sort_keys=True)} if search.fix else {}),
             **({"budget_latency_ms": str(search.budget_latency_ms), "cost": search.cost,
                 "latency_device": latency.device} if latency is not None and search.uses_latency else {}),
         })

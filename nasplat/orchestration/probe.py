@@ -160,9 +160,10 @@ def check_search(experiment: Experiment, objective: str | None = None) -> None:
         return
     from nasplat.search.cost import total_gflops_fn
 
-    floor = total_gflops_fn(experiment.space)(experiment.space.min_arch())
+    space = experiment.search_space  # search.fix pinned: its smallest subnet may be larger
+    floor = total_gflops_fn(experiment.space)(space.min_arch())
     if budget < floor:
-        raise BudgetError(f"budget {budget} GFLOPs is below the smallest subnet of space {experiment.space.name!r} "
+        raise BudgetError(f"budget {budget} GFLOPs is below the smallest subnet of space {space.name!r} "
                           f"({floor:.4f} GFLOPs)", source=str(experiment.path), key="search.budget_gflops")
 
 

@@ -276,4 +276,4 @@ def test_search_with_a_bad_fix_or_a_budget_below_the_pinned_smallest_is_one_line
     low, pinned_low = cost(experiment.space.min_arch()), cost(experiment.search_space.min_arch())
     assert low < pinned_low
     path = _fixed_experiment(tmp_path / "budget", tiny_experiment, big, budget=str(round((low + pinned_low) / 2, 6)))
-    one_line(path, "search.budget_gflops", "smallest arch")
+    one_line(path, "search.budget_gflops", "below the smallest subnet of space 'tiny (2 pinned)'")
