@@ -200,10 +200,15 @@ def fit_torch_trainer(loop, config: dict, storage: Path, num_workers: int = 1): 
     """`loop(config)` on `num_workers` Ray Train workers (gloo, 1 CPU each) with nasplat's process
     group setup, on an embedded Ray that is shut down afterwards if this started it; returns
     Ray's result (a failure raises as Ray raised it)."""
+    import sys
+
+    import ray.cloudpickle
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from nasplat.orchestration.cluster import init_ray, shutdown_ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[loop.__module__])  # test modules do not import in workers
     from nasplat.train.process_group import BoundTorchConfig
 
     started = init_ray(None, num_cpus=num_workers)

@@ -27,7 +27,10 @@ RETRAIN = "retrain: {top_k: 1, epochs: 3, concurrent_trials: 1}\n"
 def _run_until(cmd: list[str], ready: Callable[[str], bool], sig: int, timeout: float = 300) -> tuple[int, str]:
     """Start `cmd`, send `sig` once `ready(stderr so far)` holds, and return (exit code, stderr)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal would deliver it, even where this test runs as a background job (which
+    # inherits SIGINT ignored, and so would the command)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stderr], daemon=True).start()
     seen: list[str] = []

@@ -83,6 +83,7 @@ def test_stopping_ui_stops_the_whole_mlflow_server(tmp_path, tiny_experiment, st
     port = _free_port()
     logs = tmp_path / "logs"
     ui = subprocess.Popen([sys.executable, "-m", "nasplat", "ui", str(path), "--port", str(port)],
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env={**os.environ, "NASPLAT_LOG_DIR": str(logs)})
     group = None
