@@ -53,6 +53,7 @@ _MODULES = (
     "nasplat.cli.search",
     "nasplat.cli.ui",
     "nasplat.cli.retrain",
+    "nasplat.cli.validate",
     "nasplat.cli.predict",
     "nasplat.cli.cluster",
 )

@@ -66,6 +66,13 @@ def search(
         console.print(ui_hint(experiment, experiment_file, exp_id), soft_wrap=True, markup=False)
 
 
+def _validation_json(stored: Any) -> dict[str, Any] | None:
+    """The summary of the study's stored validation (`nasplat validate`), without the subnets."""
+    if not isinstance(stored, dict) or "parts" not in stored:
+        return None
+    return {k: stored.get(k) for k in ("sweep", "k", "init", "epochs", "parts", "top3_overlap", "regret")}
+
+
 def status(
     experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="Experiment YAML."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -112,6 +119,7 @@ def status(
         "differences": [],
         "cost": {"phases": [c.to_dict() for c in costs], "total": total_cost(costs).to_dict()},
         "retrain": json.loads(row.retrain_best) if row and row.retrain_best else None,
+        "validation": None,
     }
     if store is not None:
         result = summarize(store, store.trials())
@@ -124,6 +132,7 @@ def status(
             sampler=store.identity.sampler,
             best=None if result.best is None else _trial_json(result.best) | {"arch": result.best.arch.to_flat()},
             pareto=[_trial_json(t) for t in result.pareto],
+            validation=_validation_json(attrs.get("validation")),
             differences=[{"field": f, "stored": old, "file": new} for f, old, new in
                          identity_differences(store.identity, identity_of(experiment.search_space, experiment.search,
                                                                                  store.identity.objective))],
@@ -157,6 +166,12 @@ def status(
     if out["best"]:
         b = out["best"]
         console.print(f"best: trial {b['trial']}  AP {b['ap']:.4f}  {b['gflops']:.4f} GFLOPs")
+    if out["validation"]:
+        v = out["validation"]
+        wb = v["parts"]["wholebody"]
+        console.print(f"validated ({v['sweep']}): {v['k']} subnets trained alone ({v['init']}, {v['epochs']} epochs): "
+                      f"whole-body Kendall tau {wb['kendall_tau']:.2f}, Spearman rho {wb['spearman_rho']:.2f}, "
+                      f"top-3 overlap {v['top3_overlap']:.2f}, regret {v['regret']:.4f} AP")
     table = Table("trial", "GFLOPs", "whole-body AP", title="Pareto front")
     for p in out["pareto"]:
         table.add_row(str(p["trial"]), f"{p['gflops']:.4f}", f"{p['ap']:.4f}")

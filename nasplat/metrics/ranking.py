@@ -9,7 +9,8 @@ training each alone would. Given the two scores of the same K subnets:
   (a resample in which one side is all ties has no correlation and is skipped);
 - `top_overlap`: how many of the top k by one score are among the top k by the other, over k;
 - `regret`: how much stand-alone AP the search's choice gives up against the best of the K;
-- `spread_picks`: which K subnets to train, spanning the range of inherited AP.
+- `spread_picks`: which K subnets to train, spanning the range of inherited AP;
+- `rank_agreement`: tau and rho with their intervals, as one record.
 
 A core module: numpy only.
 """
@@ -127,5 +128,17 @@ def spread_picks(scores: Sequence[float], k: int, chosen: int) -> list[int]:
     return picks
 
 
-__all__ = ["average_ranks", "bootstrap_interval", "kendall_tau", "regret", "spearman_rho", "spread_picks",
-           "top_overlap"]
+def rank_agreement(x: Sequence[float], y: Sequence[float], *, resamples: int = 2000, level: float = 0.95,
+                   seed: int = 0) -> dict[str, float | list[float]]:
+    """Kendall's tau and Spearman's rho of two scorings with their bootstrap intervals:
+    {"kendall_tau", "kendall_tau_ci": [low, high], "spearman_rho", "spearman_rho_ci": [low, high]}
+    (nan where undefined: see `kendall_tau`, `bootstrap_interval`)."""
+    out: dict[str, float | list[float]] = {}
+    for name, statistic in (("kendall_tau", kendall_tau), ("spearman_rho", spearman_rho)):
+        out[name] = statistic(x, y)
+        out[f"{name}_ci"] = list(bootstrap_interval(x, y, statistic, resamples=resamples, level=level, seed=seed))
+    return out
+
+
+__all__ = ["average_ranks", "bootstrap_interval", "kendall_tau", "rank_agreement", "regret", "spearman_rho",
+           "spread_picks", "top_overlap"]
