@@ -264,12 +264,15 @@ def _user_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _fields_of(schema: Any) -> dict[str, Any]:
-    """Field name -> type hint of a pydantic dataclass or model (empty for anything else)."""
+    """Key (a field's alias, else its name) -> type hint of a pydantic dataclass or model (empty
+    for anything else)."""
     if isinstance(schema, type) and issubclass(schema, BaseModel):
-        return {name: f.annotation for name, f in schema.model_fields.items()}
+        return {f.alias or name: f.annotation for name, f in schema.model_fields.items()}
     if dataclasses.is_dataclass(schema):
         hints = typing.get_type_hints(schema)
-        return {f.name: hints.get(f.name) for f in dataclasses.fields(schema)}
+        infos = getattr(schema, "__pydantic_fields__", {})
+        return {(infos[f.name].alias if f.name in infos else None) or f.name: hints.get(f.name)
+                for f in dataclasses.fields(schema)}
     return {}
 
 
@@ -314,12 +317,13 @@ def validate(schema: Any, data: Any, source: str | Path) -> Any:
 
     Validation is strict, as for JSON text: a value of the wrong type is an error, not coerced
     (`n_trials: "10"` is a string, not 10; `true` is not 1), while an int is a float, a string a
-    path and a list a tuple, as a file can only write them. Raises ConfigError."""
+    path and a list a tuple, as a file can only write them. A key is a field's alias where it has
+    one (`search.budget_gflops`), never the field's name. Raises ConfigError."""
     try:
         text = json.dumps(data, default=str)  # YAML's dates and the like arrive as strings
         if isinstance(schema, type) and issubclass(schema, BaseModel):
-            return schema.model_validate_json(text, strict=True)
-        return TypeAdapter(schema).validate_json(text, strict=True)
+            return schema.model_validate_json(text, strict=True, by_name=False)
+        return TypeAdapter(schema).validate_json(text, strict=True, by_name=False)
     except ValidationError as e:
         raise config_error(e, source, schema) from e
 

@@ -43,6 +43,7 @@ def run(
     from nasplat.orchestration.run import export_best, run_search
     from nasplat.orchestration.tracking import open_experiment, ui_hint
     from nasplat.orchestration.training import train_supernet
+    from nasplat.search import describe_budget
 
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     preflight(experiment, objective=objective, tracking=not no_mlflow)
@@ -68,7 +69,7 @@ def run(
     set_activity("search")
     console.print(
         f"[bold]2/4[/] search: {experiment.search.sampler}, {experiment.search.n_trials} trials, "
-        f"budget {experiment.search.budget_gflops} GFLOPs"
+        f"budget {describe_budget(experiment.search.budget_gflops, experiment.search.part_budgets)}"
         + (f", {experiment.search.budget_latency_ms} ms" if experiment.search.budget_latency_ms else "")
     )
     with search_bar(console, experiment.search.n_trials) as update:

@@ -94,6 +94,7 @@ def status(
     from nasplat.orchestration.driver import identity_of, summarize
     from nasplat.orchestration.phases import Phases
     from nasplat.orchestration.probe import check_storage
+    from nasplat.search import describe_budget
     from nasplat.store import identity_differences, load_current_study, redact_url
     from nasplat.store.costs import phase_costs
     from nasplat.store.costs import total as total_cost
@@ -114,6 +115,7 @@ def status(
         "trials": {},
         "n_trials": experiment.search.n_trials,
         "budget_gflops": experiment.search.budget_gflops,
+        "budget_parts": experiment.search.part_budgets,
         "best": None,
         "pareto": [],
         "differences": [],
@@ -129,6 +131,7 @@ def status(
             trials=store.counts(),
             n_trials=attrs.get("n_trials", out["n_trials"]),
             budget_gflops=store.identity.budget_gflops,
+            budget_parts=store.identity.part_budgets,
             sampler=store.identity.sampler,
             best=None if result.best is None else _trial_json(result.best) | {"arch": result.best.arch.to_flat()},
             pareto=[_trial_json(t) for t in result.pareto],
@@ -158,7 +161,8 @@ def status(
         console.print("no study yet")
         return
     counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(out["trials"].items())) or "none"
-    console.print(f"study {out['study']} ({out.get('sampler')}): trials {counts}; target {out['n_trials']} completed; budget {out['budget_gflops']} GFLOPs")
+    console.print(f"study {out['study']} ({out.get('sampler')}): trials {counts}; target {out['n_trials']} completed; "
+                  f"budget {describe_budget(out['budget_gflops'], out['budget_parts'])}")
     if out["differences"]:
         said = "; ".join(f"{d['field']} {d['stored']!r} stored, {d['file']!r} in the file" for d in out["differences"])
         console.print(f"the experiment file differs from study {out['study']}: {said} "

@@ -17,15 +17,17 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
+from pydantic_core import ArgsKwargs
 
 from nasplat.config.recipe import TrainerRecipe, load_trainer
 from nasplat.errors import ConfigError
 from nasplat.files import STRICT, read_yaml, resolve_path, validate
+from nasplat.flops import GFlops
 from nasplat.space import SearchSpace, load_space
 from nasplat.storage import Storage, cache_root
 
@@ -105,10 +107,45 @@ class LatencyProfileConfig:
 
 
 @pdataclass(config=STRICT, frozen=True)
+class GflopsBudget:
+    """`search.budget_gflops`: limits on a subnet's analytic GFLOPs (`nasplat.flops`), each > 0.
+
+    A number in the file is `total` alone; a mapping names at least one part and may name `total`.
+    `hand` limits one hand's head, as `nasplat.flops.GFlops.hand` counts it (the total counts it
+    once per hand).
+    """
+
+    total: float | None = Field(None, gt=0)
+    body: float | None = Field(None, gt=0)
+    face: float | None = Field(None, gt=0)
+    hand: float | None = Field(None, gt=0)
+
+    @property
+    def parts(self) -> dict[str, float]:
+        """The limit of each part given (body, face, hand)."""
+        given = {"body": self.body, "face": self.face, "hand": self.hand}
+        return {part: limit for part, limit in given.items() if limit is not None}
+
+    @property
+    def total_limit(self) -> float | None:
+        """`total`; without it, the total the three part limits allow when all are given, else
+        None (no limit on the total)."""
+        if self.total is not None:
+            return self.total
+        if self.body is None or self.face is None or self.hand is None:
+            return None
+        return GFlops.of(self.body, self.face, self.hand).total
+
+
+# `SearchConfig(budget_gflops=...)` and `dataclasses.replace` build it by field name; a file writes
+# `budget_gflops` (`nasplat.files.validate` reads keys by alias only)
+@pdataclass(config=ConfigDict(extra="forbid", validate_by_name=True), frozen=True)
 class SearchConfig:
     sampler: Literal["random", "evolution", "tpe", "nsga2"] = "nsga2"
     n_trials: int = Field(50, ge=1)
-    budget_gflops: float | None = Field(None, gt=0)
+    # the GFLOPs budget as written (`budget_gflops`: a number, or limits per part); read it as
+    # `budget_gflops` (the total) and `part_budgets`
+    gflops_budget: GflopsBudget | None = Field(None, alias="budget_gflops")
     seed: int = 0
     num_evaluators: int = Field(2, ge=1)
     objective: Literal["wholebody", "analytic"] = "wholebody"
@@ -132,6 +169,36 @@ class SearchConfig:
     # e.g. {face.resolution: 32}: the search samples only archs with these values (the supernet
     # is the whole space's); a changed fix is another study. None: nothing pinned
     fix: dict[str, int | float] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_by_its_key_wins(cls, data: Any) -> Any:
+        # `dataclasses.replace(search, budget_gflops=...)` also passes the old `gflops_budget`
+        if isinstance(data, ArgsKwargs) and data.kwargs and "budget_gflops" in data.kwargs:
+            return ArgsKwargs(data.args, {k: v for k, v in data.kwargs.items() if k != "gflops_budget"})
+        return data
+
+    @field_validator("gflops_budget", mode="before")
+    @classmethod
+    def _number_is_the_total(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)):
+            return {"total": value}
+        if isinstance(value, Mapping) and set(value) <= {"total"}:
+            raise ValueError("name at least one of body, face, hand (a number is a budget on the total alone)")
+        if value is not None and not isinstance(value, (Mapping, GflopsBudget)):
+            raise ValueError("give a number (the budget on the total) or a mapping of body, face, hand, total")
+        return value
+
+    @property
+    def budget_gflops(self) -> float | None:
+        """The limit on the total GFLOPs (`GflopsBudget.total_limit`); None: no limit."""
+        return None if self.gflops_budget is None else self.gflops_budget.total_limit
+
+    @property
+    def part_budgets(self) -> dict[str, float] | None:
+        """The GFLOPs limit of each part given (`GflopsBudget.parts`); None: no part is limited."""
+        parts = self.gflops_budget.parts if self.gflops_budget is not None else {}
+        return parts or None
 
     @property
     def uses_latency(self) -> bool:
@@ -374,6 +441,7 @@ __all__ = [
     "Experiment",
     "LatencyProfileConfig",
     "ExperimentFile",
+    "GflopsBudget",
     "RetrainConfig",
     "SearchConfig",
     "SyntheticConfig",

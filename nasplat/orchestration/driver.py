@@ -81,8 +81,9 @@ def identity_of(space: SearchSpace, search: SearchConfig, objective: str | None 
                 latency: LatencyCost | None = None) -> StudyIdentity:
     """What a stored study must match to be resumed: the space searched (its fingerprint; with a
     `search.fix`, the pinned space's, so a changed fix is another study), the objective
-    (`objective`, else `search.objective`), sampler, seed, budgets, for evolution its settings
-    and, for a latency search, the cost objective and the latency table's device fingerprint."""
+    (`objective`, else `search.objective`), sampler, seed, budgets (the part budgets too), for
+    evolution its settings and, for a latency search, the cost objective and the latency table's
+    device fingerprint."""
     extra = json.dumps(asdict(search.evolution), sort_keys=True) if search.sampler == "evolution" else ""
     return StudyIdentity(
         space_fingerprint=space.fingerprint(),
@@ -94,6 +95,7 @@ def identity_of(space: SearchSpace, search: SearchConfig, objective: str | None 
         budget_latency_ms=search.budget_latency_ms,
         latency_device=f"{latency.fingerprint} {latency.device}" if latency is not None and search.uses_latency else "",
         cost=search.cost,
+        budget_parts=json.dumps(search.part_budgets, sort_keys=True) if search.part_budgets else "",
     )
 
 
@@ -352,11 +354,13 @@ def open_search(
         latency = dataclasses.replace(latency, budget_ms=search.budget_latency_ms, objective=search.cost == "latency")
     cost = total_gflops_fn(space)
     searcher = build_searcher(search.sampler, space, cost, search.budget_gflops, search.seed, evolution=search.evolution,
-                              latency=latency if search.uses_latency else None)
+                              latency=latency if search.uses_latency else None, part_budgets=search.part_budgets)
     store = open_study(storage_url, study, identity_of(space, search, objective, latency), new_study=new_study,
                        study=study_name, space=space)
     store.set_attr("n_trials", search.n_trials)
     store.set_attr("budget_gflops", search.budget_gflops)
+    if search.part_budgets is not None:
+        store.set_attr("budget_parts", search.part_budgets)
     if search.budget_latency_ms is not None:
         store.set_attr("budget_latency_ms", search.budget_latency_ms)
     loop = SearchLoop(space, search, searcher, store, progress=progress, tracker=tracker)
@@ -372,6 +376,7 @@ def open_search(
             "study": store.study_name,
             "space_fingerprint": space.fingerprint(),
             **({"fix": json.dumps(search.fix, sort_keys=True)} if search.fix else {}),
+            **({"budget_parts": json.dumps(search.part_budgets, sort_keys=True)} if search.part_budgets else {}),
             **({"budget_latency_ms": str(search.budget_latency_ms), "cost": search.cost,
                 "latency_device": latency.device} if latency is not None and search.uses_latency else {}),
         })

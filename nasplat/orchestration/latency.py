@@ -60,7 +60,7 @@ def latency_cost(experiment: Experiment, *, profile: bool = True,
 
 def check_budgets(experiment: Experiment, latency: LatencyCost | None) -> None:
     """Raises BudgetError when no arch of the search's space (`search.fix` pinned) fits the GFLOPs
-    budget, or no subnet of the space fits the latency budget."""
+    budget or a part budget, or no subnet of the space fits the latency budget."""
     s = experiment.search
     build_searcher(s.sampler, experiment.search_space, total_gflops_fn(experiment.space), s.budget_gflops, s.seed,
-                   evolution=s.evolution, latency=latency)
+                   evolution=s.evolution, latency=latency, part_budgets=s.part_budgets)

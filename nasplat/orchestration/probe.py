@@ -9,9 +9,9 @@ cluster (`cluster.address` as `host:port` or `ray://host:port`: a TCP connection
 storage root (`storage_path`) when it is an object store or a folder other than the output
 directory: a probe object written, read back and deleted (`Storage.probe`, `storage.PROBE_TIMEOUT_S`;
 no such bucket, wrong credentials and an endpoint that is down or silent are each one line). It also
-rejects, before anything is opened, an unknown `--objective` and a GFLOPs budget below the
-smallest subnet of the space. Every failure is one ConfigError naming the experiment file, the
-key and the address (password redacted).
+rejects, before anything is opened, an unknown `--objective` and a GFLOPs budget (on the total
+or a part) below the smallest subnet of the space. Every failure is one ConfigError naming the
+experiment file, the key and the address (password redacted).
 
 A probe proves reachability, not that the service will accept the command's requests; those
 errors still come later, as StoreError / NasplatError lines.
@@ -151,20 +151,26 @@ def check_cluster(experiment: Experiment, timeout_s: float = DEFAULT_TIMEOUT_S) 
 
 
 def check_search(experiment: Experiment, objective: str | None = None) -> None:
-    """An unknown objective and a budget no subnet fits, before anything is opened."""
+    """An unknown objective and a budget (on the total or a part) no subnet fits, before anything
+    is opened."""
     if objective is not None and objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}",
                           source=str(experiment.path), key="--objective")
-    budget = experiment.search.budget_gflops
-    if budget is None:
+    budget, parts = experiment.search.budget_gflops, experiment.search.part_budgets or {}
+    if budget is None and not parts:
         return
-    from nasplat.search.cost import total_gflops_fn
+    from nasplat.search.cost import gflops_parts
 
     space = experiment.search_space  # search.fix pinned: its smallest subnet may be larger
-    floor = total_gflops_fn(experiment.space)(space.min_arch())
-    if budget < floor:
+    smallest = gflops_parts(experiment.space)(space.min_arch())  # the smallest in every part too
+    if budget is not None and budget < smallest["total"]:
         raise BudgetError(f"budget {budget} GFLOPs is below the smallest subnet of space {space.name!r} "
-                          f"({floor:.4f} GFLOPs)", source=str(experiment.path), key="search.budget_gflops")
+                          f"({smallest['total']:.4f} GFLOPs)", source=str(experiment.path), key="search.budget_gflops")
+    for part, limit in parts.items():
+        if limit < smallest[part]:
+            raise BudgetError(f"budget {limit} GFLOPs for the {part} is below the {part} of the smallest subnet of "
+                              f"space {space.name!r} ({smallest[part]:.4f} GFLOPs)", source=str(experiment.path),
+                              key=f"search.budget_gflops.{part}")
 
 
 def check_storage_root(experiment: Experiment, timeout_s: float = PROBE_TIMEOUT_S) -> None:

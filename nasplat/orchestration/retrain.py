@@ -34,7 +34,7 @@ import pickletools
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from nasplat.interrupt import run_in_thread, set_activity
 from nasplat.orchestration.cluster import init_ray
 from nasplat.orchestration.phases import Phase, Phases
 from nasplat.orchestration.tracking import tracked_phase_cost
+from nasplat.search.cost import describe_budget, within_budget
 from nasplat.space import Arch
 from nasplat.store import StoredTrial, load_current_study
 from nasplat.subnet import latest_checkpoint, load_supernet
@@ -100,10 +101,12 @@ class RetrainResult:
 # ------------------------------------------------------------------------------------------------
 
 
-def top_subnets(trials: list[StoredTrial], k: int, budget_gflops: float | None) -> list[StoredTrial]:
-    """The `k` best completed trials by whole-body AP under the budget, one per arch."""
+def top_subnets(trials: list[StoredTrial], k: int, budget_gflops: float | None,
+                part_budgets: Mapping[str, float] | None = None) -> list[StoredTrial]:
+    """The `k` best completed trials by whole-body AP under the budget (on the total and each part
+    budget), one per arch."""
     done = [t for t in trials if t.evaluation is not None
-            and (budget_gflops is None or t.evaluation.total_gflops <= budget_gflops)]
+            and within_budget(t.evaluation.gflops, budget_gflops, part_budgets)]
     done.sort(key=lambda t: (-t.evaluation.ap, t.evaluation.total_gflops, t.number))  # type: ignore[union-attr]
     out: list[StoredTrial] = []
     seen: set[str] = set()
@@ -125,11 +128,11 @@ def _sweep_spec(experiment: Experiment) -> tuple[str, dict[str, Any]]:
     if store is None:
         raise StoreError(f"experiment {experiment.name!r} has no study yet; run `nasplat search` first",
                          source=str(experiment.path))
-    budget = store.identity.budget_gflops
-    subnets = top_subnets(store.trials(), rc.top_k, budget)
+    budget, parts = store.identity.budget_gflops, store.identity.part_budgets
+    subnets = top_subnets(store.trials(), rc.top_k, budget, parts)
     if not subnets:
-        raise StoreError(f"study {store.study_name!r} has no completed subnet under the budget ({budget} GFLOPs)",
-                         source=str(experiment.path), key="retrain.top_k")
+        raise StoreError(f"study {store.study_name!r} has no completed subnet under the budget "
+                         f"({describe_budget(budget, parts)})", source=str(experiment.path), key="retrain.top_k")
     if len(subnets) < rc.top_k:
         log.warning("retrain.top_k is %d but study %s has only %d distinct completed subnet(s) under the budget; "
                     "retraining %s", rc.top_k, store.study_name, len(subnets), "it" if len(subnets) == 1 else "those")

@@ -8,7 +8,7 @@ from nasplat.search._evolution import EvolutionSearcher
 from nasplat.search._optuna import NSGA2Searcher, TPESearcher, optuna_param_name
 from nasplat.search._random import RandomSearcher
 from nasplat.search.base import SEARCHERS, LatencyCost, Searcher, build_searcher, register_searcher
-from nasplat.search.cost import gflops_parts, total_gflops_fn
+from nasplat.search.cost import describe_budget, gflops_parts, total_gflops_fn, within_budget
 from nasplat.search.evaluation import Evaluation
 from nasplat.search.objectives import (
     OBJECTIVES,
@@ -36,10 +36,12 @@ __all__ = [
     "TPESearcher",
     "build_searcher",
     "calibrate_work",
+    "describe_budget",
     "gflops_parts",
     "hypervolume",
     "optuna_param_name",
     "pareto_indices",
     "register_searcher",
     "total_gflops_fn",
+    "within_budget",
 ]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 from nasplat.errors import ConfigError
 from nasplat.config import EvolutionConfig
@@ -40,6 +40,7 @@ class EvolutionSearcher(Searcher):
         max_tries: int = DEFAULT_MAX_TRIES,
         settings: EvolutionConfig = EvolutionConfig(),
         latency: LatencyCost | None = None,
+        part_budgets: Mapping[str, float] | None = None,
     ) -> None:
         """Raises ConfigError for top_k > population or an empty generation; BudgetError as the base."""
         if settings.top_k > settings.population:
@@ -48,7 +49,7 @@ class EvolutionSearcher(Searcher):
             )
         if settings.mutations + settings.crossovers < 1:
             raise ConfigError("mutations + crossovers must be at least 1", key="search.evolution")
-        super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency)
+        super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency, part_budgets=part_budgets)
         self.settings = settings
         self._accepted = 0
         self._rejected_in_row = 0

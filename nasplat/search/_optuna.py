@@ -10,16 +10,17 @@ dimension is therefore suggested under one name per parent value, `<name>|<paren
 `multivariate=True, group=True`, so it models each such conditional sub-space jointly.
 
 The FLOPs constraint is given to Optuna with `Trial.set_constraint` (GFLOPs - budget, feasible
-when <= 0; with a latency budget too, the larger relative excess of the two): an over-budget proposal is told at once, without evaluation, with a
-placeholder AP of 0 and its GFLOPs, so the sampler learns where the budget lies. A duplicate of
-an arch with a known result is told that result; a duplicate of a pending arch is told FAIL.
-Infeasible and duplicate proposals never count toward the trial budget.
+when <= 0; with a latency budget or part budgets too, the largest relative excess over any
+limit): an over-budget proposal is told at once, without evaluation, with a placeholder AP of 0
+and its GFLOPs, so the sampler learns where the budget lies. A duplicate of an arch with a known
+result is told that result; a duplicate of a pending arch is told FAIL. Infeasible and duplicate
+proposals never count toward the trial budget.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import optuna
 from optuna.trial import Trial, TrialState
@@ -49,8 +50,9 @@ class _OptunaSearcher(Searcher):
         seed: int,
         max_tries: int = DEFAULT_MAX_TRIES,
         latency: LatencyCost | None = None,
+        part_budgets: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency)
+        super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency, part_budgets=part_budgets)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -93,11 +95,16 @@ class _OptunaSearcher(Searcher):
 
     def _over(self, arch: Arch) -> float:
         gflops_over = 0.0 if self.budget is None else self.cost(arch) - self.budget
-        if self.latency_budget is None:
+        if self.latency_budget is None and not self.part_budgets:
             return gflops_over
-        # both budgets: feasible when neither is exceeded; the larger relative excess
-        latency_over = (self.latency.predict(arch) - self.latency_budget) / self.latency_budget  # type: ignore[union-attr]
-        return max(latency_over, gflops_over / self.budget if self.budget else latency_over)
+        # several limits: feasible when none is exceeded; the largest relative excess
+        excess = [] if self.budget is None else [gflops_over / self.budget]
+        if self.latency_budget is not None:
+            excess.append((self.latency.predict(arch) - self.latency_budget) / self.latency_budget)  # type: ignore[union-attr]
+        if self.part_budgets:
+            parts = self.part_cost(arch)
+            excess.extend((parts[part] - limit) / limit for part, limit in self.part_budgets.items())
+        return max(excess)
 
     def _on_duplicate(self, arch: Arch, known: Evaluation | None) -> None:
         if known is None:

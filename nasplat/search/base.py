@@ -2,9 +2,10 @@
 
 Contract (every implementation, tested in `tests/search/test_contract.py`):
 
-- `ask()` returns an `Arch` of the space whose analytic GFLOPs are within the budget, whose
-  predicted latency (`LatencyCost`, when given) is within the latency budget, and that this
-  searcher never returned before. Duplicates and over-budget proposals are resolved inside `ask`
+- `ask()` returns an `Arch` of the space whose analytic GFLOPs are within the budget (on the
+  total and, with part budgets, on each part as `gflops_parts` counts it), whose predicted latency
+  (`LatencyCost`, when given) is within the latency budget, and that this searcher never returned
+  before. Duplicates and over-budget proposals are resolved inside `ask`
   without evaluation: they are re-proposed (after telling a model-based searcher what it proposed),
   at most `max_tries` times per call, then `BudgetError`. Duplicates never count toward a budget.
 - `tell(arch, evaluation)` reports the result of an arch returned by `ask`; `None` means its
@@ -12,8 +13,9 @@ Contract (every implementation, tested in `tests/search/test_contract.py`):
 - Determinism: the same seed and the same sequence of ask/tell calls give the same archs. That is
   what makes a searcher restorable from a study store: replaying the recorded asks and tells in
   their recorded order rebuilds its state exactly.
-- A budget below the smallest arch's GFLOPs, or a latency budget below the fastest subnet's
-  predicted latency, raises `BudgetError` in the constructor.
+- A budget below the smallest arch's GFLOPs, a part budget below that part of the smallest arch
+  (the smallest in every part: every size at its minimum), or a latency budget below the fastest
+  subnet's predicted latency, raises `BudgetError` in the constructor.
 - With `LatencyCost(objective=True)` the searchers' cost objective is the predicted latency
   instead of GFLOPs (NSGA-II's second objective, evolution's Pareto parents).
 """
@@ -22,12 +24,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar, TypeVar
+from typing import Callable, ClassVar, Mapping, TypeVar
 
 import numpy as np
 
 from nasplat.config import EvolutionConfig
 from nasplat.errors import BudgetError, ConfigError, NasplatError
+from nasplat.search.cost import describe_budget, gflops_parts, within_budget
 from nasplat.search.evaluation import Evaluation
 from nasplat.space import Arch, SearchSpace
 
@@ -68,12 +71,17 @@ class Searcher(ABC):
         seed: int,
         max_tries: int = DEFAULT_MAX_TRIES,
         latency: LatencyCost | None = None,
+        part_budgets: Mapping[str, float] | None = None,
     ) -> None:
-        """Raises BudgetError when no arch of the space fits `budget_gflops` or the latency budget."""
+        """`part_budgets`: GFLOPs limits by part (body, face, hand), None for none. Raises
+        BudgetError when no arch of the space fits `budget_gflops`, a part budget or the latency
+        budget."""
         self.space = space
         self.latency = latency
         self.cost = cost
         self.budget = budget_gflops
+        self.part_budgets = dict(part_budgets) if part_budgets else None
+        self.part_cost = gflops_parts(space)  # arch -> GFLOPs by part, as the evaluations count them
         self.seed = seed
         self.max_tries = max_tries
         self.rng = np.random.default_rng(seed)
@@ -87,6 +95,15 @@ class Searcher(ABC):
                     f"{space.name!r} ({floor:.4f} GFLOPs)",
                     key="search.budget_gflops",
                 )
+        if self.part_budgets:
+            smallest = self.part_cost(space.min_arch())  # the smallest in every part too
+            for part, limit in self.part_budgets.items():
+                if limit < smallest[part]:
+                    raise BudgetError(
+                        f"budget {limit} GFLOPs for the {part} is below the {part} of the smallest arch of space "
+                        f"{space.name!r} ({smallest[part]:.4f} GFLOPs)",
+                        key=f"search.budget_gflops.{part}",
+                    )
         if latency is not None and latency.budget_ms is not None and latency.budget_ms < latency.fastest_ms:
             raise BudgetError(
                 f"budget {latency.budget_ms} ms is below the fastest subnet of space {space.name!r} "
@@ -96,8 +113,11 @@ class Searcher(ABC):
 
     # --- public contract -------------------------------------------------------------------
     def feasible(self, arch: Arch) -> bool:
-        """True when `arch` is within the GFLOPs and latency budgets (always when there are none)."""
+        """True when `arch` is within the GFLOPs budget, each part budget and the latency budget
+        (always when there are none)."""
         if self.budget is not None and self.cost(arch) > self.budget:
+            return False
+        if self.part_budgets and not within_budget(self.part_cost(arch), None, self.part_budgets):
             return False
         return self.latency_budget is None or self.latency.predict(arch) <= self.latency_budget  # type: ignore[union-attr]
 
@@ -126,7 +146,8 @@ class Searcher(ABC):
             self._proposed[key] = arch
             self._on_accept(arch)
             return arch
-        limits = [f"{self.budget} GFLOPs"] if self.budget is not None else []
+        gflops_limited = self.budget is not None or self.part_budgets is not None
+        limits = [describe_budget(self.budget, self.part_budgets)] if gflops_limited else []
         if self.latency_budget is not None:
             limits.append(f"{self.latency_budget} ms")
         within = " and ".join(limits) or "the budget"
@@ -200,13 +221,14 @@ def build_searcher(
     evolution: EvolutionConfig | None = None,
     max_tries: int = DEFAULT_MAX_TRIES,
     latency: LatencyCost | None = None,
+    part_budgets: Mapping[str, float] | None = None,
 ) -> Searcher:
     """The registered searcher `name`. Raises ConfigError for an unknown name, BudgetError for a
-    budget below the space's smallest (or, for latency, fastest) arch."""
+    budget (on the total or a part) below the space's smallest (or, for latency, fastest) arch."""
     cls = SEARCHERS.get(name)
     if cls is None:
         raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(sorted(SEARCHERS))}", key="search.sampler")
     if name == "evolution":
         return cls(space, cost, budget_gflops, seed, max_tries=max_tries, latency=latency,  # type: ignore[call-arg]
-                   settings=evolution or EvolutionConfig())
-    return cls(space, cost, budget_gflops, seed, max_tries=max_tries, latency=latency)
+                   part_budgets=part_budgets, settings=evolution or EvolutionConfig())
+    return cls(space, cost, budget_gflops, seed, max_tries=max_tries, latency=latency, part_budgets=part_budgets)

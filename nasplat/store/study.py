@@ -17,7 +17,8 @@ total GFLOPs down). Its user attributes carry what resume needs:
 For Optuna's own tools (optuna-dashboard, `optuna.visualization`) a study opened with its space
 also carries each trial's choices as params (one `CategoricalDistribution` per dimension, from
 `arch_distributions`), the metric names `wholebody_AP` and `GFLOPs`, the constraint GFLOPs minus
-budget (Optuna's trial system attr `constraints`; <= 0 is feasible) and, as plain user attrs,
+budget (Optuna's trial system attr `constraints`, then one per part budget: each part's GFLOPs
+minus its budget; <= 0 is feasible) and, as plain user attrs,
 the per-part AP (`body_AP`, ...) and the parameter count `num_params`. Resume reads none of
 them, so stores written before they existed resume the same. A trial's params and these attrs
 are inserted with its result, in one transaction (`StudyStore._finish_rows`), not one Optuna
@@ -118,6 +119,12 @@ class StudyIdentity:
     budget_latency_ms: float | None = None
     latency_device: str = ""  # the latency table's device fingerprint and description ("" without one)
     cost: str = "gflops"  # the searchers' cost objective: gflops | latency
+    budget_parts: str = ""  # the GFLOPs budget of each part as JSON ("" without part budgets)
+
+    @property
+    def part_budgets(self) -> dict[str, float] | None:
+        """The GFLOPs budget of each part (`SearchConfig.part_budgets`); None without part budgets."""
+        return json.loads(self.budget_parts) if self.budget_parts else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -137,6 +144,7 @@ _FLAG_NAMES = {
     "budget_latency_ms": "budget_latency_ms",
     "latency_device": "latency table device",
     "cost": "cost objective",
+    "budget_parts": "part budgets",
 }
 
 
@@ -376,14 +384,15 @@ class StudyStore:
 
     def complete_trial(self, number: int, evaluation: Evaluation, tell_seq: int) -> None:
         """Store the evaluation (and, for Optuna's tools, the params, the per-part AP, the
-        parameter count and the constraint GFLOPs minus budget) and mark the trial COMPLETE with
-        values (AP, GFLOPs)."""
+        parameter count and the constraints GFLOPs minus budget, the total's then each part's) and
+        mark the trial COMPLETE with values (AP, GFLOPs)."""
         attrs: dict[str, Any] = {"result": {"tell_seq": tell_seq, "evaluation": evaluation.to_dict()}}
         attrs.update({f"{part}_AP": float(m["AP"]) for part, m in evaluation.metrics.items()
                       if part != "wholebody" and "AP" in m})
         attrs["num_params"] = int(evaluation.params)
         budget = self.identity.budget_gflops
-        system = {CONSTRAINTS_ATTR: [evaluation.total_gflops - budget]} if budget is not None else {}
+        limits = ({"total": budget} if budget is not None else {}) | (self.identity.part_budgets or {})
+        system = {CONSTRAINTS_ATTR: [evaluation.gflops[k] - limit for k, limit in limits.items()]} if limits else {}
         self._finish_rows(number, attrs, system)
         self._storage.set_trial_state_values(self._ids[number], TrialState.COMPLETE,
                                              [evaluation.ap, evaluation.total_gflops])

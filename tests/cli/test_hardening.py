@@ -101,6 +101,24 @@ def test_budget_below_the_smallest_subnet_and_unknown_objective_write_nothing(tm
     assert not (tmp_path / "budget" / "out").exists()
 
 
+def test_part_budgets_bad_impossible_and_changed_are_one_line(tmp_path, tiny_experiment):
+    """A bad part key and a part budget below the smallest subnet's part write nothing; a search
+    under part budgets reports them, and a changed one is another study."""
+    path = _with(tiny_experiment(tmp_path / "parts"), SEARCH.format(budget="{body: 0.003, feet: 0.001}"))
+    _one_error_line(_invoke("search", str(path), "--local"), str(path), "search.budget_gflops.feet", "unknown key")
+    path.write_text(path.read_text().replace("feet: 0.001", "hand: 0.0001"))  # the tiny space's smallest hand: 0.00018
+    _one_error_line(_invoke("search", str(path), "--local"), str(path), "search.budget_gflops.hand", "smallest subnet")
+    _one_error_line(_invoke("run", str(path)), str(path), "search.budget_gflops.hand")
+    assert not (tmp_path / "parts" / "out").exists()
+
+    path.write_text(path.read_text().replace("hand: 0.0001", "hand: 0.0006"))
+    assert _invoke("search", str(path), "--local", "--no-mlflow").exit_code == 0
+    res = _invoke("status", str(path))
+    assert "budget body <= 0.003, hand <= 0.0006 GFLOPs" in res.output, res.output
+    path.write_text(path.read_text().replace("hand: 0.0006", "hand: 0.0007"))
+    _one_error_line(_invoke("search", str(path), "--local", "--no-mlflow"), "part budgets", "--new-study")
+
+
 def test_identity_picks_the_matching_study_and_a_finished_rerun_writes_nothing(tmp_path, tiny_experiment):
     path = _with(tiny_experiment(tmp_path / "ident"), SEARCH.format(budget=0.05))
     db = tmp_path / "ident" / "out" / "study.db"

@@ -1,9 +1,10 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from nasplat.errors import ConfigError
-from nasplat.config import load_experiment, load_trainer
+from nasplat.config import SearchConfig, load_experiment, load_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -288,3 +289,47 @@ def test_a_valid_search_fix_loads_as_the_search_space(tmp_path):
     exp.space.validate(exp.search_space.max_arch())
     plain = load_experiment(_write_experiment(tmp_path, space=_ZOOMNAS))
     assert plain.search_space is plain.space
+
+
+@pytest.mark.parametrize("budget, total, parts", [
+    ("0.1", 0.1, None),
+    ("{body: 0.06, hand: 0.01}", None, {"body": 0.06, "hand": 0.01}),  # no total: only the parts are limited
+    ("{body: 0.06, face: 0.02, total: 0.09}", 0.09, {"body": 0.06, "face": 0.02}),
+    ("{body: 0.06, face: 0.02, hand: 0.01}", 0.06 + 0.02 + 2 * 0.01, {"body": 0.06, "face": 0.02, "hand": 0.01}),
+    ("{hand: 0.01, total: 0.005}", 0.005, {"hand": 0.01}),  # a total below a part is allowed
+    ("null", None, None),
+])
+def test_budget_gflops_is_a_number_or_limits_per_part(tmp_path, budget, total, parts):
+    search = load_experiment(_write_experiment(tmp_path, search=f"{{budget_gflops: {budget}}}")).search
+    assert search.budget_gflops == pytest.approx(total) and search.part_budgets == parts
+
+
+@pytest.mark.parametrize("budget, key, says", [
+    ("{body: 0.06, feet: 0.01}", "search.budget_gflops.feet", "allowed: total, body, face, hand"),
+    ("{body: 0}", "search.budget_gflops.body", "greater than 0"),
+    ("{hand: -0.01}", "search.budget_gflops.hand", "greater than 0"),
+    ("{face: '0.01'}", "search.budget_gflops.face", "valid number"),
+    ("{body: 0.06, total: 0}", "search.budget_gflops.total", "greater than 0"),
+    ("-1", "search.budget_gflops.total", "greater than 0"),
+    ("{total: 0.1}", "search.budget_gflops", "at least one of body, face, hand"),
+    ("[0.1]", "search.budget_gflops", "a number (the budget on the total) or a mapping"),
+])
+def test_a_bad_budget_gflops_is_one_line_naming_its_key(tmp_path, budget, key, says):
+    path = _write_experiment(tmp_path, search=f"{{budget_gflops: {budget}}}")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    msg = str(info.value)
+    assert info.value.key == key and "\n" not in msg and msg.startswith(f"{path}: {key}: ") and says in msg, msg
+
+
+def test_the_search_section_is_read_by_its_keys_as_written(tmp_path):
+    """`budget_gflops` is read into a field named otherwise: a file may not name that field, and
+    `dataclasses.replace` takes either."""
+    path = _write_experiment(tmp_path, search="{gflops_budget: 0.1}")
+    allowed = "allowed: sampler, n_trials, budget_gflops"
+    with pytest.raises(ConfigError, match=f"search.gflops_budget: unknown key .*{allowed}"):
+        load_experiment(path)
+    search = SearchConfig(budget_gflops={"hand": 0.01}, n_trials=3)
+    assert dataclasses.replace(search, n_trials=4).part_budgets == {"hand": 0.01}
+    replaced = dataclasses.replace(search, budget_gflops=0.1)  # by its key, as a file writes it
+    assert (replaced.budget_gflops, replaced.part_budgets) == (0.1, None)

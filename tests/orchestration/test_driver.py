@@ -205,6 +205,28 @@ def test_the_best_of_tied_subnets_is_the_cheapest_and_on_the_front() -> None:
     assert [t.number for t in top_subnets(trials, 3, None)] == [1, 2, 0]
 
 
+def test_a_search_under_part_budgets_completes_within_each(tmp_path: Path) -> None:
+    """Every completed trial of a search with part budgets is within each by its stored
+    evaluation, and the retrain picks (`top_subnets`) hold a trial to the part budgets too."""
+    from nasplat.orchestration.retrain import top_subnets
+    from nasplat.search import within_budget
+
+    space = load_space(SPACE)
+    search = SearchConfig(sampler="random", n_trials=6, budget_gflops={"body": 0.02, "hand": 0.015}, seed=0,
+                          objective="analytic")
+    url = f"sqlite:///{tmp_path}/parts.db"
+    result = driver.drive(space, search, AnalyticFactory(str(SPACE)), study="exp", storage_url=url)
+    parts = load_current_study(url, "exp").identity.part_budgets
+    done = [t for t in result.trials if t.evaluation is not None]
+    assert parts == {"body": 0.02, "hand": 0.015} and len(done) == 6
+    assert all(within_budget(t.evaluation.gflops, None, parts) for t in done)
+    tight = {"hand": sorted(t.evaluation.gflops["hand"] for t in done)[2]}
+    picked = top_subnets(done, 6, None, tight)
+    assert [t.number for t in picked] == [t.number for t in top_subnets(done, 6, None)
+                                          if t.evaluation.gflops["hand"] <= tight["hand"]]
+    assert 3 <= len(picked) < 6
+
+
 # --- search.fix: the search samples the pinned space, the full space's objective evaluates ------
 FIX = {"body.resolution": 64, "body.stage1.groups": 8, "face.feature_stage": 2}  # groups 8: channels 8 only
 

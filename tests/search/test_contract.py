@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nasplat.errors import BudgetError
 from nasplat.config import EvolutionConfig
-from nasplat.search import SEARCHERS, AnalyticObjective, build_searcher, total_gflops_fn
+from nasplat.search import SEARCHERS, AnalyticObjective, build_searcher, gflops_parts, total_gflops_fn, within_budget
 from nasplat.space import load_space
 
 SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "cpu_small.yaml"
@@ -69,6 +70,54 @@ def test_unmeetable_budget_fails_after_bounded_tries(space, name: str) -> None:
         for _ in range(5):
             arch = searcher.ask()
             searcher.tell(arch, AnalyticObjective(space).evaluate(arch))
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_part_budgets_respected_as_the_evaluations_count_them(space, name: str) -> None:
+    """Budgets on the body and one hand (each about the median of a random arch's), with and
+    without one on the total: every asked arch is within each, by the analytic count and by its
+    evaluation's GFLOPs."""
+    parts = {"body": 0.02, "hand": 0.015}
+    objective = AnalyticObjective(space)
+    for total in (None, 0.08):
+        searcher = build_searcher(name, space, total_gflops_fn(space), total, 5, evolution=SMALL_EVOLUTION,
+                                  part_budgets=parts)
+        for _ in range(30):
+            arch = searcher.ask()
+            evaluation = objective.evaluate(arch)
+            assert within_budget(gflops_parts(space)(arch), total, parts)
+            assert within_budget(evaluation.gflops, total, parts)
+            searcher.tell(arch, evaluation)
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_part_budget_below_that_part_of_the_smallest_arch_rejected(space, name: str) -> None:
+    smallest = gflops_parts(space)(space.min_arch())
+    rng = np.random.default_rng(0)  # the smallest arch is the smallest in every part: the floor is exact
+    assert all(gflops_parts(space)(space.sample(rng))[p] >= smallest[p] for _ in range(200) for p in smallest)
+    with pytest.raises(BudgetError, match="for the hand is below the hand of the smallest arch") as info:
+        build_searcher(name, space, total_gflops_fn(space), None, 0, evolution=SMALL_EVOLUTION,
+                       part_budgets={"body": 1.0, "hand": smallest["hand"] * 0.99})
+    assert info.value.key == "search.budget_gflops.hand"
+    # at the smallest arch's parts it is accepted; only a few archs fit, so the search gives up in bounds
+    searcher = build_searcher(name, space, total_gflops_fn(space), None, 0, evolution=SMALL_EVOLUTION, max_tries=50,
+                              part_budgets={p: smallest[p] for p in ("body", "face", "hand")})
+    with pytest.raises(BudgetError, match=r"within body <= .*, face <= .*, hand <= .* GFLOPs after 50 proposals"):
+        for _ in range(5):
+            arch = searcher.ask()
+            searcher.tell(arch, AnalyticObjective(space).evaluate(arch))
+
+
+@pytest.mark.parametrize("name", ["nsga2", "tpe"])
+def test_optuna_constraint_is_feasible_exactly_when_every_limit_holds(space, name: str) -> None:
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(100)]
+    cost = total_gflops_fn(space)
+    plain = build_searcher(name, space, cost, 0.08, 0)
+    assert all(plain._over(a) == pytest.approx(cost(a) - 0.08) for a in archs)  # no part budgets: as before
+    searcher = build_searcher(name, space, cost, 0.08, 0, part_budgets={"body": 0.02, "hand": 0.015})
+    verdicts = [searcher._over(a) <= 0 for a in archs]
+    assert verdicts == [searcher.feasible(a) for a in archs] and any(verdicts) and not all(verdicts)
 
 
 @pytest.mark.parametrize("name", sorted(SEARCHERS))

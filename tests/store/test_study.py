@@ -190,3 +190,43 @@ def test_a_store_written_before_the_retrain_column_still_opens(tmp_path):
     reader = ExperimentStateStore(url, read_only=True)
     assert reader.get("old").retrain_best == '{"sweep": "s"}' and reader.get("old").phase == "retrained"
     reader.dispose()
+
+
+def test_a_changed_part_budget_is_another_study(tmp_path) -> None:  # noqa: ANN001
+    """The part budgets are part of the identity (a change, or dropping them, refuses to resume
+    without --new-study), and each trial's constraints hold the total's then each part's excess."""
+    from nasplat.config import SearchConfig
+    from nasplat.orchestration.driver import identity_of
+
+    space = load_space(SPACE)
+    search = SearchConfig(sampler="random", budget_gflops={"body": 0.06, "hand": 0.01, "total": 0.1})
+    identity = identity_of(space, search)
+    assert identity.budget_gflops == 0.1 and identity.part_budgets == {"body": 0.06, "hand": 0.01}
+    url = f"sqlite:///{tmp_path}/study.db"
+    store = open_study(url, "exp", identity, space=space)
+    arch = space.max_arch()
+    evaluation = AnalyticObjective(space).evaluate(arch)
+    store.complete_trial(store.start_trial(arch, ask_seq=0), evaluation, tell_seq=0)
+    g = evaluation.gflops
+    assert _optuna_view(url).get_trials()[0].system_attrs["constraints"] == pytest.approx(
+        [g["total"] - 0.1, g["body"] - 0.06, g["hand"] - 0.01])
+    changed = identity_of(space, dataclasses_replace(search, budget_gflops={"body": 0.06, "hand": 0.02, "total": 0.1}))
+    for other in (changed, dataclasses_replace(identity, budget_parts="")):
+        with pytest.raises(StoreError, match="created with part budgets .*--new-study") as info:
+            open_study(url, "exp", other)
+        assert info.value.key == "budget_parts"
+    assert open_study(url, "exp", changed, new_study=True).study_name == "exp#2"
+    assert open_study(url, "exp", identity).study_name == "exp"  # the original budgets reach their study
+
+
+def test_a_study_stored_before_part_budgets_resumes(tmp_path) -> None:  # noqa: ANN001
+    """An identity written without `budget_parts` (an older nasplat) reads as no part budgets and
+    matches a search without them."""
+    import json
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    assert open_study(url, "exp", _identity()).study_name == "exp"
+    old = {k: v for k, v in json.loads(_identity().to_json()).items() if k != "budget_parts"}
+    _optuna_view(url).set_user_attr("identity", json.dumps(old))
+    assert StudyIdentity.from_json(json.dumps(old)).part_budgets is None
+    assert open_study(url, "exp", _identity()).study_name == "exp"
