@@ -172,7 +172,8 @@ def plan_validation(experiment: Experiment, *, k: int = 10, epochs: int | None =
     if store is None:
         raise StoreError(f"experiment {experiment.name!r} has no study yet; run `nasplat search` first", source=source)
     trials = store.trials()
-    candidates = top_subnets(trials, len(trials), store.identity.budget_gflops)  # best first: [0] is the choice
+    candidates = top_subnets(trials, len(trials), store.identity.budget_gflops,  # best first: [0] is the choice
+                             store.identity.part_budgets)
     if len(candidates) < k:
         raise ConfigError(f"--subnets {k}: study {store.study_name!r} has {len(candidates)} distinct completed "
                           f"subnet(s) under the budget; validate at most that many", source=source, key="--subnets")
