@@ -33,8 +33,8 @@ from nasplat.orchestration.tracking import RUN_ID_FILE, open_experiment, tracked
 from nasplat.subnet import SubnetEvaluator
 from nasplat.tracking import TrainingTracker
 from nasplat.tracking.client import command_line
-from nasplat.train import WorkerContext, run_training
-from nasplat.train.checkpoint import publish_supernet
+from nasplat.train import CHECKPOINT_VERSION, WorkerContext, run_training
+from nasplat.train.checkpoint import load_checkpoint, publish_supernet, supernet_checkpoint
 from nasplat.train.data import ensure_data
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,28 @@ def _train_here(experiment: Experiment, monitor: TrainingMonitor, evaluate: Epoc
     return path
 
 
+def finished_training(experiment: Experiment) -> Path | None:
+    """The supernet checkpoint when this experiment's training is finished: the store records the
+    phase trained (or a later one) and the checkpoint (this node's copy) is of this space and
+    number of workers, at the end of the recipe's last epoch. None: train or resume (a changed
+    schedule, a checkpoint of another run, no record)."""
+    state = Phases(experiment).current()
+    done = {p.value for p in Phase if p.order >= Phase.TRAINED.order}
+    if state is None or state.phase not in done:
+        return None
+    path = supernet_checkpoint(experiment)
+    if path is None:
+        return None
+    try:
+        payload = load_checkpoint(path)
+    except TrainingError:
+        return None  # unreadable: the training phase says so, or trains again
+    same = (payload.get("version") == CHECKPOINT_VERSION and payload.get("space_fingerprint") == experiment.space.fingerprint()
+            and payload.get("world_size") == experiment.cluster.num_workers)
+    at_end = payload.get("epoch") == experiment.trainer.schedule.epochs and payload.get("batch_in_epoch") == 0
+    return path if same and at_end else None
+
+
 def train_supernet(
     experiment: Experiment,
     *,
@@ -181,6 +203,10 @@ def train_supernet(
     """
     set_activity("training")
     ensure_data(experiment)
+    finished = finished_training(experiment)
+    if finished is not None:  # read, not run again: no Ray Train, no phase written
+        log.info("the supernet of %s is trained (%s); nothing to do", experiment.name, finished)
+        return finished
     phases = Phases(experiment)
     phases.mark(Phase.TRAINING)
     exp_id = open_experiment(experiment) if mlflow else None  # here, not in a Ray worker's cwd
@@ -210,4 +236,4 @@ def train_supernet(
     return path
 
 
-__all__ = ["EpochEval", "EvalFactory", "TrainingMonitor", "train_supernet"]
+__all__ = ["EpochEval", "EvalFactory", "TrainingMonitor", "finished_training", "train_supernet"]

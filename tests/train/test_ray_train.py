@@ -45,10 +45,14 @@ def test_two_ray_workers_train_and_a_rerun_resumes_from_rays_checkpoint(tmp_path
     kept = [p for p in (experiment.output_dir / "ray" / experiment.name).glob("checkpoint_*") if p.is_dir()]
     assert 1 <= len(kept) <= experiment.trainer.checkpoint.keep + 1
 
-    # Ray's restore on its own: the output directory's checkpoints are gone
+    # Ray's restore on its own: the output directory's checkpoints are gone (a training that
+    # stopped as it ended: a finished one is not resumed at all)
+    from nasplat.orchestration.phases import Phase, Phases
+
     saved = {p.name: p.read_bytes() for p in experiment.checkpoint_dir.glob("*.pt")}
     for p in experiment.checkpoint_dir.glob("*.pt"):
         p.unlink()
+    Phases(experiment).mark(Phase.TRAINING)
     train_supernet(experiment, mlflow=False)  # nothing left: resumes at the end and stops
     final = json.loads((experiment.checkpoint_dir / "final.json").read_text())
     assert final["resume_source"] == "worker_context" and final["resumed_from_step"] == payload["step"]
@@ -59,9 +63,30 @@ def test_two_ray_workers_train_and_a_rerun_resumes_from_rays_checkpoint(tmp_path
     shutil.rmtree(experiment.output_dir / "ray")
     for name, data in saved.items():
         (experiment.checkpoint_dir / name).write_bytes(data)
+    Phases(experiment).mark(Phase.TRAINING)
     train_supernet(experiment, mlflow=False)
     final = json.loads((experiment.checkpoint_dir / "final.json").read_text())
     assert final["resume_source"] == "checkpoint_dir" and final["resumed_from_step"] == payload["step"]
+
+
+def test_a_finished_training_is_read_not_run_again(trained_tiny):
+    """The phase recorded as trained and the checkpoint at the schedule's end: the same path back,
+    nothing trained, logged or written; a longer schedule trains on."""
+    import dataclasses
+
+    from nasplat.orchestration.phases import Phases
+    from nasplat.orchestration.training import finished_training, train_supernet
+
+    experiment = trained_tiny
+    final = experiment.checkpoint_dir / "final.json"
+    before = {p: p.stat().st_mtime_ns for p in (final, experiment.output_dir / "train_log.jsonl")}
+    path = finished_training(experiment)
+    assert path is not None and train_supernet(experiment, mlflow=False) == path
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert Phases(experiment).current().phase == "trained"
+    schedule = dataclasses.replace(experiment.trainer.schedule, epochs=experiment.trainer.schedule.epochs + 1)
+    longer = dataclasses.replace(experiment, trainer=dataclasses.replace(experiment.trainer, schedule=schedule))
+    assert finished_training(longer) is None
 
 
 def test_progress_message_keeps_the_losses_and_val_ap_and_drops_the_network():
