@@ -13,7 +13,8 @@ of the retrain phase runs), once per seed (the search seed and the retraining se
 
 Each row's studies are stored beside the experiment's own (experiment name
 `<name>-ablation-<row>-s<seed>`), so a rerun resumes or reads them; the supernet is trained first
-when the experiment has none (the same as `nasplat train`). Prints both tables in the paper's
+when the experiment has none (the same as `nasplat train`). With `--out`, each row is written there
+as it ends and a rerun reads the rows it holds instead of running them again. Prints both tables in the paper's
 layout (per-part GFLOPs; body, foot, face, hand and whole-body AP, inherited and retrained; mean
 and spread over seeds) and writes them as JSON (`--out`).
 
@@ -176,14 +177,23 @@ def main() -> None:
     print(f"rows {args.rows}, seeds {args.seeds}; total budget {total} GFLOPs; proportional budgets "
           f"{proportional_budgets(experiment.space, total)}; fixed connections {fixed_connections(experiment.space)}",
           flush=True)
-    rows = [run_row(experiment, row, seed, args.local) for seed in args.seeds for row in args.rows]
+    done = {}  # rows of an earlier run of the same command (--out), not run again
+    if args.out is not None and args.out.is_file():
+        done = {(r["row"], r["seed"]): r for r in json.loads(args.out.read_text())["rows"]}
+    rows = []
+    for seed in args.seeds:
+        for row in args.rows:
+            rows.append(done.get((row, seed)) or run_row(experiment, row, seed, args.local))
+            if args.out is not None:  # after each row: an interrupted run keeps what it measured
+                args.out.write_text(json.dumps({"rows": [*rows, *(r for k, r in done.items() if r not in rows)],
+                                                "paper": PAPER}, indent=1))
     print()
     print(table(rows, ("fixed", "search"), "Table 9 in kind: connection search", PAPER["table9"]))
     print()
     print(table(rows, ("proportional", "search"), "Table 10 in kind: computation allocation", PAPER["table10"]))
-    print(f"\n{len(rows)} rows in {(time.monotonic() - started) / 60:.1f} min")
-    if args.out is not None:
-        args.out.write_text(json.dumps({"rows": rows, "paper": PAPER}, indent=1))
+    print(f"\n{len(rows)} rows ({sum(1 for r in rows if r in done.values())} read from {args.out}) in "
+          f"{(time.monotonic() - started) / 60:.1f} min; per row: search "
+          f"{statistics.fmean(r['search_s'] for r in rows):.0f} s, retrain {statistics.fmean(r['retrain_s'] for r in rows):.0f} s")
 
 
 if __name__ == "__main__":

@@ -25,9 +25,8 @@ def test_the_ablation_rows_search_what_they_say(tmp_path: Path, tiny_data: Path)
     path = write_tiny_experiment(tmp_path / "abl", tiny_data)
     path.write_text(path.read_text() + SEARCH + RETRAIN)
     out = tmp_path / "rows.json"
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_ablations.py"), str(path), "--local",
-                          "--out", str(out)], env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
-                         text=True, timeout=540)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_ablations.py"), str(path), "--local", "--out", str(out)]
+    res = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=540)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Table 9 in kind" in res.stdout and "Table 10 in kind" in res.stdout and "paper:" in res.stdout
     rows = {r["row"]: r for r in json.loads(out.read_text())["rows"]}
@@ -42,3 +41,9 @@ def test_the_ablation_rows_search_what_they_say(tmp_path: Path, tiny_data: Path)
     assert budgets["body"] + budgets["face"] + 2 * budgets["hand"] == pytest.approx(0.004, rel=1e-3)
     assert all(rows["proportional"]["gflops"][p] <= budgets[p] for p in budgets)
     assert rows["search"]["part_budgets"] is None and len({r["study"] for r in rows.values()}) == 3
+
+    # the same command again reads the rows it wrote instead of running them
+    again = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 rows (3 read from" in again.stdout
+    assert {r["row"]: r for r in json.loads(out.read_text())["rows"]} == rows
