@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from nasplat.files import atomic_write_bytes, atomic_write_text
 
@@ -21,8 +21,6 @@ def pareto_png(points: Sequence[FrontPoint], budget: float | None, path: Path, t
                cost: str = "GFLOPs") -> Path:
     """Scatter of all trials with the Pareto front as a step line (matplotlib, Agg). `cost`
     names the x axis (the points' `gflops` hold that cost, e.g. predicted latency in ms)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,6 +37,16 @@ def pareto_png(points: Sequence[FrontPoint], budget: float | None, path: Path, t
     ax.set_xlabel(cost)
     ax.set_ylabel("whole-body AP")
     ax.set_title(title)
+    return save_png(fig, ax, path)
+
+
+def save_png(fig: Any, ax: Any, path: Path) -> Path:
+    """Finish a matplotlib scatter (grid, legend at the lower right) and write it to `path` as a
+    PNG, atomically; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     buf = io.BytesIO()

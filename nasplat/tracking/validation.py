@@ -12,7 +12,6 @@ again from the study store.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import tempfile
@@ -22,8 +21,9 @@ from typing import Any
 
 from mlflow.entities import Metric, Param
 
-from nasplat.files import atomic_write_bytes, atomic_write_text
+from nasplat.files import atomic_write_text
 from nasplat.tracking.client import client_for, experiment_id, tracking_error
+from nasplat.tracking.plots import save_png
 
 ROLE, STUDY, SWEEP, PARENT = "nasplat.role", "nasplat.study", "nasplat.sweep", "mlflow.parentRunId"
 
@@ -50,14 +50,7 @@ def validation_png(validation: Any, path: Path) -> Path:
     ax.set_ylabel(f"whole-body AP, trained alone ({validation.init}, {validation.epochs} epochs)")
     ax.set_title(f"Kendall tau {wb['kendall_tau']:.2f}, Spearman rho {wb['spearman_rho']:.2f} "
                  f"(K={len(validation.subnets)})")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(buf.getvalue(), path)
-    return path
+    return save_png(fig, ax, path)
 
 
 def validation_html(validation: Any, path: Path) -> Path:
