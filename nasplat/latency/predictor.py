@@ -108,11 +108,12 @@ class LatencyPredictor:
         """Predicted milliseconds of the whole subnet."""
         return float(self.parts(arch)["total"])
 
-    def fastest(self) -> tuple[Arch, float]:
+    def fastest(self, space: SearchSpace | None = None) -> tuple[Arch, float]:
         """The arch with the lowest predicted latency found by coordinate descent (each dimension
         in turn set to its best choice, a dependent dimension re-chosen with its parent) from the
-        min-FLOPs arch and from its dense twin, until no change helps."""
-        space = self.space
+        min-FLOPs arch and from its dense twin, until no change helps. `space`: a pinned version
+        of the table's space (`SearchSpace.pinned`) to search instead of the whole space."""
+        space = space or self.space
         dims = space.dimensions
         children = {d.name: [c.name for c in dims if c.depends_on == d.name] for d in dims}
         starts = [space.min_arch()]
@@ -129,7 +130,7 @@ class LatencyPredictor:
                 for d in dims:
                     if d.depends_on is not None:
                         continue
-                    for candidate in self._variants(arch, d.name, children[d.name]):
+                    for candidate in self._variants(space, arch, d.name, children[d.name]):
                         v = self(candidate)
                         if v < value - 1e-12:
                             arch, value, improved = candidate, v, True
@@ -139,13 +140,14 @@ class LatencyPredictor:
                 best_arch, best = arch, value
         return best_arch, best
 
-    def _variants(self, arch: Arch, name: str, dependents: list[str]) -> list[Arch]:
+    @staticmethod
+    def _variants(space: SearchSpace, arch: Arch, name: str, dependents: list[str]) -> list[Arch]:
         flat: dict[str, Any] = arch.to_flat()
         out = []
-        for v in self.space.choices_for(name):
+        for v in space.choices_for(name):
             trial = dict(flat)
             trial[name] = v
-            options = [self.space.choices_for(c, trial) for c in dependents]
+            options = [space.choices_for(c, trial) for c in dependents]
             combos = list(itertools.product(*options)) if dependents else [()]
             for combo in combos:
                 t = dict(trial)

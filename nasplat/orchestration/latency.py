@@ -3,7 +3,8 @@
 `latency_cost(experiment)` is what the search needs when `search.budget_latency_ms` is set or
 `search.cost` is latency: the table at `experiment.latency_lut` (profiled with
 `search.latency_profile` when missing and `profile` is true; an interrupted profile resumes),
-checked against this machine, as a `LatencyCost` with the space's fastest predicted subnet.
+checked against this machine, as a `LatencyCost` with the fastest predicted subnet of the space
+the search samples (`search.fix` pinned).
 `check_budgets` raises the BudgetError a search would raise, before anything is written, so
 `nasplat run` refuses an impossible budget before it trains.
 """
@@ -53,7 +54,7 @@ def latency_cost(experiment: Experiment, *, profile: bool = True,
     table = load_table(path)
     table.check_machine(machine(table.settings["device"], table.settings["backend"]), source=str(path))
     predictor = LatencyPredictor(table, experiment.space, source=str(path))
-    _, fastest = predictor.fastest()
+    _, fastest = predictor.fastest(experiment.search_space)  # of the space the search samples (search.fix)
     return LatencyCost(predict=predictor, budget_ms=search.budget_latency_ms, fastest_ms=fastest,
                        objective=search.cost == "latency", device=table.describe(), fingerprint=table.fingerprint)
 

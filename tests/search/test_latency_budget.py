@@ -96,3 +96,15 @@ def test_nsga2_minimises_predicted_latency_as_its_second_objective(space, predic
         asked.append(arch)
     values = [t.values for t in searcher._study.trials if t.values is not None]
     assert [v[1] for v in values] == pytest.approx([predictor(a) for a in asked])
+
+
+def test_the_fastest_subnet_of_a_pinned_space_keeps_the_pins(space, predictor) -> None:  # noqa: ANN001
+    """With search.fix the floor of a latency budget is the pinned space's fastest subnet."""
+    pins = {"body.resolution": max(space.choices_for("body.resolution"))}
+    pinned = space.pinned(pins)
+    arch, fastest = predictor.fastest(pinned)
+    assert arch.to_flat()["body.resolution"] == pins["body.resolution"]
+    assert fastest == pytest.approx(predictor(arch)) and fastest > predictor.fastest()[1]
+    with pytest.raises(BudgetError, match="below the fastest subnet"):
+        build_searcher("random", pinned, total_gflops_fn(space), None, 0,
+                       latency=LatencyCost(predict=predictor, budget_ms=fastest * 0.99, fastest_ms=fastest))
