@@ -107,6 +107,19 @@ class LatencyProfileConfig:
 
 
 @pdataclass(config=STRICT, frozen=True)
+class PredictorConfig:
+    """The settings of an accuracy predictor that screens candidates before they are evaluated for
+    real (`nasplat.search.predictor.make_predictor`). Not yet a key of `search:`: it becomes
+    `search.predictor` when the search loop uses it (issue 31)."""
+
+    kind: Literal["mlp_ensemble", "gp"] = "mlp_ensemble"  # an ensemble of small MLPs, or a Gaussian process
+    warmup: int = Field(20, ge=2)  # real evaluations before the predictor is first fitted
+    screen: int = Field(10, ge=1)  # candidates screened per real evaluation
+    acquisition: Literal["ei", "ucb"] = "ei"  # expected improvement of AP, or mean + beta * std
+    beta: float = Field(1.0, ge=0, allow_inf_nan=False)  # ucb's exploration weight (unused by ei)
+
+
+@pdataclass(config=STRICT, frozen=True)
 class GflopsBudget:
     """`search.budget_gflops`: limits on a subnet's analytic GFLOPs (`nasplat.flops`), each > 0.
 
@@ -441,6 +454,7 @@ __all__ = [
     "Experiment",
     "LatencyProfileConfig",
     "ExperimentFile",
+    "PredictorConfig",
     "GflopsBudget",
     "RetrainConfig",
     "SearchConfig",

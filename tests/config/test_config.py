@@ -333,3 +333,35 @@ def test_the_search_section_is_read_by_its_keys_as_written(tmp_path):
     assert dataclasses.replace(search, n_trials=4).part_budgets == {"hand": 0.01}
     replaced = dataclasses.replace(search, budget_gflops=0.1)  # by its key, as a file writes it
     assert (replaced.budget_gflops, replaced.part_budgets) == (0.1, None)
+
+
+def test_the_predictor_settings_defaults_and_values():
+    from nasplat.config import PredictorConfig
+    from nasplat.files import validate
+
+    predictor = validate(PredictorConfig, {}, "p.yaml")
+    assert (predictor.kind, predictor.warmup, predictor.screen, predictor.acquisition, predictor.beta) == (
+        "mlp_ensemble", 20, 10, "ei", 1.0)
+    written = {"kind": "gp", "warmup": 2, "screen": 1, "acquisition": "ucb", "beta": 0}
+    assert validate(PredictorConfig, written, "p.yaml") == PredictorConfig(kind="gp", warmup=2, screen=1,
+                                                                            acquisition="ucb", beta=0.0)
+
+
+@pytest.mark.parametrize("predictor, key, says", [
+    ({"kind": "trees"}, "kind", "'mlp_ensemble' or 'gp'"),
+    ({"warmup": 1}, "warmup", "greater than or equal to 2"),
+    ({"warmup": "20"}, "warmup", "valid integer"),
+    ({"screen": 0}, "screen", "greater than or equal to 1"),
+    ({"acquisition": "pi"}, "acquisition", "'ei' or 'ucb'"),
+    ({"beta": -0.5}, "beta", "greater than or equal to 0"),
+    ({"beta": float("inf")}, "beta", "finite number"),
+    ({"screens": 5}, "screens", "allowed: kind, warmup, screen, acquisition, beta"),
+])
+def test_a_bad_predictor_value_is_one_line_naming_its_key(predictor, key, says):
+    from nasplat.config import PredictorConfig
+    from nasplat.files import validate
+
+    with pytest.raises(ConfigError) as info:
+        validate(PredictorConfig, predictor, "p.yaml")
+    msg = str(info.value)
+    assert info.value.key == key and "\n" not in msg and msg.startswith(f"p.yaml: {key}: ") and says in msg, msg
