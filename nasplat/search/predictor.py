@@ -9,10 +9,10 @@ holds the parts that do not depend on the search loop:
 - `AccuracyPredictor`: `fit(X, y)` on encoded archs and their measured whole-body AP, and
   `predict(X) -> (mean, std)`; two implementations, `MLPEnsemble` (Once-for-All's MLP on the arch
   encoding, made an ensemble for an uncertainty) and `GaussianProcess` (exact, numpy), registered
-  by name in `PREDICTORS` and built from `search.predictor` by `make_predictor`;
+  by name in `PREDICTORS` and built from a `config.PredictorConfig` by `make_predictor`;
 - `pick`: the acquisition rule, which k of n screened candidates are evaluated for real.
 
-Not built yet: the search loop does not call any of this (`search.predictor` is read but unused).
+Not built yet: the search loop does not call any of this (no experiment key reaches it).
 
 A core module: numpy and torch (the MLP ensemble) only.
 """
