@@ -43,7 +43,7 @@ PAPER = {  # ZoomNAS on COCO-WholeBody V1.0 (Tables 9 and 10): AP in %, GFLOPs
     "table10": {"proportional": {"gflops": [10.20, 2.65, 2.62, 18.10], "ap": [70.0, 45.2, 91.3, 62.4, 62.0]},
                 "search": {"gflops": [12.71, 0.57, 2.37, 18.02], "ap": [74.0, 61.7, 88.9, 62.5, 65.4]}},
 }
-LABELS = {"search": "connections and allocation searched (ZoomNAS)", "fixed": "w/o connection search (ZoomNet's)",
+LABELS = {"search": "all searched (ZoomNAS)", "fixed": "w/o connection search (ZoomNet's)",
           "proportional": "proportional allocation"}
 
 
@@ -126,26 +126,30 @@ def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     return f"{mean:.{digits}f}±{statistics.stdev(values) * scale:.{digits}f}"
 
 
+LABEL = 46  # the width of the row label
+
+
 def table(rows: list[dict[str, Any]], order: tuple[str, ...], title: str, paper: dict[str, Any]) -> str:
-    """One ablation table: per row the mean (± sd over seeds) of per-part GFLOPs and AP (%),
-    inherited and retrained, and the paper's numbers beneath."""
-    head = (f"{'':44s} {'body':>7s} {'face':>7s} {'hand':>7s} {'total':>7s} | "
-            + " ".join(f"{p[:5]:>9s}" for p in PARTS) + " | " + " ".join(f"{p[:5]:>9s}" for p in PARTS))
-    lines = [title, f"{'':44s} {'GFLOPs (hand: one head)':^31s} | {'AP inherited (%)':^49s} | {'AP retrained (%)':^49s}",
-             head]
+    """One ablation table: per row the mean over seeds of per-part GFLOPs, and the mean ± sd of
+    per-part AP (%), inherited and retrained; the paper's numbers beneath (its AP is that of
+    its retrained models)."""
+    aps = " ".join(f"{p[:5]:>9s}" for p in PARTS)
+    lines = [title,
+             f"{'':{LABEL}s} {'GFLOPs (hand: one head)':^31s} | {'AP inherited (%)':^49s} | {'AP retrained (%)':^49s}",
+             f"{'':{LABEL}s} {'body':>7s} {'face':>7s} {'hand':>7s} {'total':>7s} | {aps} | {aps}"]
     for name in order:
         mine = [r for r in rows if r["row"] == name]
         if not mine:
             continue
-        g = " ".join(f"{_cell([r['gflops'][k] for r in mine], 1.0, 4)[:7]:>7s}" for k in GFLOPS)
+        g = " ".join(f"{statistics.fmean(r['gflops'][k] for r in mine):>7.4f}" for k in GFLOPS)
         inh = " ".join(f"{_cell([r['inherited'][p] for r in mine]):>9s}" for p in PARTS)
         ret = " ".join(f"{_cell([r['retrained'][p] for r in mine]):>9s}" for p in PARTS)
-        lines.append(f"{LABELS[name] + f' (n={len(mine)})':44s} {g} | {inh} | {ret}")
+        lines.append(f"{LABELS[name] + f' (n={len(mine)})':{LABEL}s} {g} | {inh} | {ret}")
     for name in order:
         p = paper.get(name)
         if p:
             g = " ".join(f"{v:>7.2f}" for v in p["gflops"]) if "gflops" in p else f"{'':31s}"
-            lines.append(f"{'paper: ' + LABELS[name]:44s} {g} | {'':49s} | " + " ".join(f"{v:>9.1f}" for v in p["ap"]))
+            lines.append(f"{'paper: ' + LABELS[name]:{LABEL}s} {g} | {'':49s} | " + " ".join(f"{v:>9.1f}" for v in p["ap"]))
     return "\n".join(lines)
 
 
