@@ -155,6 +155,29 @@ def _terminate_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, terminated)
 
 
+_process: dict[str, bool] = {"entry": False}  # True when `main()` runs this process (not a test's runner)
+
+
+def _end_stopped_process(code: int) -> None:
+    """End a process whose command a signal stopped, after its one line, without the interpreter's
+    teardown when no Ray runs in it: torch work cut off mid-step can leave native objects whose
+    destructors call back into Python once stderr is closed, and the process then aborts (SIGABRT,
+    not the exit code). Logs and the standard streams are flushed first. With Ray the normal
+    teardown runs (its shutdown hook stops what it started); under a test's runner, nothing here."""
+    ray = sys.modules.get("ray")
+    if not _process["entry"] or (ray is not None and ray.is_initialized()):
+        return
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -185,6 +208,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             typer.echo(f"nasplat: {'terminated' if terminated else 'interrupted'}"
                        + (f" during {during}" if during else "")
                        + "; what was saved is kept, and the same command resumes", err=True)
+            _end_stopped_process(143 if terminated else 130)
             raise typer.Exit(code=143 if terminated else 130) from None
         except Exception as e:  # noqa: BLE001 - the one place every other failure becomes one line
             line = _expected_failure(e)
@@ -225,6 +249,7 @@ _register_all()
 
 def main() -> None:
     """Console entry point."""
+    _process["entry"] = True
     try:
         app()
     except NasplatError as e:  # raised outside a command (e.g. while parsing options)

@@ -96,8 +96,9 @@ def _each_phase_stopped_then_resumed(path: Path, first: int, second: int) -> Non
     # the search, as it starts its evaluators (it used to end in "Can't find actor")
     code, err = _run_until(cmd, lambda text: "2/4" in text, second)
     assert code == code_of[second] and _said(err, name[second], "search"), err[-3000:]
-    status = _status(path)  # the phase recorded as stopped, until the same command goes on
-    assert status["phase"] in ("trained", "searching") and status["stopped"].startswith(f"{name[second]} during search at ")
+    if second == signal.SIGTERM:  # the phase recorded as stopped, until the same command goes on (once is enough)
+        status = _status(path)
+        assert status["phase"] in ("trained", "searching") and status["stopped"].startswith(f"{name[second]} during search at ")
     assert "3/4" not in err and "Traceback" not in err
     assert not [t for t in _study_trials(out) if t.outcome == "failed"]
 
