@@ -122,6 +122,7 @@ def status(
         "cost": {"phases": [c.to_dict() for c in costs], "total": total_cost(costs).to_dict()},
         "retrain": json.loads(row.retrain_best) if row and row.retrain_best else None,
         "validation": None,
+        "predictor": None,
     }
     if store is not None:
         result = summarize(store, store.trials())
@@ -136,6 +137,7 @@ def status(
             best=None if result.best is None else _trial_json(result.best) | {"arch": result.best.arch.to_flat()},
             pareto=[_trial_json(t) for t in result.pareto],
             validation=_validation_json(attrs.get("validation")),
+            predictor=attrs.get("predictor") if isinstance(attrs.get("predictor"), dict) else None,
             differences=[{"field": f, "stored": old, "file": new} for f, old, new in
                          identity_differences(store.identity, identity_of(experiment.search_space, experiment.search,
                                                                                  store.identity.objective))],
@@ -176,6 +178,13 @@ def status(
         console.print(f"validated ({v['sweep']}): {v['k']} subnets trained alone ({v['init']}, {v['epochs']} epochs): "
                       f"whole-body Kendall tau {wb['kendall_tau']:.2f}, Spearman rho {wb['spearman_rho']:.2f}, "
                       f"top-3 overlap {v['top3_overlap']:.2f}, regret {v['regret']:.4f} AP")
+    if out["predictor"]:
+        p = out["predictor"]
+        quality = ("" if p.get("kendall_tau") is None else
+                   f"; on its last {min(p['evaluated'], p['window'])} evaluated picks: Kendall tau {p['kendall_tau']:.2f}, "
+                   f"RMSE {p['rmse']:.4f} AP")
+        console.print(f"predictor ({p['kind']}): picked {p['picked']} trials; {p['screened_out']} candidates screened "
+                      f"out (predicted, not evaluated){quality}")
     table = Table("trial", "GFLOPs", "whole-body AP", title="Pareto front")
     for p in out["pareto"]:
         table.add_row(str(p["trial"]), f"{p['gflops']:.4f}", f"{p['ap']:.4f}")

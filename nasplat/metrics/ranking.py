@@ -10,7 +10,9 @@ training each alone would. Given the two scores of the same K subnets:
 - `top_overlap`: how many of the top k by one score are among the top k by the other, over k;
 - `regret`: how much stand-alone AP the search's choice gives up against the best of the K;
 - `spread_picks`: which K subnets to train, spanning the range of inherited AP;
-- `rank_agreement`: tau and rho with their intervals, as one record.
+- `rank_agreement`: tau and rho with their intervals, as one record;
+- `trailing_agreement`: how well a predictor's predictions agreed with the measurements that
+  followed them, over a trailing window (the search's accuracy predictor).
 
 A core module: numpy only.
 """
@@ -140,5 +142,21 @@ def rank_agreement(x: Sequence[float], y: Sequence[float], *, resamples: int = 2
     return out
 
 
+def trailing_agreement(predicted: Sequence[float], measured: Sequence[float], window: int = 20) -> list[dict[str, float]]:
+    """For each prefix of the (predicted, measured) pairs, in the order they were measured: the
+    agreement over its last `window` pairs, {"n": pairs so far, "kendall_tau", "rmse"} (tau nan
+    while fewer than 3 pairs are in the window or either side is constant there). Raises
+    ValueError for unequal lengths, non-finite values or a window below 3."""
+    p, m = _pair(predicted, measured)
+    if window < 3:
+        raise ValueError(f"the window must hold at least 3 pairs, got {window}")
+    out = []
+    for n in range(1, len(p) + 1):
+        a, b = p[max(0, n - window):n], m[max(0, n - window):n]
+        tau = kendall_tau(a, b) if len(a) >= 3 else float("nan")
+        out.append({"n": float(n), "kendall_tau": tau, "rmse": float(np.sqrt(np.mean((a - b) ** 2)))})
+    return out
+
+
 __all__ = ["average_ranks", "bootstrap_interval", "kendall_tau", "rank_agreement", "regret", "spearman_rho",
-           "spread_picks", "top_overlap"]
+           "spread_picks", "top_overlap", "trailing_agreement"]

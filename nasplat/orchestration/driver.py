@@ -10,6 +10,11 @@ the pool's `lost` results) is not a verdict on the arch: it is noted and evaluat
 as the pool replaces evaluators; when the pool gives up, the search stops with the cause and the
 trials in flight stay RUNNING, to be evaluated again by the next run (recovery, below).
 
+With an accuracy predictor (`search.predictor`) a trial the predictor picked carries its
+`Prediction` (the candidates screened out included) from the ask to the store; after each such
+trial completes, the predictor's agreement with the measurements that followed its predictions
+(`prediction_summary`) is stored as the study attribute `predictor` and logged.
+
 Resume: on start the store marks trials a dead driver left RUNNING as FAIL ("killed") and their
 archs are evaluated first, under new trials; the searcher is rebuilt by replaying the recorded
 asks and tells in their recorded order, so a serial search continues exactly the sequence an
@@ -21,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import statistics
 import time
 from collections import deque
@@ -31,6 +37,8 @@ from nasplat.config import SearchConfig
 from nasplat.errors import ConfigError, NasplatError, StoreError
 from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, PoolResult
 from nasplat.search import LatencyCost, Searcher, build_searcher, pareto_indices, total_gflops_fn
+from nasplat.metrics.ranking import trailing_agreement
+from nasplat.search.evaluation import Prediction
 from nasplat.search.objectives import ObjectiveFactory
 from nasplat.space import Arch, SearchSpace
 from nasplat.store import StoredTrial, StudyIdentity, StudyStore, open_study, redact_url
@@ -82,8 +90,8 @@ def identity_of(space: SearchSpace, search: SearchConfig, objective: str | None 
     """What a stored study must match to be resumed: the space searched (its fingerprint; with a
     `search.fix`, the pinned space's, so a changed fix is another study), the objective
     (`objective`, else `search.objective`), sampler, seed, budgets (the part budgets too), for
-    evolution its settings and, for a latency search, the cost objective and the latency table's
-    device fingerprint."""
+    evolution its settings, the predictor's settings and, for a latency search, the cost objective
+    and the latency table's device fingerprint."""
     extra = json.dumps(asdict(search.evolution), sort_keys=True) if search.sampler == "evolution" else ""
     return StudyIdentity(
         space_fingerprint=space.fingerprint(),
@@ -96,6 +104,7 @@ def identity_of(space: SearchSpace, search: SearchConfig, objective: str | None 
         latency_device=f"{latency.fingerprint} {latency.device}" if latency is not None and search.uses_latency else "",
         cost=search.cost,
         budget_parts=json.dumps(search.part_budgets, sort_keys=True) if search.part_budgets else "",
+        predictor=json.dumps(asdict(search.predictor), sort_keys=True) if search.predictor is not None else "",
     )
 
 
@@ -144,6 +153,57 @@ def summarize(store: StudyStore, trials: list[StoredTrial], **kw: float) -> Sear
 
 
 
+PREDICTION_WINDOW = 20  # the predictor's quality is reported over its last 20 evaluated picks
+
+
+@dataclass
+class PredictionLedger:
+    """What the accuracy predictor did in a study: the trials it picked (each after screening),
+    the candidates it passed over (predicted, never evaluated), and its evaluated picks as
+    (predicted, measured) whole-body AP in the order they were measured."""
+
+    picked: int = 0
+    screened_out: int = 0
+    predicted: list[float] = field(default_factory=list)
+    measured: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, trials: list[StoredTrial]) -> PredictionLedger:
+        """The ledger of stored trials (a requeued trial's prediction is its killed trial's)."""
+        ledger = cls()
+        for t in trials:
+            if t.prediction is not None and t.requeued_from is None:
+                ledger.pick(t.prediction)
+        for t in sorted((t for t in trials if t.prediction is not None and t.evaluation is not None),
+                        key=lambda t: t.tell_seq or 0):
+            ledger.measure(t.prediction, t.evaluation.ap)  # type: ignore[union-attr]
+        return ledger
+
+    def pick(self, prediction: Prediction) -> None:
+        self.picked += 1
+        self.screened_out += len(prediction.screened_out)
+
+    def measure(self, prediction: Prediction, ap: float) -> None:
+        self.predicted.append(prediction.ap)
+        self.measured.append(ap)
+
+    def summary(self, kind: str) -> dict[str, float | int | str | None]:
+        """{kind, picked, screened_out, evaluated, window, kendall_tau, rmse}: the last two over
+        the last `PREDICTION_WINDOW` evaluated picks (None while undefined)."""
+        last = trailing_agreement(self.predicted[-PREDICTION_WINDOW:], self.measured[-PREDICTION_WINDOW:],
+                                  PREDICTION_WINDOW)[-1:] or [{}]
+        tau, rmse = last[0].get("kendall_tau"), last[0].get("rmse")
+        return {
+            "kind": kind,
+            "picked": self.picked,
+            "screened_out": self.screened_out,
+            "evaluated": len(self.predicted),
+            "window": PREDICTION_WINDOW,
+            "kendall_tau": None if tau is None or math.isnan(tau) else round(tau, 4),
+            "rmse": None if rmse is None else round(rmse, 5),
+        }
+
+
 @dataclass
 class _Flight:
     number: int
@@ -154,6 +214,7 @@ class _Flight:
     lost: int = 0  # attempts that the machine failed (not counted in `attempts`)
     submitted: float = 0.0  # time.monotonic() of the current attempt's submit
     started: float = field(default_factory=time.time)  # wall clock: the trial run's start in MLflow
+    prediction: Prediction | None = None  # the predictor's, when it picked this arch
 
 
 # The automatic evaluation timeout (search.trial_timeout_s None): a multiple of the median
@@ -187,6 +248,7 @@ class SearchLoop:
         self.max_failures = search.n_trials if search.max_failures is None else search.max_failures
         self.requeue: deque[StoredTrial] = deque(store.recover())
         self.opened_with = trials = store.trials()  # the study as it was opened (after recovery)
+        self.predictions = PredictionLedger.of(trials)
         self.n_told = replay(searcher, trials)
         self.done_points = [(t.evaluation.total_gflops, t.evaluation.ap) for t in trials if t.evaluation is not None]
         self.n_complete = len(self.done_points)
@@ -217,9 +279,16 @@ class SearchLoop:
             return None
         if self.requeue:
             old = self.requeue.popleft()
-            return _Flight(self.store.start_trial(old.arch, ask_seq=None, requeued_from=old.number), old.arch)
+            # the prediction goes along (its screened-out candidates stay with the killed trial)
+            again = dataclasses.replace(old.prediction, screened_out=()) if old.prediction is not None else None
+            number = self.store.start_trial(old.arch, ask_seq=None, requeued_from=old.number, prediction=again)
+            return _Flight(number, old.arch, prediction=again)
         arch = self.searcher.ask()
-        return _Flight(self.store.start_trial(arch, ask_seq=self.n_told), arch)
+        prediction = self.searcher.last_prediction
+        if prediction is not None:
+            self.predictions.pick(prediction)
+        return _Flight(self.store.start_trial(arch, ask_seq=self.n_told, prediction=prediction), arch,
+                       prediction=prediction)
 
     def fill(self, pool: EvaluatorPool) -> None:
         """Give every idle slot of `pool` work."""
@@ -252,9 +321,12 @@ class SearchLoop:
             self.done_points.append((result.evaluation.total_gflops, result.evaluation.ap))
             if self.tracker is not None:
                 self.tracker.log_trial(
-                    StoredTrial(f.number, "COMPLETE", f.arch, result.evaluation, None, self.n_told - 1, None, None, None),
+                    StoredTrial(f.number, "COMPLETE", f.arch, result.evaluation, None, self.n_told - 1, None, None, None,
+                                prediction=f.prediction),
                     f.started, time.time(),
                 )
+            if f.prediction is not None:
+                self._note_prediction(f.prediction, result.evaluation.ap)
             return
         if result.lost:  # the machine failed, not the arch: evaluate it again, on another evaluator
             f.lost += 1
@@ -282,6 +354,15 @@ class SearchLoop:
         if self.n_failed > self.max_failures:
             raise NasplatError(f"{self.n_failed} trials failed for good (more than {self.max_failures}); last error: {error}",
                                key="search")
+
+    def _note_prediction(self, prediction: Prediction, ap: float) -> None:
+        """Store (and log) the predictor's summary after one of its picks was evaluated."""
+        self.predictions.measure(prediction, ap)
+        summary = self.predictions.summary(self.search.predictor.kind if self.search.predictor else "")
+        self.store.set_attr("predictor", summary)
+        if summary["evaluated"] % 10 == 0:  # type: ignore[operator]
+            log.info("predictor: %s picks evaluated; over the last %s: Kendall tau %s, RMSE %s", summary["evaluated"],
+                     PREDICTION_WINDOW, summary["kendall_tau"], summary["rmse"])
 
     def run(self, pool: EvaluatorPool | Callable[[], EvaluatorPool]) -> SearchResult:
         """Evaluate until the study has `n_trials` COMPLETE trials, then finish (tracker, result).
@@ -354,7 +435,8 @@ def open_search(
         latency = dataclasses.replace(latency, budget_ms=search.budget_latency_ms, objective=search.cost == "latency")
     cost = total_gflops_fn(space)
     searcher = build_searcher(search.sampler, space, cost, search.budget_gflops, search.seed, evolution=search.evolution,
-                              latency=latency if search.uses_latency else None, part_budgets=search.part_budgets)
+                              latency=latency if search.uses_latency else None, part_budgets=search.part_budgets,
+                              predictor=search.predictor)
     store = open_study(storage_url, study, identity_of(space, search, objective, latency), new_study=new_study,
                        study=study_name, space=space)
     store.set_attr("n_trials", search.n_trials)

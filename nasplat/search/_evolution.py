@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from nasplat.errors import ConfigError
-from nasplat.config import EvolutionConfig
+from nasplat.config import EvolutionConfig, PredictorConfig
 from nasplat.search.base import DEFAULT_MAX_TRIES, LatencyCost, Searcher, register_searcher
 from nasplat.search.evaluation import Evaluation
 from nasplat.search.pareto import pareto_indices
@@ -29,7 +29,12 @@ class EvolutionSearcher(Searcher):
     result is known (all evaluations still running) proposals are random, and so is any proposal
     after `_STALL` consecutive duplicates or over-budget children (a converged top-k whose
     neighbourhood is exhausted), so the search keeps exploring instead of failing.
+
+    With a predictor (`search.predictor`) each candidate it screens counts as a member of the
+    generation, so a real evaluation is picked among mutants and children of the same parents.
     """
+
+    screens = True
 
     def __init__(
         self,
@@ -41,6 +46,7 @@ class EvolutionSearcher(Searcher):
         settings: EvolutionConfig = EvolutionConfig(),
         latency: LatencyCost | None = None,
         part_budgets: Mapping[str, float] | None = None,
+        predictor: PredictorConfig | None = None,
     ) -> None:
         """Raises ConfigError for top_k > population or an empty generation; BudgetError as the base."""
         if settings.top_k > settings.population:
@@ -49,7 +55,8 @@ class EvolutionSearcher(Searcher):
             )
         if settings.mutations + settings.crossovers < 1:
             raise ConfigError("mutations + crossovers must be at least 1", key="search.evolution")
-        super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency, part_budgets=part_budgets)
+        super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency, part_budgets=part_budgets,
+                         predictor=predictor)
         self.settings = settings
         self._accepted = 0
         self._rejected_in_row = 0

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 import optuna
 from optuna.trial import Trial, TrialState
 
+from nasplat.config import PredictorConfig
 from nasplat.search.base import DEFAULT_MAX_TRIES, LatencyCost, Searcher, register_searcher
 from nasplat.search.evaluation import Evaluation
 from nasplat.space import Arch, SearchSpace
@@ -51,8 +52,12 @@ class _OptunaSearcher(Searcher):
         max_tries: int = DEFAULT_MAX_TRIES,
         latency: LatencyCost | None = None,
         part_budgets: Mapping[str, float] | None = None,
+        predictor: PredictorConfig | None = None,
     ) -> None:
-        super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency, part_budgets=part_budgets)
+        """Raises ConfigError for a predictor: Optuna's sampler must be told every trial it asks,
+        so a screened-out candidate would be told a prediction as if measured (or a failure)."""
+        super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency, part_budgets=part_budgets,
+                         predictor=predictor)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

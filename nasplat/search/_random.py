@@ -7,7 +7,10 @@ from nasplat.space import Arch
 
 @register_searcher("random")
 class RandomSearcher(Searcher):
-    """Uniform random sampling (`space.sample`) with rejection of over-budget archs."""
+    """Uniform random sampling (`space.sample`) with rejection of over-budget archs; with a
+    predictor, the predictor's pick among `screen` uniform samples."""
+
+    screens = True
 
     def _propose(self) -> Arch:
         return self.space.sample(self.rng)

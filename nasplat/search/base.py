@@ -18,21 +18,30 @@ Contract (every implementation, tested in `tests/search/test_contract.py`):
   subnet's predicted latency, raises `BudgetError` in the constructor.
 - With `LatencyCost(objective=True)` the searchers' cost objective is the predicted latency
   instead of GFLOPs (NSGA-II's second objective, evolution's Pareto parents).
+- With a predictor (`search.predictor`, searchers whose `screens` is True), once `warmup`
+  results are told, each `ask` proposes up to `screen` distinct feasible new candidates and returns
+  the one the predictor picks (`nasplat.search.predictor.Screen`); `last_prediction` then holds
+  what it predicted and the candidates it screened out. Those are not proposed in the sense of
+  the contract: they may be proposed again later. Determinism holds: the predictor is refitted
+  from the told results alone.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Mapping, TypeVar
+from typing import TYPE_CHECKING, Callable, ClassVar, Container, Mapping, TypeVar
 
 import numpy as np
 
-from nasplat.config import EvolutionConfig
+from nasplat.config import SCREENING_SAMPLERS, EvolutionConfig, PredictorConfig
 from nasplat.errors import BudgetError, ConfigError, NasplatError
 from nasplat.search.cost import describe_budget, gflops_parts, within_budget
-from nasplat.search.evaluation import Evaluation
+from nasplat.search.evaluation import Evaluation, Prediction
 from nasplat.space import Arch, SearchSpace
+
+if TYPE_CHECKING:
+    from nasplat.search.predictor import Screen
 
 DEFAULT_MAX_TRIES = 2000
 
@@ -62,6 +71,7 @@ class Searcher(ABC):
     subclasses implement `_propose` and `_observe` (and may use the hooks)."""
 
     name: ClassVar[str] = "base"
+    screens: ClassVar[bool] = False  # whether a predictor may pick among this searcher's proposals
 
     def __init__(
         self,
@@ -72,10 +82,12 @@ class Searcher(ABC):
         max_tries: int = DEFAULT_MAX_TRIES,
         latency: LatencyCost | None = None,
         part_budgets: Mapping[str, float] | None = None,
+        predictor: PredictorConfig | None = None,
     ) -> None:
-        """`part_budgets`: GFLOPs limits by part (body, face, hand), None for none. Raises
+        """`part_budgets`: GFLOPs limits by part (body, face, hand), None for none. `predictor`:
+        screen the proposals with an accuracy predictor (None: evaluate every proposal). Raises
         BudgetError when no arch of the space fits `budget_gflops`, a part budget or the latency
-        budget."""
+        budget; ConfigError for a predictor on a searcher that does not screen."""
         self.space = space
         self.latency = latency
         self.cost = cost
@@ -87,6 +99,16 @@ class Searcher(ABC):
         self.rng = np.random.default_rng(seed)
         self._proposed: dict[str, Arch] = {}
         self._results: dict[str, Evaluation | None] = {}
+        self.last_prediction: Prediction | None = None  # set by an `ask` the predictor screened
+        self.screen: Screen | None = None
+        if predictor is not None:
+            if not self.screens:
+                raise ConfigError(f"an accuracy predictor screens the candidates of the "
+                                  f"{' and '.join(SCREENING_SAMPLERS)} samplers, not of {self.name!r}",
+                                  key="search.predictor")
+            from nasplat.search.predictor import Screen  # torch, only when a predictor is asked for
+
+            self.screen = Screen(space, predictor, seed)
         if budget_gflops is not None:
             floor = cost(space.min_arch())
             if budget_gflops < floor:
@@ -132,26 +154,77 @@ class Searcher(ABC):
             return float(self.latency.predict(arch))
         return evaluation.total_gflops
 
+    def search_cost(self, arch: Arch) -> float:
+        """The cost objective of an arch before it is evaluated: predicted latency with
+        `LatencyCost(objective=True)`, else its analytic GFLOPs (what its evaluation reports)."""
+        if self.latency is not None and self.latency.objective:
+            return float(self.latency.predict(arch))
+        return float(self.cost(arch))
+
     def ask(self) -> Arch:
-        """A new, feasible arch. Raises BudgetError after `max_tries` proposals without one."""
+        """A new, feasible arch (the predictor's pick among up to `screen` of them, once it
+        screens). Raises BudgetError after `max_tries` proposals without one."""
+        self.last_prediction = None
+        results = self.results()
+        if self.screen is not None and self.screen.ready(len(results)):
+            return self._ask_screened(results)
+        arch = self._new_arch(())
+        if arch is None:
+            raise self._exhausted()
+        self._proposed[arch.key()] = arch
+        self._on_accept(arch)
+        return arch
+
+    def _new_arch(self, taken: Container[str]) -> Arch | None:
+        """A proposal that is feasible, never asked before and not in `taken`; None after
+        `max_tries` proposals without one."""
         for _ in range(self.max_tries):
             arch = self._propose()
             key = arch.key()
-            if key in self._proposed:
+            if key in self._proposed or key in taken:
                 self._on_duplicate(arch, self._results.get(key))
                 continue
             if not self.feasible(arch):
                 self._on_infeasible(arch, self.cost(arch))
                 continue
-            self._proposed[key] = arch
-            self._on_accept(arch)
             return arch
+        return None
+
+    def _ask_screened(self, results: list[tuple[Arch, Evaluation]]) -> Arch:
+        """Up to `screen` distinct candidates, each accepted as a proposal would be (`_on_accept`:
+        evolution counts them as members of its generation), then the predictor's pick."""
+        assert self.screen is not None
+        candidates: list[Arch] = []
+        keys: set[str] = set()
+        for _ in range(self.screen.config.screen):
+            arch = self._new_arch(keys)
+            if arch is None:
+                break
+            self._on_accept(arch)
+            candidates.append(arch)
+            keys.add(arch.key())
+        if not candidates:
+            raise self._exhausted()
+        measured = [(a, self.objective_cost(a, e), e.ap) for a, e in results]
+        chosen, self.last_prediction = self.screen.choose(
+            candidates, [self.search_cost(a) for a in candidates], measured, self._reference_cost())
+        self._proposed[chosen.key()] = chosen
+        return chosen
+
+    def _reference_cost(self) -> float:
+        """Where the front's hypervolume ends on the cost axis: the budget on the cost objective,
+        else the cost of the space's largest arch."""
+        if self.latency is not None and self.latency.objective:
+            return self.latency_budget if self.latency_budget is not None else self.search_cost(self.space.max_arch())
+        return self.budget if self.budget is not None else self.search_cost(self.space.max_arch())
+
+    def _exhausted(self) -> BudgetError:
         gflops_limited = self.budget is not None or self.part_budgets is not None
         limits = [describe_budget(self.budget, self.part_budgets)] if gflops_limited else []
         if self.latency_budget is not None:
             limits.append(f"{self.latency_budget} ms")
         within = " and ".join(limits) or "the budget"
-        raise BudgetError(
+        return BudgetError(
             f"{self.name} searcher found no new arch within {within} after "
             f"{self.max_tries} proposals ({len(self._proposed)} already proposed); raise the budget "
             f"or lower n_trials",
@@ -194,7 +267,8 @@ class Searcher(ABC):
         """The last proposal is over budget. No-op."""
 
     def _on_accept(self, arch: Arch) -> None:
-        """The last proposal is returned by `ask`. No-op."""
+        """The last proposal is returned by `ask`, or is one of the candidates the predictor
+        screens. No-op."""
 
 
 S = TypeVar("S", bound=type[Searcher])
@@ -222,13 +296,16 @@ def build_searcher(
     max_tries: int = DEFAULT_MAX_TRIES,
     latency: LatencyCost | None = None,
     part_budgets: Mapping[str, float] | None = None,
+    predictor: PredictorConfig | None = None,
 ) -> Searcher:
-    """The registered searcher `name`. Raises ConfigError for an unknown name, BudgetError for a
-    budget (on the total or a part) below the space's smallest (or, for latency, fastest) arch."""
+    """The registered searcher `name`. Raises ConfigError for an unknown name or a predictor on a
+    searcher that does not screen, BudgetError for a budget (on the total or a part) below the
+    space's smallest (or, for latency, fastest) arch."""
     cls = SEARCHERS.get(name)
     if cls is None:
         raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(sorted(SEARCHERS))}", key="search.sampler")
     if name == "evolution":
         return cls(space, cost, budget_gflops, seed, max_tries=max_tries, latency=latency,  # type: ignore[call-arg]
-                   part_budgets=part_budgets, settings=evolution or EvolutionConfig())
-    return cls(space, cost, budget_gflops, seed, max_tries=max_tries, latency=latency, part_budgets=part_budgets)
+                   part_budgets=part_budgets, settings=evolution or EvolutionConfig(), predictor=predictor)
+    return cls(space, cost, budget_gflops, seed, max_tries=max_tries, latency=latency, part_budgets=part_budgets,
+               predictor=predictor)

@@ -10,9 +10,9 @@ holds the parts that do not depend on the search loop:
   `predict(X) -> (mean, std)`; two implementations, `MLPEnsemble` (Once-for-All's MLP on the arch
   encoding, made an ensemble for an uncertainty) and `GaussianProcess` (exact, numpy), registered
   by name in `PREDICTORS` and built from a `config.PredictorConfig` by `make_predictor`;
-- `pick`: the acquisition rule, which k of n screened candidates are evaluated for real.
-
-Not built yet: the search loop does not call any of this (no experiment key reaches it).
+- `pick`: the acquisition rule, which k of n screened candidates are evaluated for real
+  (`expected_hypervolume_improvement` by default);
+- `Screen`: all of it as a searcher uses it (`search.predictor`; see `nasplat.search.base`).
 
 A core module: numpy and torch (the MLP ensemble) only.
 """
@@ -28,9 +28,10 @@ import torch
 
 from nasplat.config import PredictorConfig
 from nasplat.errors import ConfigError, NasplatError
+from nasplat.search.evaluation import Prediction
 from nasplat.space import Arch, SearchSpace
 
-Acquisition = Literal["ei", "ucb"]
+Acquisition = Literal["ehvi", "ei", "ucb"]
 
 
 # --- encoding ------------------------------------------------------------------------------------
@@ -420,49 +421,141 @@ def upper_confidence_bound(mean: np.ndarray, std: np.ndarray, beta: float) -> np
     return mu + beta * sigma
 
 
+def expected_hypervolume_improvement(mean: np.ndarray, std: np.ndarray, cost: np.ndarray,
+                                     front: list[tuple[float, float]], ref_cost: float,
+                                     ref_ap: float = 0.0) -> np.ndarray:
+    """The expected gain in hypervolume of (AP up, cost down) under (`ref_cost`, `ref_ap`) if each
+    candidate were added to the measured points `front` ((cost, AP) pairs; dominated ones may be
+    among them): candidate i has exactly known cost `cost[i]` (analytic GFLOPs or predicted
+    latency) and AP ~ Normal(mean[i], std[i]).
+
+    With b(x) the best measured AP at cost <= x (`ref_ap` where none), a point (c, a) adds the
+    area of {c <= x <= ref_cost, b(x) < y <= a}: the integral over x from c to ref_cost of
+    max(a - b(x), 0). b is a step function, so the expectation is exact: the sum over its steps
+    of step width x `expected_improvement(mean, std, b)`. A candidate at or beyond `ref_cost` gains
+    nothing. Raises ValueError for bad inputs."""
+    mu, sigma = _scores_input(mean, std)
+    c = np.asarray(cost, dtype=np.float64)
+    if c.shape != mu.shape or not np.all(np.isfinite(c)):
+        raise ValueError(f"one finite cost per candidate is needed, got shape {c.shape} for {len(mu)} candidates")
+    if not (math.isfinite(ref_cost) and math.isfinite(ref_ap)):
+        raise ValueError("the reference point must be finite")
+    points = sorted((float(g), float(a)) for g, a in front if g < ref_cost)
+    out = np.zeros(len(mu))
+    for i in range(len(mu)):
+        if c[i] >= ref_cost:
+            continue
+        best = max([ref_ap] + [a for g, a in points if g <= c[i]])
+        edges, levels = [float(c[i])], [best]
+        for g, a in points:
+            if g > c[i] and a > levels[-1]:
+                edges.append(g)
+                levels.append(a)
+        edges.append(ref_cost)
+        for j, level in enumerate(levels):
+            width = edges[j + 1] - edges[j]
+            if width > 0:
+                out[i] += width * float(expected_improvement(mu[i:i + 1], sigma[i:i + 1], level)[0])
+    return out
+
+
 def pick(mean: np.ndarray, std: np.ndarray, k: int, *, best: float | None = None, kind: Acquisition = "ei",
-         beta: float = 1.0) -> list[int]:
+         beta: float = 1.0, cost: np.ndarray | None = None, front: list[tuple[float, float]] | None = None,
+         ref_cost: float | None = None) -> list[int]:
     """Which `k` of n screened candidates to evaluate for real: their indices, best first.
 
     The candidates are given by their predicted whole-body AP (`mean` [n]) and its uncertainty
     (`std` [n]); all are within the budget already (the searcher proposes only feasible archs).
 
-    kind "ei" (the default): expected improvement of AP over `best`, the best AP measured so far
-    under the budget (None: nothing measured yet; the mean decides). Under a hard budget the
-    searchers maximise one number, the whole-body AP of a feasible arch, so the improvement of that
-    number is what a real evaluation can buy; EI weighs how much a candidate is predicted to gain
-    against how likely it is, so an uncertain candidate near the best is evaluated before a certain
-    one slightly below it (exploration through std), with no weight to tune. Candidates EI cannot
-    tell apart (equal scores, including those too far below `best` for EI to be represented,
-    about 37 std) go to the higher mean, then the lower index.
+    kind "ehvi" (the searchers' default, `search.predictor.acquisition`): the expected improvement
+    of the hypervolume of (AP, cost) under the budget (`expected_hypervolume_improvement`; needs
+    `cost` [n], the measured `front` and `ref_cost`, the budget). The search is judged by its front
+    under the budget (its best AP is that front's top end, and a smaller budget picks a cheaper
+    point of it), so the gain of the whole front is what a real evaluation can buy: a candidate is
+    worth evaluating where it may beat every measured arch at its cost or below, weighted by how
+    far it may beat them, over how much of the cost axis. Exploration comes through std, with no
+    weight to tune, and it is exact in two objectives (one of them known without evaluation).
+
+    kind "ei": the expected improvement of AP over `best`, the best AP measured so far under the
+    budget (None: nothing measured yet; the mean decides): the front's top end alone.
+
+    Under "ehvi" and "ei", candidates with equal scores (including those too far below the
+    measured points for the improvement to be represented, about 37 std) go to the higher mean,
+    then the lower index.
 
     kind "ucb": mean + `beta` * std, the alternative with an explicit exploration weight (`beta` 0:
     the predicted AP alone); ties go to the lower index.
 
-    The top k by score are returned (no penalty for picking similar candidates together: the loop
-    this is built for evaluates one pick per `search.predictor.screen` candidates). Raises
-    ValueError for bad inputs, k outside 1..n or an unknown kind.
+    The top k by score are returned (no penalty for picking similar candidates together: the
+    searchers evaluate one pick per `search.predictor.screen` candidates). Raises ValueError for
+    bad inputs, k outside 1..n, an unknown kind or "ehvi" without cost, front and ref_cost.
     """
     mu, sigma = _scores_input(mean, std)
     if not 1 <= k <= len(mu):
         raise ValueError(f"k must be between 1 and the number of candidates ({len(mu)}), got {k}")
     index = np.arange(len(mu))
-    if kind == "ei":
+    if kind == "ehvi":
+        if cost is None or front is None or ref_cost is None:
+            raise ValueError("the ehvi acquisition needs each candidate's cost, the measured front and the reference cost")
+        order = np.lexsort((index, -mu, -expected_hypervolume_improvement(mu, sigma, cost, front, ref_cost)))
+    elif kind == "ei":
         order = np.lexsort((index, -mu, -expected_improvement(mu, sigma, best)))
     elif kind == "ucb":
         order = np.lexsort((index, -upper_confidence_bound(mu, sigma, beta)))
     else:
-        raise ValueError(f"unknown acquisition {kind!r}; allowed: ei, ucb")
+        raise ValueError(f"unknown acquisition {kind!r}; allowed: ehvi, ei, ucb")
     return [int(i) for i in order[:k]]
+
+
+# --- the predictor in a searcher -----------------------------------------------------------------
+class Screen:
+    """The accuracy predictor as a searcher uses it (`Searcher(..., predictor=...)`): fitted on the
+    searcher's successful results, it picks one of the candidates proposed for a real evaluation.
+
+    Nothing here is kept that the study store does not hold: the fit depends only on the results
+    told (in telling order) and the seed, and is redone whenever that list has grown. A searcher
+    rebuilt by replaying a stored study therefore refits at the same points on the same data and
+    picks the same candidates.
+    """
+
+    def __init__(self, space: SearchSpace, config: PredictorConfig, seed: int) -> None:
+        self.space, self.config = space, config
+        self.predictor = make_predictor(config, seed)
+        self._fitted_on = 0
+
+    def ready(self, n_results: int) -> bool:
+        """Whether enough archs were evaluated (`warmup`) for the predictor to screen."""
+        return n_results >= self.config.warmup
+
+    def choose(self, candidates: list[Arch], cost: list[float], results: list[tuple[Arch, float, float]],
+               ref_cost: float) -> tuple[Arch, Prediction]:
+        """The candidate to evaluate, and the `Prediction` recorded with it (the other candidates
+        are its `screened_out`).
+
+        candidates: feasible, new archs (at least one). cost: each one's cost (the searcher's cost
+        objective). results: every successful evaluation so far as (arch, cost, measured AP), in
+        telling order (at least 2). ref_cost: the cost budget (or the space's largest cost)."""
+        if len(results) != self._fitted_on:
+            x = encode_many(self.space, [a for a, _, _ in results])
+            self.predictor.fit(x, np.array([ap for _, _, ap in results]))
+            self._fitted_on = len(results)
+        mean, std = self.predictor.predict(encode_many(self.space, candidates))
+        c = self.config
+        i = pick(mean, std, 1, best=max(ap for _, _, ap in results), kind=c.acquisition, beta=c.beta,
+                 cost=np.asarray(cost, dtype=np.float64), front=[(g, ap) for _, g, ap in results], ref_cost=ref_cost)[0]
+        others = tuple((a, float(mean[j]), float(std[j])) for j, a in enumerate(candidates) if j != i)
+        return candidates[i], Prediction(float(mean[i]), float(std[i]), self._fitted_on, others)
 
 
 __all__ = [
     "PREDICTORS",
     "AccuracyPredictor",
+    "Screen",
     "GaussianProcess",
     "MLPEnsemble",
     "encode",
     "encode_many",
+    "expected_hypervolume_improvement",
     "expected_improvement",
     "make_predictor",
     "pick",

@@ -50,7 +50,7 @@ from optuna.distributions import CategoricalDistribution, distribution_to_json
 from optuna.trial import TrialState, create_trial
 
 from nasplat.errors import NasplatError, StoreError
-from nasplat.search.evaluation import Evaluation
+from nasplat.search.evaluation import Evaluation, Prediction
 from nasplat.space import Arch, SearchSpace
 from nasplat.store.database import create_engine, open_rdb_storage, retrying, store_error
 from nasplat.store.redact import redact_url
@@ -120,6 +120,7 @@ class StudyIdentity:
     latency_device: str = ""  # the latency table's device fingerprint and description ("" without one)
     cost: str = "gflops"  # the searchers' cost objective: gflops | latency
     budget_parts: str = ""  # the GFLOPs budget of each part as JSON ("" without part budgets)
+    predictor: str = ""  # `search.predictor` as JSON ("" without a predictor)
 
     @property
     def part_budgets(self) -> dict[str, float] | None:
@@ -145,6 +146,7 @@ _FLAG_NAMES = {
     "latency_device": "latency table device",
     "cost": "cost objective",
     "budget_parts": "part budgets",
+    "predictor": "predictor settings",
 }
 
 
@@ -163,6 +165,7 @@ class StoredTrial:
     error: str | None
     started: float | None = None  # seconds since the epoch: when the trial was started (its evaluation dispatched)
     ended: float | None = None  # and when its result was stored
+    prediction: Prediction | None = None  # the accuracy predictor's, when it picked this arch (not a result)
 
     @property
     def key(self) -> str:
@@ -361,14 +364,19 @@ class StudyStore:
         return dict(self.study.user_attrs)
 
     # --- trials ----------------------------------------------------------------------------
-    def start_trial(self, arch: Arch, *, ask_seq: int | None, requeued_from: int | None = None) -> int:
+    def start_trial(self, arch: Arch, *, ask_seq: int | None, requeued_from: int | None = None,
+                    prediction: Prediction | None = None) -> int:
         """Record a RUNNING trial for `arch`; returns its number. Its params are written with its
-        result (one transaction fewer per trial), or here where the store leaves rows to Optuna."""
+        result (one transaction fewer per trial), or here where the store leaves rows to Optuna.
+        `prediction`: what the accuracy predictor said when it picked `arch`, kept as the user attr
+        `prediction` (with the candidates it screened out), never as the trial's values."""
         attrs: dict[str, Any] = {"arch": arch.to_json(), "key": arch.key()}
         if ask_seq is not None:
             attrs["ask_seq"] = ask_seq
         if requeued_from is not None:
             attrs["requeued_from"] = requeued_from
+        if prediction is not None:
+            attrs["prediction"] = prediction.to_dict()
         params = arch_params(arch, self._distributions) if self._distributions is not None else {}
         if params and self._tables is None:
             template = create_trial(state=TrialState.RUNNING, params=params, distributions=self._distributions,
@@ -464,6 +472,10 @@ class StudyStore:
                 evaluation = Evaluation.from_dict(result["evaluation"])
         except (NasplatError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise _unreadable(self.study_name, "result", e, self.url, trial=t.number) from e
+        try:
+            prediction = Prediction.from_dict(attrs["prediction"]) if "prediction" in attrs else None
+        except NasplatError as e:
+            raise _unreadable(self.study_name, "prediction", e, self.url, trial=t.number) from e
         killed = attrs.get("outcome") == "killed"
         return StoredTrial(
             number=t.number,
@@ -477,6 +489,7 @@ class StudyStore:
             error=result.get("error"),
             started=t.datetime_start.timestamp() if t.datetime_start is not None else None,  # Optuna's naive local times
             ended=t.datetime_complete.timestamp() if t.datetime_complete is not None else None,
+            prediction=prediction,
         )
 
     def recover(self) -> list[StoredTrial]:

@@ -26,6 +26,7 @@ written when the driver died is written by the next run's `sync`.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import tempfile
 import threading
@@ -36,6 +37,7 @@ from typing import Any, Callable
 from mlflow.entities import Metric, Param, RunTag
 
 from nasplat.errors import NasplatError
+from nasplat.metrics.ranking import trailing_agreement
 from nasplat.search.pareto import pareto_indices
 from nasplat.space import Arch
 from nasplat.store import StoredTrial, redact_text
@@ -217,6 +219,10 @@ class MlflowTracker:
             metrics = [Metric(k, v, stamp, 0) for k, v in values.items()]
         elif trial.error:
             extra_tags.append(RunTag("error", trial.error[:4000]))
+        if trial.prediction is not None:  # under their own names: a prediction is not a result
+            metrics += [Metric("predicted_wholebody_AP", trial.prediction.ap, stamp, 0),
+                        Metric("predicted_wholebody_AP_std", trial.prediction.std, stamp, 0)]
+            extra_tags.append(RunTag("screened_out", str(len(trial.prediction.screened_out))))
         self._client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=extra_tags)
         self._client.set_terminated(run.info.run_id, status="FINISHED" if trial.evaluation is not None else "FAILED",
                                     end_time=_ms(ended))
@@ -276,8 +282,26 @@ class MlflowTracker:
             ], tags=[RunTag(BEST_TRIAL, f"trial-{best.number}")]
                 + ([RunTag(BEST_TRIAL_RUN, run_of[best.number])] if best.number in run_of else []))
             self._client.set_tag(self.parent_run_id, NOTE, self._note(best.number, run_of.get(best.number), len(front)))
+            self._log_predictor(trials)
         self._client.set_terminated(self.parent_run_id, status="FINISHED" if finished else "KILLED")
         return out
+
+    def _log_predictor(self, trials: list[StoredTrial]) -> None:
+        """The accuracy predictor's agreement with the measurements that followed its picks, as
+        the search went: `predictor_kendall_tau` and `predictor_rmse` over its last 20 evaluated
+        picks, at step n (its n-th evaluated pick), on the search run."""
+        picks = sorted((t for t in trials if t.prediction is not None and t.evaluation is not None),
+                       key=lambda t: t.tell_seq or 0)
+        if not picks:
+            return
+        series = trailing_agreement([t.prediction.ap for t in picks], [t.evaluation.ap for t in picks])  # type: ignore[union-attr]
+        logged = {m.step for m in self._client.get_metric_history(self.parent_run_id, "predictor_rmse")}
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"predictor_{name}", row[name], now, int(row["n"])) for row in series
+                   if int(row["n"]) not in logged  # a resumed search's finish logs only the new steps
+                   for name in ("kendall_tau", "rmse") if not math.isnan(row[name])]
+        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+            self._client.log_batch(self.parent_run_id, metrics=metrics[start:start + 1000])
 
     def _note(self, best: int, best_run: str | None, n_front: int) -> str:
         """The search run's description (markdown, rendered by the UI) with links to the best

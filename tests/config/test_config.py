@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from nasplat.errors import ConfigError
-from nasplat.config import SearchConfig, load_experiment, load_trainer
+from nasplat.config import PredictorConfig, SearchConfig, load_experiment, load_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -341,7 +341,7 @@ def test_the_predictor_settings_defaults_and_values():
 
     predictor = validate(PredictorConfig, {}, "p.yaml")
     assert (predictor.kind, predictor.warmup, predictor.screen, predictor.acquisition, predictor.beta) == (
-        "mlp_ensemble", 20, 10, "ei", 1.0)
+        "mlp_ensemble", 20, 10, "ehvi", 1.0)
     written = {"kind": "gp", "warmup": 2, "screen": 1, "acquisition": "ucb", "beta": 0}
     assert validate(PredictorConfig, written, "p.yaml") == PredictorConfig(kind="gp", warmup=2, screen=1,
                                                                             acquisition="ucb", beta=0.0)
@@ -352,7 +352,7 @@ def test_the_predictor_settings_defaults_and_values():
     ({"warmup": 1}, "warmup", "greater than or equal to 2"),
     ({"warmup": "20"}, "warmup", "valid integer"),
     ({"screen": 0}, "screen", "greater than or equal to 1"),
-    ({"acquisition": "pi"}, "acquisition", "'ei' or 'ucb'"),
+    ({"acquisition": "pi"}, "acquisition", "'ehvi', 'ei' or 'ucb'"),
     ({"beta": -0.5}, "beta", "greater than or equal to 0"),
     ({"beta": float("inf")}, "beta", "finite number"),
     ({"screens": 5}, "screens", "allowed: kind, warmup, screen, acquisition, beta"),
@@ -365,3 +365,22 @@ def test_a_bad_predictor_value_is_one_line_naming_its_key(predictor, key, says):
         validate(PredictorConfig, predictor, "p.yaml")
     msg = str(info.value)
     assert info.value.key == key and "\n" not in msg and msg.startswith(f"p.yaml: {key}: ") and says in msg, msg
+
+
+@pytest.mark.parametrize("search, key, said", [
+    ("{sampler: nsga2, predictor: {kind: gp}}", "search.predictor", "screens the candidates of the random and "
+                                                                      "evolution samplers, not of 'nsga2'"),
+    ("{sampler: random, predictor: {kind: forest}}", "search.predictor.kind", "'mlp_ensemble' or 'gp'"),
+])
+def test_a_bad_predictor_names_the_file_and_the_key(tmp_path, search, key, said):
+    path = _write_experiment(tmp_path, search=search)
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: {key}: ") and said in msg, msg
+
+
+def test_a_predictor_loads_with_its_defaults_and_is_absent_by_default(tmp_path):
+    exp = load_experiment(_write_experiment(tmp_path, search="{sampler: evolution, predictor: {kind: gp}}"))
+    assert exp.search.predictor == PredictorConfig(kind="gp", warmup=20, screen=10, acquisition="ehvi", beta=1.0)
+    assert load_experiment(_write_experiment(tmp_path)).search.predictor is None

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nasplat.errors import BudgetError, NasplatError
-from nasplat.config import EvolutionConfig, SearchConfig
+from nasplat.errors import BudgetError, NasplatError, StoreError
+from nasplat.config import EvolutionConfig, PredictorConfig, SearchConfig
 from nasplat.orchestration import driver
 from nasplat.search import SEARCHERS, AnalyticFactory, AnalyticObjective, Objective
 from nasplat.space import Arch, load_space
@@ -61,6 +61,45 @@ def test_resume_continues_the_same_sequence(tmp_path: Path, sampler: str) -> Non
     assert len(set(_completed_keys(second))) == 16
     budget = 0.1
     assert all(t.evaluation.total_gflops <= budget for t in second.trials if t.evaluation)
+
+
+@pytest.mark.parametrize("sampler", ["random", "evolution"])
+def test_a_resumed_search_refits_the_predictor_from_the_store_and_makes_the_same_choices(tmp_path: Path,
+                                                                                       sampler: str) -> None:
+    """Stopped after 9 trials and run again to 16, a search with a predictor evaluates the same
+    archs in the same order, with the same predictions and the same screened-out candidates, as
+    one run to 16: the resumed searcher's predictor was refitted from the stored trials alone."""
+    space = load_space(SPACE)
+    factory = AnalyticFactory(str(SPACE))
+    predictor = PredictorConfig(kind="mlp_ensemble", warmup=5, screen=4)
+    whole = drive(space, replace(_settings(tmp_path, sampler, 16, "whole"), predictor=predictor), factory)
+    first = drive(space, replace(_settings(tmp_path, sampler, 9, "split"), predictor=predictor), factory)
+    second = drive(space, replace(_settings(tmp_path, sampler, 16, "split"), predictor=predictor), factory)
+    assert first.n_complete == 9 and _completed_keys(second) == _completed_keys(whole)
+
+    def predictions(result):  # noqa: ANN001, ANN202
+        return [(t.prediction.ap, t.prediction.std, t.prediction.fitted_on, [a.key() for a, _, _ in t.prediction.screened_out])
+                if t.prediction else None for t in sorted(result.trials, key=lambda t: t.number)]
+
+    assert predictions(second) == predictions(whole)
+    picked = [t for t in second.trials if t.prediction is not None]
+    assert len(picked) == 16 - 5 and all(len(t.prediction.screened_out) == 3 for t in picked)
+    # predicted values are never results: the picks' evaluations are the objective's own
+    objective = AnalyticObjective(space)
+    assert all(t.evaluation.ap == objective.evaluate(t.arch).ap for t in picked)
+    store = load_current_study(_settings(tmp_path, sampler, 16, "split")[1], "exp")
+    summary = store.attrs()["predictor"]
+    assert summary["picked"] == summary["evaluated"] == 11 and summary["screened_out"] == 33
+    assert summary["kind"] == "mlp_ensemble" and -1 <= summary["kendall_tau"] <= 1 and summary["rmse"] > 0
+
+
+def test_a_changed_predictor_is_another_study(tmp_path: Path) -> None:
+    space = load_space(SPACE)
+    factory = AnalyticFactory(str(SPACE))
+    settings = replace(_settings(tmp_path, "random", 6), predictor=PredictorConfig(kind="gp", warmup=3))
+    drive(space, settings, factory)
+    with pytest.raises(StoreError, match="predictor settings"):
+        drive(space, replace(settings, predictor=PredictorConfig(kind="gp", warmup=4)), factory)
 
 
 class _Flaky(Objective):

@@ -19,11 +19,14 @@ from nasplat.search.predictor import (
     GaussianProcess,
     MLPEnsemble,
     encode,
+    Screen,
     encode_many,
+    expected_hypervolume_improvement,
     expected_improvement,
     make_predictor,
     pick,
 )
+from nasplat.search.pareto import hypervolume
 from nasplat.space import SearchSpace, load_space
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -214,3 +217,55 @@ def test_the_configured_acquisition_reads_from_the_config() -> None:
     mean, std = np.array([0.3, 0.5]), np.array([0.9, 0.0])
     assert pick(mean, std, 1, kind=config.acquisition, beta=config.beta) == [1]
     assert pick(mean, std, 1, best=0.5) == [0]  # ei: the uncertain one
+
+
+FRONT = [(0.02, 0.30), (0.05, 0.50), (0.04, 0.20), (0.08, 0.60)]  # (cost, AP); (0.04, 0.20) is dominated
+
+
+def test_ehvi_with_no_uncertainty_is_the_exact_gain_in_hypervolume() -> None:
+    rng = np.random.default_rng(0)
+    cost = rng.uniform(0.0, 0.11, 200)
+    mean = rng.uniform(0.0, 0.8, 200)
+    gain = expected_hypervolume_improvement(mean, np.zeros(200), cost, FRONT, ref_cost=0.1)
+    before = hypervolume(FRONT, 0.1)
+    want = [hypervolume(FRONT + [(c, m)], 0.1) - before for c, m in zip(cost, mean)]
+    np.testing.assert_allclose(gain, want, atol=1e-12)
+    assert np.all(gain[cost >= 0.1] == 0) and np.any(gain > 0)
+
+
+def test_ehvi_is_the_mean_gain_over_the_predicted_distribution() -> None:
+    rng = np.random.default_rng(1)
+    before = hypervolume(FRONT, 0.1)
+    for cost, mean, std in ((0.03, 0.35, 0.05), (0.06, 0.45, 0.1), (0.01, 0.1, 0.2)):
+        draws = rng.normal(mean, std, 20000)
+        sampled = np.mean([hypervolume(FRONT + [(cost, a)], 0.1) - before for a in draws])
+        exact = expected_hypervolume_improvement(np.array([mean]), np.array([std]), np.array([cost]), FRONT, 0.1)[0]
+        assert exact == pytest.approx(sampled, rel=0.03, abs=1e-6)
+
+
+def test_ehvi_prefers_a_cheap_point_that_opens_the_front_over_a_dearer_one_of_equal_ap() -> None:
+    mean, std = np.array([0.55, 0.55]), np.array([0.02, 0.02])
+    # at 0.03 GFLOPs an AP of 0.55 beats every measured point up to 0.08; at 0.07 it beats none
+    assert pick(mean, std, 2, kind="ehvi", cost=np.array([0.07, 0.03]), front=FRONT, ref_cost=0.1) == [1, 0]
+    with pytest.raises(ValueError, match="needs each candidate's cost"):
+        pick(mean, std, 1, kind="ehvi")
+
+
+def test_screen_refits_only_when_results_grew_and_picks_deterministically() -> None:
+    archs = _distinct_archs(CPU_SMALL, 40, 3)
+    ap = _ap(archs)
+    cost = [float(np.sum(encode_many(CPU_SMALL, [a]))) for a in archs]  # any cost: only the order matters here
+    results = [(a, c, float(y)) for a, c, y in zip(archs[:30], cost[:30], ap[:30])]
+    picks = []
+    for _ in range(2):
+        screen = Screen(CPU_SMALL, PredictorConfig(kind="mlp_ensemble", screen=10), seed=4)
+        chosen, prediction = screen.choose(archs[30:], cost[30:], results, ref_cost=max(cost) + 1)
+        assert prediction.fitted_on == 30 and len(prediction.screened_out) == 9
+        assert chosen.key() not in {a.key() for a, _, _ in prediction.screened_out}
+        picks.append((chosen.key(), prediction))
+        fitted = screen.predictor._params
+        screen.choose(archs[30:35], cost[30:35], results, ref_cost=max(cost) + 1)
+        assert screen.predictor._params is fitted  # the same results: no refit
+        screen.choose(archs[31:35], cost[31:35], results + [(archs[30], cost[30], float(ap[30]))], ref_cost=max(cost) + 1)
+        assert screen.predictor._params is not fitted
+    assert picks[0] == picks[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nasplat.config import SearchConfig
+from nasplat.config import PredictorConfig, SearchConfig
 from nasplat.orchestration.driver import drive
 from nasplat.search import AnalyticFactory
 from nasplat.search.objectives import Objective
@@ -95,6 +95,42 @@ def test_parent_and_nested_runs_pareto_tags_and_figures(tmp_path: Path, local_st
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto_front.png", "pareto_front.html"} <= names
     assert parent.info.status == "FINISHED"
+
+
+def test_a_screened_search_logs_predictions_apart_from_results_and_the_predictors_quality(
+        tmp_path: Path, local_store: str) -> None:
+    """Each pick of the predictor has its prediction under its own name (never as wholebody_AP);
+    the search run has the predictor's trailing Kendall tau and RMSE per evaluated pick, logged
+    once even when a resumed search finishes again."""
+    from mlflow.tracking import MlflowClient
+
+    name = _fresh()
+    settings = SearchConfig(sampler="random", n_trials=12, budget_gflops=0.1, seed=0, objective="analytic",
+                            predictor=PredictorConfig(kind="gp", warmup=4, screen=3))
+    result = drive(load_space(SPACE), settings, AnalyticFactory(str(SPACE)), study=name,
+                   storage_url="sqlite:///" + str(tmp_path / "study.db"), tracker=MlflowTracker(local_store, name, tmp_path / "art"))
+    again = MlflowTracker(local_store, name, tmp_path / "art")
+    again.start(result.study_name, {})
+    again.finish(list(result.trials), 0.1, finished=True)
+    client = MlflowClient(tracking_uri=local_store)
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id], max_results=1000)
+    trials = {t.number: t for t in result.trials}
+    for run in runs:
+        if run.data.tags.get("nasplat.role") != "trial":
+            continue
+        trial = trials[int(run.data.tags["nasplat.trial"])]
+        assert run.data.metrics["wholebody_AP"] == pytest.approx(trial.evaluation.ap)
+        if trial.prediction is None:
+            assert "predicted_wholebody_AP" not in run.data.metrics and "screened_out" not in run.data.tags
+        else:
+            assert run.data.metrics["predicted_wholebody_AP"] == pytest.approx(trial.prediction.ap)
+            assert run.data.metrics["predicted_wholebody_AP_std"] == pytest.approx(trial.prediction.std)
+            assert run.data.tags["screened_out"] == "2"
+    parent = next(r for r in runs if r.data.tags.get("nasplat.role") == "search")
+    history = client.get_metric_history(parent.info.run_id, "predictor_rmse")
+    assert sorted(m.step for m in history) == list(range(1, 12 - 4 + 1))  # picks 1..8, each once
+    taus = client.get_metric_history(parent.info.run_id, "predictor_kendall_tau")
+    assert {m.step for m in taus} <= set(range(3, 9)) and all(-1 <= m.value <= 1 for m in taus)
 
 
 def test_storage_password_never_reaches_mlflow_params(tmp_path: Path, local_store: str) -> None:
