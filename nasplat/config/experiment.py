@@ -106,15 +106,12 @@ class LatencyProfileConfig:
     calibration: int = Field(6, ge=0)  # whole subnets measured to fit the correction
 
 
-SCREENING_SAMPLERS = ("random", "evolution")  # the samplers whose candidates a predictor may screen
-
-
 @pdataclass(config=STRICT, frozen=True)
 class PredictorConfig:
     """`search.predictor`: an accuracy predictor that screens candidates before they are evaluated
-    for real (`nasplat.search.predictor`). The random and evolution searchers propose `screen`
-    candidates per real evaluation once `warmup` evaluations are complete, and the predictor,
-    refitted on every completed trial of the study, picks the one evaluated."""
+    for real (`nasplat.search.predictor`). Once `warmup` evaluations are complete, every searcher
+    proposes `screen` candidates per real evaluation, and the predictor, refitted on every
+    completed trial of the study, picks the one evaluated."""
 
     kind: Literal["mlp_ensemble", "gp"] = "mlp_ensemble"  # an ensemble of small MLPs, or a Gaussian process
     warmup: int = Field(20, ge=2)  # real evaluations before the predictor is first fitted
@@ -188,8 +185,8 @@ class SearchConfig:
     # e.g. {face.resolution: 32}: the search samples only archs with these values (the supernet
     # is the whole space's); a changed fix is another study. None: nothing pinned
     fix: dict[str, int | float] | None = None
-    # an accuracy predictor picks which of `screen` proposed candidates is evaluated (random and
-    # evolution only); None: every proposal is evaluated
+    # an accuracy predictor picks which of `screen` proposed candidates is evaluated; None: every
+    # proposal is evaluated
     predictor: PredictorConfig | None = None
 
     @model_validator(mode="before")
@@ -427,10 +424,6 @@ def load_experiment(path: str | Path) -> Experiment:
     if raw.retrain is not None and raw.retrain.top_k > raw.search.n_trials:
         raise ConfigError(f"value {raw.retrain.top_k} not allowed: the search completes only search.n_trials = "
                           f"{raw.search.n_trials} subnets to retrain", source=str(p), key="retrain.top_k")
-    if raw.search.predictor is not None and raw.search.sampler not in SCREENING_SAMPLERS:
-        raise ConfigError(f"an accuracy predictor screens the candidates of the {' and '.join(SCREENING_SAMPLERS)} "
-                          f"samplers, not of {raw.search.sampler!r} (whose Optuna sampler must be told every "
-                          f"candidate it proposes)", source=str(p), key="search.predictor")
     data = _data_config(raw.data, base, p, detections)
     output_dir = _resolve(base, raw.output_dir, p, "output_dir")
     storage = Storage.parse(raw.storage_path, base, source=str(p)) if raw.storage_path is not None else None

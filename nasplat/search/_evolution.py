@@ -34,8 +34,6 @@ class EvolutionSearcher(Searcher):
     generation, so a real evaluation is picked among mutants and children of the same parents.
     """
 
-    screens = True
-
     def __init__(
         self,
         space: SearchSpace,

@@ -14,7 +14,8 @@ when <= 0; with a latency budget or part budgets too, the largest relative exces
 limit): an over-budget proposal is told at once, without evaluation, with a placeholder AP of 0
 and its GFLOPs, so the sampler learns where the budget lies. A duplicate of an arch with a known
 result is told that result; a duplicate of a pending arch is told FAIL. Infeasible and duplicate
-proposals never count toward the trial budget.
+proposals never count toward the trial budget. A candidate that the accuracy predictor
+(`search.predictor`) screened out is told FAIL, which both samplers leave out of their models.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ class _OptunaSearcher(Searcher):
         part_budgets: Mapping[str, float] | None = None,
         predictor: PredictorConfig | None = None,
     ) -> None:
-        """Raises ConfigError for a predictor: Optuna's sampler must be told every trial it asks,
-        so a screened-out candidate would be told a prediction as if measured (or a failure)."""
+        """With a predictor, each screened-out candidate's Optuna trial is told FAIL: TPE and
+        NSGA-II leave failed trials out of their models, so no prediction reaches them."""
         super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency, part_budgets=part_budgets,
                          predictor=predictor)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -124,6 +125,12 @@ class _OptunaSearcher(Searcher):
         assert self._last is not None
         self._trial_of[arch.key()] = self._last
         self._last = None
+
+    def _on_screened_out(self, arch: Arch) -> None:
+        # FAIL: TPE and NSGA-II leave failed trials out of their models, so the sampler learns
+        # nothing from a candidate that was predicted, not measured
+        self._last = self._trial_of.pop(arch.key())
+        self._tell_last(None, self._over(arch))
 
     def _observe(self, arch: Arch, evaluation: Evaluation | None) -> None:
         self._last = self._trial_of.pop(arch.key())

@@ -10,8 +10,6 @@ class RandomSearcher(Searcher):
     """Uniform random sampling (`space.sample`) with rejection of over-budget archs; with a
     predictor, the predictor's pick among `screen` uniform samples."""
 
-    screens = True
-
     def _propose(self) -> Arch:
         return self.space.sample(self.rng)
 

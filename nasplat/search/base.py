@@ -18,8 +18,7 @@ Contract (every implementation, tested in `tests/search/test_contract.py`):
   subnet's predicted latency, raises `BudgetError` in the constructor.
 - With `LatencyCost(objective=True)` the searchers' cost objective is the predicted latency
   instead of GFLOPs (NSGA-II's second objective, evolution's Pareto parents).
-- With a predictor (`search.predictor`, searchers whose `screens` is True), once `warmup`
-  results are told, each `ask` proposes up to `screen` distinct feasible new candidates and returns
+- With a predictor (`search.predictor`), once `warmup` results are told, each `ask` proposes up to `screen` distinct feasible new candidates and returns
   the one the predictor picks (`nasplat.search.predictor.Screen`); `last_prediction` then holds
   what it predicted and the candidates it screened out. Those are not proposed in the sense of
   the contract: they may be proposed again later. Determinism holds: the predictor is refitted
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Container, Mapping, TypeVa
 
 import numpy as np
 
-from nasplat.config import SCREENING_SAMPLERS, EvolutionConfig, PredictorConfig
+from nasplat.config import EvolutionConfig, PredictorConfig
 from nasplat.errors import BudgetError, ConfigError, NasplatError
 from nasplat.search.cost import describe_budget, gflops_parts, within_budget
 from nasplat.search.evaluation import Evaluation, Prediction
@@ -71,7 +70,6 @@ class Searcher(ABC):
     subclasses implement `_propose` and `_observe` (and may use the hooks)."""
 
     name: ClassVar[str] = "base"
-    screens: ClassVar[bool] = False  # whether a predictor may pick among this searcher's proposals
 
     def __init__(
         self,
@@ -87,7 +85,7 @@ class Searcher(ABC):
         """`part_budgets`: GFLOPs limits by part (body, face, hand), None for none. `predictor`:
         screen the proposals with an accuracy predictor (None: evaluate every proposal). Raises
         BudgetError when no arch of the space fits `budget_gflops`, a part budget or the latency
-        budget; ConfigError for a predictor on a searcher that does not screen."""
+        budget."""
         self.space = space
         self.latency = latency
         self.cost = cost
@@ -102,10 +100,6 @@ class Searcher(ABC):
         self.last_prediction: Prediction | None = None  # set by an `ask` the predictor screened
         self.screen: Screen | None = None
         if predictor is not None:
-            if not self.screens:
-                raise ConfigError(f"an accuracy predictor screens the candidates of the "
-                                  f"{' and '.join(SCREENING_SAMPLERS)} samplers, not of {self.name!r}",
-                                  key="search.predictor")
             from nasplat.search.predictor import Screen  # torch, only when a predictor is asked for
 
             self.screen = Screen(space, predictor, seed)
@@ -208,6 +202,8 @@ class Searcher(ABC):
         measured = [(a, self.objective_cost(a, e), e.ap) for a, e in results]
         chosen, self.last_prediction = self.screen.choose(
             candidates, [self.search_cost(a) for a in candidates], measured, self._reference_cost())
+        for arch, _, _ in self.last_prediction.screened_out:
+            self._on_screened_out(arch)
         self._proposed[chosen.key()] = chosen
         return chosen
 
@@ -270,6 +266,10 @@ class Searcher(ABC):
         """The last proposal is returned by `ask`, or is one of the candidates the predictor
         screens. No-op."""
 
+    def _on_screened_out(self, arch: Arch) -> None:
+        """A candidate accepted by `_on_accept` was passed over by the predictor: it will not be
+        evaluated (and may be proposed again). No-op."""
+
 
 S = TypeVar("S", bound=type[Searcher])
 SEARCHERS: dict[str, type[Searcher]] = {}
@@ -298,9 +298,8 @@ def build_searcher(
     part_budgets: Mapping[str, float] | None = None,
     predictor: PredictorConfig | None = None,
 ) -> Searcher:
-    """The registered searcher `name`. Raises ConfigError for an unknown name or a predictor on a
-    searcher that does not screen, BudgetError for a budget (on the total or a part) below the
-    space's smallest (or, for latency, fastest) arch."""
+    """The registered searcher `name`. Raises ConfigError for an unknown name, BudgetError for a
+    budget (on the total or a part) below the space's smallest (or, for latency, fastest) arch."""
     cls = SEARCHERS.get(name)
     if cls is None:
         raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(sorted(SEARCHERS))}", key="search.sampler")

@@ -1,6 +1,6 @@
 """`search.predictor` from the command line: a screened search stores its picks' predictions and
-`nasplat status` says what the predictor did; a predictor on a sampler that cannot screen is one
-line and exit 2, before anything is written."""
+`nasplat status` says what the predictor did; a bad predictor setting is one line and exit 2,
+before anything is written."""
 
 from __future__ import annotations
 
@@ -30,11 +30,11 @@ def test_status_says_what_the_predictor_picked_and_screened_out(tmp_path, tiny_e
     assert "Kendall tau" in text and "RMSE" in text
 
 
-def test_a_predictor_on_nsga2_is_one_line_and_writes_nothing(tmp_path, tiny_experiment):
-    path = tiny_experiment(tmp_path / "nsga2")
-    path.write_text(path.read_text() + "search: {sampler: nsga2, objective: analytic, predictor: {kind: gp}}\n")
+def test_a_bad_predictor_is_one_line_and_writes_nothing(tmp_path, tiny_experiment):
+    path = tiny_experiment(tmp_path / "bad")
+    path.write_text(path.read_text() + "search: {sampler: tpe, objective: analytic, predictor: {screen: 0}}\n")
     res = CliRunner().invoke(app, ["search", str(path), "--local"])
     lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
     assert res.exit_code == 2 and len(lines) == 1, res.output
-    assert lines[0].startswith(f"nasplat: error: {path}: search.predictor: an accuracy predictor screens"), lines
-    assert not (tmp_path / "nsga2" / "out").exists()
+    assert lines[0].startswith(f"nasplat: error: {path}: search.predictor.screen: "), lines
+    assert not (tmp_path / "bad" / "out").exists()
