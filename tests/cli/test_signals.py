@@ -131,6 +131,7 @@ def _each_phase_stopped_then_resumed(path: Path, first: int, second: int) -> Non
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(1200)
 def test_sigint_and_sigterm_alternating_over_the_phases_with_ray_train(tmp_path, tiny_experiment):
     """SIGINT in training (Ray Train, 2 workers) and retraining; SIGTERM in the search and the export."""
@@ -141,6 +142,7 @@ def test_sigint_and_sigterm_alternating_over_the_phases_with_ray_train(tmp_path,
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(1200)
 def test_sigterm_and_sigint_alternating_over_the_phases_training_in_process(tmp_path, tiny_experiment):
     """SIGTERM in training (in this process, one worker) and retraining; SIGINT in the search and

@@ -38,6 +38,7 @@ def _iterations(sweep: Path) -> dict[str, list[int]]:
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_run_retrains_records_and_exports(tmp_path: Path, tiny_experiment) -> None:
     path = tiny_experiment(tmp_path / "run")
