@@ -44,8 +44,9 @@ from nasplat.files import file_sha256
 from nasplat.interrupt import run_in_thread, set_activity
 from nasplat.metrics.ranking import rank_agreement, regret, spread_picks, top_overlap
 from nasplat.orchestration.cluster import init_ray
-from nasplat.orchestration.retrain import (CheckpointPruner, _error_line, checkpoint_config, prune_trial_checkpoints,
-                                           restore_whole_state, top_subnets)
+from nasplat.orchestration.retrain import top_subnets
+from nasplat.orchestration.sweeps import (checkpoint_config, error_line, prune_sweep, pruners, restored_tuner,
+                                          tune_defaults)
 from nasplat.orchestration.tracking import tracked_phase_cost
 from nasplat.space import Arch
 from nasplat.store import StudyStore, load_current_study
@@ -263,17 +264,16 @@ def _tuner(experiment: Experiment, sweep: str, space: dict[str, Any]) -> Any:
     cpus = trial_cpus(experiment)
     resources = {"cpu": cpus, "gpu": 1 if experiment.cluster.use_gpu else 0}
     trainable = tune.with_resources(tune.with_parameters(validate_trial, experiment=experiment, cpus=cpus), resources)
-    path = experiment.storage.join("validate", sweep)
-    restorable = restore_whole_state(Path(path)) if experiment.storage.local else True
-    if restorable and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    restored = restored_tuner(experiment, "validate", sweep, trainable)
+    if restored is not None:
+        return restored
     return tune.Tuner(
         trainable,
         param_space={**space, "subnet": tune.grid_search(space["subnet"])},
         tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname),  # every trial to its end: no scheduler
         run_config=tune.RunConfig(
             name=sweep, storage_path=experiment.storage.join("validate"), verbose=0,
-            callbacks=[ValidateCallback(), *([CheckpointPruner()] if experiment.storage.local else [])],
+            callbacks=[ValidateCallback(), *pruners(experiment)],
             checkpoint_config=checkpoint_config(),
             failure_config=tune.FailureConfig(max_failures=0),
         ),
@@ -318,9 +318,7 @@ def run_validation(experiment: Experiment, *, k: int = 10, epochs: int | None = 
 
 def _run_sweep(experiment: Experiment, sweep: str, space: dict[str, Any],
                progress: Callable[[dict[str, Any]], None] | None) -> Validation:
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # the sweep's state at every step (see retrain)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    tune_defaults()
     (experiment.local_root / "validate").mkdir(parents=True, exist_ok=True)
     cluster = experiment.cluster
     per_trial = trial_cpus(experiment)
@@ -340,14 +338,11 @@ def _run_sweep(experiment: Experiment, sweep: str, space: dict[str, Any],
     finally:
         if progress is not None:
             _progress.remove(progress)
-    if experiment.storage.local:
-        for trial_dir in (experiment.local_root / "validate" / sweep).iterdir():
-            if trial_dir.is_dir():
-                prune_trial_checkpoints(trial_dir)
+    prune_sweep(experiment, "validate", sweep)
     errors = list(results.errors)
     if errors:
         fault = machine_fault(errors[0])
-        what = f"stopped: {fault}" if fault is not None else f"failed: {_error_line(errors[0])}"
+        what = f"stopped: {fault}" if fault is not None else f"failed: {error_line(errors[0])}"
         raise TrainingError(f"a validation trial {what}; the same command resumes the sweep",
                             source=experiment.storage.show("validate", sweep))
     finished = {int(r.config["subnet"]["index"]): r.metrics for r in results

@@ -199,7 +199,7 @@ def test_retrain_resumes_after_sigkill(tmp_path: Path, tiny_experiment) -> None:
 def _newest_state_checkpoint(sweep: Path, trial_dir: str) -> int | None:
     """The checkpoint that the sweep's newest state file (by name, as Tune picks it) resumes the
     trial in `trial_dir` from; None when that state is unreadable or does not hold the trial."""
-    from nasplat.orchestration.retrain import _trial_checkpoint
+    from nasplat.orchestration.sweeps import _trial_checkpoint
 
     states = sorted(sweep.glob("experiment_state-*.json"))
     try:
@@ -214,7 +214,7 @@ def _kept_copy_checkpoint(sweep: Path, trial_dir: str) -> int | None:
     resumes the trial in `trial_dir` from; None before any copy holds the trial."""
     import base64
 
-    from nasplat.orchestration.retrain import _state_copy_path, _trial_checkpoint
+    from nasplat.orchestration.sweeps import _state_copy_path, _trial_checkpoint
 
     try:
         files = json.loads(_state_copy_path(sweep).read_text())
@@ -243,7 +243,7 @@ def test_a_sweep_killed_at_any_checkpoint_resumes(tmp_path: Path, monkeypatch: p
     from ray import tune
 
     from nasplat.orchestration.cluster import init_ray
-    from nasplat.orchestration.retrain import (
+    from nasplat.orchestration.sweeps import (
         CheckpointPruner,
         _state_copy_path,
         _whole,
@@ -358,7 +358,7 @@ def test_state_files_cut_off_without_a_whole_copy_drop_their_session(tmp_path: P
     a new sweep instead of Tune's empty one; a whole state is copied beside the sweep."""
     import pickle
 
-    from nasplat.orchestration.retrain import _keep_whole_state, _state_copy_path, _whole, restore_whole_state
+    from nasplat.orchestration.sweeps import _keep_whole_state, _state_copy_path, _whole, restore_whole_state
 
     sweep = tmp_path / "sweep"
     sweep.mkdir()
