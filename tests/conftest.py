@@ -4,6 +4,7 @@ thread (training, subnet evaluation and the CLI use them), and an S3-compatible 
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -129,6 +131,16 @@ def one_torch_thread():  # noqa: ANN201 - a generator for pytest.fixture
 
 
 # --- an S3-compatible store on 127.0.0.1 (moto's server), reached through the AWS_* variables ---
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script `benchmarks/<name>.py` as a module, to test its helpers."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def stop_process(proc: subprocess.Popen) -> None:

@@ -5,7 +5,6 @@ cache holds."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.conftest import write_tiny_experiment
+from tests.conftest import load_benchmark, write_tiny_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH = ("search: {sampler: random, budget_gflops: 0.004, predictor: {warmup: 3, screen: 4},\n"
@@ -24,11 +23,7 @@ SEARCH = ("search: {sampler: random, budget_gflops: 0.004, predictor: {warmup: 3
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_predictor", ROOT / "benchmarks" / "bench_predictor.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_predictor")
 
 
 def test_evals_to_reach_is_the_first_evaluation_at_the_target(bench: ModuleType) -> None:

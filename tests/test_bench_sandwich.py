@@ -3,7 +3,6 @@ reports every ratio, finite and consistent with the others (no timing is asserte
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 from types import ModuleType
@@ -15,17 +14,14 @@ from torch import nn
 from nasplat.models import build_supernet
 from nasplat.nn.elastic import DENSE_GROUPED_BELOW
 from nasplat.space import load_space
+from tests.conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_sandwich", ROOT / "benchmarks" / "bench_sandwich.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_sandwich")
 
 
 def _small_grouped(convs: list[tuple[int, int]]) -> int:
