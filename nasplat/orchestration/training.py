@@ -26,6 +26,7 @@ import torch
 
 from nasplat.config import Experiment
 from nasplat.errors import TrainingError
+from nasplat.files import atomic_write_text
 from nasplat.interrupt import set_activity
 from nasplat.orchestration.cluster import ray_session
 from nasplat.orchestration.phases import Phase, Phases
@@ -66,9 +67,34 @@ class TrainingMonitor:
                 "batch_size": recipe.batch_size, "lr": recipe.optimizer.lr, "epochs": recipe.schedule.epochs,
                 "sandwich_random": recipe.sandwich.num_random, "distillation": recipe.distillation.enabled,
             })
+        self._last = max((at for at, _ in self._records()), default=(-1, 0))
         self._file = self.path.open("a")
 
+    @staticmethod
+    def _at(record: dict[str, Any]) -> tuple[int, int]:
+        """Where a record is in training: (step, 0) for a step, (step, 1) for the epoch ending there."""
+        return int(record["step"]), int(record["event"] == "epoch")
+
+    def _records(self) -> list[tuple[tuple[int, int], str]]:
+        """(position, line) of each whole record already in the log (a line cut off by a kill is skipped)."""
+        out = []
+        for line in self.path.read_text().splitlines() if self.path.is_file() else []:
+            try:
+                out.append((self._at(json.loads(line)), line))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
+
     def _write(self, record: dict[str, Any]) -> None:
+        at = self._at(record)
+        if at <= self._last:
+            # training resumed from a checkpoint older than what was logged (stopped between an
+            # epoch's record and Ray registering its checkpoint): the records from here on are of
+            # work done again, so they go, and the log stays one history with no epoch twice
+            self._file.close()
+            atomic_write_text("".join(f"{line}\n" for pos, line in self._records() if pos < at), self.path)
+            self._file = self.path.open("a")
+        self._last = at
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
