@@ -21,14 +21,19 @@ import nasplat
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CORE = ("errors", "faults", "files", "logs", "storage", "interrupt", "space", "nn", "models", "flops", "latency", "data", "metrics", "search", "config")
+CORE = ("errors", "faults", "files", "logs", "storage", "interrupt", "space", "nn", "models", "flops", "latency", "data", "metrics", "search", "config", "tasks")
+# A task's own package (`nasplat.tasks.<name>`, room "task") may use the training and subnet layers
+# and is imported by name when asked for (`nasplat.tasks.registry`); like the core, it loads no
+# side-effect package. `nasplat.tasks` itself (the contract and the registry) is core.
+TASK_PACKAGE = "task"
 # Third-party packages with side effects (clusters, tracking servers, databases, the terminal).
 SIDE_EFFECTS = ("ray", "mlflow", "sqlalchemy", "rich", "typer")
 OPTUNA_RDB = "optuna.storages._rdb.models"  # Optuna's SQLAlchemy tables: the RDB storage proper
 
 # For each layer, the nasplat rooms it must never load (the layers above it).
 ABOVE = {
-    **{room: ("train", "subnet", "orchestration", "store", "tracking", "cli") for room in CORE},
+    **{room: ("train", "subnet", TASK_PACKAGE, "orchestration", "store", "tracking", "cli") for room in CORE},
+    TASK_PACKAGE: ("orchestration", "store", "tracking", "cli"),
     "train": ("subnet", "orchestration", "store", "tracking", "cli"),
     "subnet": ("orchestration", "store", "tracking", "cli"),
     "store": ("train", "subnet", "orchestration", "tracking", "cli"),
@@ -95,7 +100,14 @@ def _modules() -> list[str]:
 
 
 def _room(module: str) -> str:
-    return module.split(".")[1]
+    parts = module.split(".")
+    if parts[1] == "tasks" and len(parts) > 2 and parts[2] not in ("base", "registry"):
+        return TASK_PACKAGE
+    return parts[1]
+
+
+def _side_effect_free(room: str) -> bool:
+    return room in CORE or room == TASK_PACKAGE
 
 
 @lru_cache(maxsize=None)
@@ -103,8 +115,8 @@ def _loaded_by_all() -> dict[str, tuple[str, ...]]:
     """module -> every module loaded by importing it alone (in a child forked from one
     interpreter, see `_PROBE`)."""
     checked = [m for m in _modules() if _room(m) in ABOVE]
-    core = [m for m in checked if _room(m) in CORE]
-    upper = [m for m in checked if _room(m) not in CORE]
+    core = [m for m in checked if _side_effect_free(_room(m))]
+    upper = [m for m in checked if not _side_effect_free(_room(m))]
     res = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(core), json.dumps(upper)], capture_output=True,
                          text=True, cwd=ROOT, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -121,7 +133,7 @@ def _loaded_by_all() -> dict[str, tuple[str, ...]]:
 def _violations(module: str, loaded: tuple[str, ...]) -> list[str]:
     room = _room(module)
     bad = [m for m in loaded if m.startswith("nasplat.") and _room(m) in ABOVE[room]]
-    if room in CORE:
+    if _side_effect_free(room):
         bad += [m for m in loaded if m.split(".")[0] in SIDE_EFFECTS and "." not in m]
         bad += [m for m in loaded if m == OPTUNA_RDB]
     return sorted(set(bad))

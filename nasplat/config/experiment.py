@@ -12,6 +12,7 @@ what was allowed.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import stat
@@ -28,8 +29,9 @@ from nasplat.config.recipe import TrainerRecipe, load_trainer
 from nasplat.errors import ConfigError
 from nasplat.files import STRICT, read_yaml, resolve_path, validate
 from nasplat.flops import GFlops
-from nasplat.space import SearchSpace, load_space
+from nasplat.space import SearchSpace
 from nasplat.storage import Storage, cache_root
+from nasplat.tasks.registry import DEFAULT_TASK, get_task
 
 
 
@@ -285,6 +287,18 @@ class ExperimentFile:
     search: SearchConfig = SearchConfig()
     tracking: TrackingConfig = TrackingConfig()
     retrain: RetrainConfig | None = None  # None (or absent): no retraining phase
+    # what the experiment searches networks for (`nasplat.tasks`): the task reads `space` and
+    # `data` and gives the supernet, the training step and the metrics
+    task: str = DEFAULT_TASK
+
+
+@functools.cache
+def experiment_file(data_file: type) -> type:
+    """The schema of an experiment file whose `data:` section is a `data_file` (a task's)."""
+    if data_file is DataFile:
+        return ExperimentFile
+    fields = {"__annotations__": {"data": data_file}, "__module__": __name__, "__doc__": ExperimentFile.__doc__}
+    return pdataclass(config=STRICT, frozen=True)(type(f"ExperimentFile[{data_file.__name__}]", (ExperimentFile,), fields))
 
 
 @dataclass(frozen=True)
@@ -293,7 +307,7 @@ class Experiment:
 
     name: str
     path: Path  # the experiment file
-    space: SearchSpace
+    space: SearchSpace  # the task's space (`Task.load_space`); a `SearchSpace` for zoomnas
     space_path: Path
     trainer: TrainerRecipe
     trainer_path: Path
@@ -307,6 +321,7 @@ class Experiment:
     retrain_trainer: TrainerRecipe | None = None  # retrain.trainer loaded (None: `trainer`)
     retrain_trainer_path: Path | None = None
     storage_root: Storage | None = None  # `storage_path` as given; None: the output directory
+    task: str = DEFAULT_TASK  # `nasplat.tasks.get_task(task)` gives what depends on it
 
     @property
     def storage(self) -> Storage:
@@ -411,23 +426,22 @@ def load_experiment(path: str | Path) -> Experiment:
     (scheme, bucket), not reached; `ensure_data` copies it on each node.
     """
     p = resolve_path(path)
-    raw: ExperimentFile = validate(ExperimentFile, read_yaml(p), p)
+    text = read_yaml(p)
+    task = get_task(_task_name(text, p))
+    raw: ExperimentFile = validate(experiment_file(task.data_file), text, p)
     base = p.parent
     space_path = _referenced_file(base, raw.space, p, "space")
     trainer_path = _referenced_file(base, raw.trainer, p, "trainer")
-    detections = None
-    if raw.data.detections is not None:
-        detections = _referenced_file(base, raw.data.detections, p, "data.detections")
+    data = task.data_config(raw.data, base, p)
     retrain_trainer_path = None
     if raw.retrain is not None and raw.retrain.trainer is not None:
         retrain_trainer_path = _referenced_file(base, raw.retrain.trainer, p, "retrain.trainer")
     if raw.retrain is not None and raw.retrain.top_k > raw.search.n_trials:
         raise ConfigError(f"value {raw.retrain.top_k} not allowed: the search completes only search.n_trials = "
                           f"{raw.search.n_trials} subnets to retrain", source=str(p), key="retrain.top_k")
-    data = _data_config(raw.data, base, p, detections)
     output_dir = _resolve(base, raw.output_dir, p, "output_dir")
     storage = Storage.parse(raw.storage_path, base, source=str(p)) if raw.storage_path is not None else None
-    space = load_space(space_path)
+    space = task.load_space(space_path)
     try:
         space.pinned(raw.search.fix or {})
     except ConfigError as e:
@@ -449,7 +463,30 @@ def load_experiment(path: str | Path) -> Experiment:
         retrain_trainer=load_trainer(retrain_trainer_path) if retrain_trainer_path else None,
         retrain_trainer_path=retrain_trainer_path,
         storage_root=storage,
+        task=task.name,
     )
+
+
+def _task_name(text: Any, file: Path) -> str:
+    """The file's `task:` (the default when absent). Raises ConfigError naming `task` for a
+    value that is not a registered task's name."""
+    name = text.get("task", DEFAULT_TASK) if isinstance(text, Mapping) else DEFAULT_TASK
+    if not isinstance(name, str):
+        raise ConfigError(f"value {name!r} not allowed: a task's name", source=str(file), key="task")
+    try:
+        get_task(name)
+    except ConfigError as e:
+        raise ConfigError(e.detail, source=str(file), key="task") from e
+    return name
+
+
+def wholebody_data_config(raw: DataFile, base: Path, file: Path) -> DataConfig:
+    """The zoomnas task's `data:` section loaded: `detections` must exist; a URI `data.root` is
+    read from its node-local cache folder."""
+    detections = None
+    if raw.detections is not None:
+        detections = _referenced_file(base, raw.detections, file, "data.detections")
+    return _data_config(raw, base, file, detections)
 
 
 __all__ = [
@@ -467,5 +504,7 @@ __all__ = [
     "SyntheticConfig",
     "TrackingConfig",
     "data_cache_dir",
+    "experiment_file",
     "load_experiment",
+    "wholebody_data_config",
 ]

@@ -31,7 +31,7 @@ from nasplat.interrupt import set_activity
 from nasplat.orchestration.cluster import ray_session
 from nasplat.orchestration.phases import Phase, Phases
 from nasplat.orchestration.tracking import RUN_ID_FILE, open_experiment, tracked_phase_cost
-from nasplat.subnet import SubnetEvaluator
+from nasplat.tasks import get_task
 from nasplat.tracking import TrainingTracker
 from nasplat.tracking.client import command_line
 from nasplat.train import CHECKPOINT_VERSION, WorkerContext, run_training
@@ -127,13 +127,15 @@ class TrainingMonitor:
 
 
 class EpochEval:
-    """Rank 0's val AP at the end of every `eval.every_epochs`-th epoch (and the last): the max
-    and min subnets of the network in training, BN recalibrated (`subnet.SubnetEvaluator`)."""
+    """Rank 0's validation metrics at the end of every `eval.every_epochs`-th epoch (and the last):
+    the max and min subnets of the network in training, scored by the task
+    (`Task.epoch_metrics`: BN recalibrated, the task's metrics), logged as `val/<role>/<metric>`."""
 
     def __init__(self, experiment: Experiment) -> None:
         self.experiment = experiment
         self.recipe = experiment.trainer
-        self._evaluator: SubnetEvaluator | None = None
+        self.task = get_task(experiment.task)
+        self._score: Callable[[Any], dict[str, float]] | None = None
 
     def due(self, epoch: int) -> bool:
         every = self.recipe.eval.every_epochs
@@ -142,16 +144,15 @@ class EpochEval:
     def __call__(self, event: dict[str, Any]) -> dict[str, float] | None:
         if event.get("event") != "epoch" or not self.due(int(event["epoch"])):
             return None
-        net = event["net"]
-        if self._evaluator is None:
-            self._evaluator = SubnetEvaluator(self.experiment, device=str(next(net.parameters()).device), net=net,
-                                              max_images=self.recipe.eval.max_images)
+        if self._score is None:
+            self._score = self.task.epoch_metrics(self.experiment, event["net"])
         out: dict[str, float] = {}
         space = self.experiment.space
         for role, arch in (("max", space.max_arch()), ("min", space.min_arch())):
-            for part, values in self._evaluator.evaluate(arch)["metrics"].items():
-                out[f"val/{role}/{part}_AP"] = float(values["AP"])
-        log.info("val AP: max %.3f, min %.3f", out["val/max/wholebody_AP"], out["val/min/wholebody_AP"])
+            for name, value in self._score(arch).items():
+                out[f"val/{role}/{name}"] = float(value)
+        objective = self.task.objective
+        log.info("val %s: max %.3f, min %.3f", objective, out[f"val/max/{objective}"], out[f"val/min/{objective}"])
         return out
 
 

@@ -26,6 +26,7 @@ from nasplat.data.topdown import TopDownDataset
 from nasplat.data.transforms import AugmentParams
 from nasplat.errors import DataError
 from nasplat.storage import Storage
+from nasplat.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,15 @@ def _node_lock(experiment: Experiment, doing: str) -> Iterator[None]:
 
 
 def ensure_data(experiment: Experiment) -> None:
-    """Make the data set readable under `experiment.data.root` on this node.
+    """Make the experiment's data readable on this node: its task's `ensure_data`. Every process
+    that reads the data calls this on its own node (the driver, each Ray Train worker, each
+    evaluator, each retrain trial): nodes that share no disk each get their own copy. Raises
+    DataError."""
+    get_task(experiment.task).ensure_data(experiment)
+
+
+def ensure_wholebody_data(experiment: Experiment) -> None:
+    """Make the COCO-WholeBody data set readable under `experiment.data.root` on this node.
 
     Every process that reads the data calls this on its own node (the driver, each Ray Train
     worker, each evaluator, each retrain trial): nodes that share no disk each get their own copy.
@@ -152,4 +161,4 @@ class ShardedEpochSampler(Sampler[list[int]]):
         return max(0, self.num_batches() - self.skip)
 
 
-__all__ = ["ShardedEpochSampler", "augment_params", "ensure_data", "train_dataset"]
+__all__ = ["ShardedEpochSampler", "augment_params", "ensure_data", "ensure_wholebody_data", "train_dataset"]

@@ -29,10 +29,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from nasplat.config import Experiment
-from nasplat.data.topdown import collate
 from nasplat.errors import DataError, TrainingError
 from nasplat.files import atomic_write_json
-from nasplat.models import create_model
 from nasplat.train.checkpoint import (
     LATEST,
     capture_rng_state,
@@ -42,17 +40,17 @@ from nasplat.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from nasplat.train.data import ShardedEpochSampler, train_dataset
+from nasplat.tasks import DEFAULT_TASK, get_task
+from nasplat.train.data import ShardedEpochSampler
 from nasplat.train.ddp import allreduce_gradients, allreduce_scalars, broadcast_module
 from nasplat.train.precision import recipe_precision
 from nasplat.train.sandwich import SandwichSampler
 from nasplat.train.schedule import lr_at, make_optimizer, student_weight
-from nasplat.train.step import sandwich_step
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 2  # 2: heads keep one block of first-layer weights per feature stage
-SUPERNET = "zoomnet"  # the registered model (`nasplat.models.create_model`) the spaces describe
+SUPERNET = "zoomnet"  # the zoomnas task's registered model (`nasplat.tasks.get_task("zoomnas").model`)
 
 
 class Monitor(Protocol):
@@ -101,6 +99,10 @@ def init_final_layers(net: torch.nn.Module, std: float, seed: int) -> None:
 def _check_resume(payload: dict[str, Any], experiment: Experiment, world_size: int, path: Path) -> None:
     if payload.get("version") != CHECKPOINT_VERSION:
         raise TrainingError(f"checkpoint version {payload.get('version')!r}, expected {CHECKPOINT_VERSION}", source=str(path))
+    task = payload.get("task", DEFAULT_TASK)  # checkpoints before tasks were zoomnas's
+    if task != experiment.task:
+        raise TrainingError(f"checkpoint holds a supernet of task {task!r}, this experiment's task is {experiment.task!r};"
+                            " use a new output_dir", source=str(path), key="task")
     if payload.get("space_fingerprint") != experiment.space.fingerprint():
         raise TrainingError(
             "checkpoint was trained on another search space; use a new output_dir or the original space",
@@ -130,9 +132,8 @@ class SupernetTrainer:
         if recipe.torch_threads is not None:
             torch.set_num_threads(recipe.torch_threads)
         torch.manual_seed(experiment.seed)
-        net = create_model(SUPERNET, experiment.space, seed=experiment.seed)
-        if recipe.final_init_std is not None:
-            init_final_layers(net, recipe.final_init_std, experiment.seed)
+        self.task = task = get_task(experiment.task)
+        net = task.build_supernet(experiment)
         self.precision = recipe_precision(recipe, self.device)
         self.net = self.precision.module(net.to(self.device))
         self.scaler = self.precision.grad_scaler()  # fp16 only
@@ -141,7 +142,7 @@ class SupernetTrainer:
         sw = recipe.sandwich
         self.sampler = SandwichSampler(experiment.space, experiment.seed, sw.num_random, train_max=sw.train_max,
                                        train_min=sw.train_min, warmup_epochs=sw.warmup_epochs)
-        self.dataset = train_dataset(experiment)
+        self.dataset = task.train_dataset(experiment)
         self.steps_per_epoch = self._batches(epoch=0, skip=0).num_batches()
         if self.steps_per_epoch == 0:
             raise DataError(
@@ -193,6 +194,8 @@ class SupernetTrainer:
         return {
             "version": CHECKPOINT_VERSION,
             "experiment": exp.name,
+            "task": exp.task,
+            "model_name": self.task.model,  # the registered supernet builder ("model" is its state)
             "space_fingerprint": exp.space.fingerprint(),
             "supernet_config": json.dumps(self.net.config.to_dict()),
             "model": self.net.state_dict(),
@@ -234,9 +237,10 @@ class SupernetTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        logs = sandwich_step(self.net, batch, self.sampler.members(self.step, self.epoch), recipe, epoch=self.epoch,
-                             student_weight=student_weight(recipe, self.step, self.steps_per_epoch),
-                             precision=self.precision, scaler=self.scaler)
+        logs = self.task.sandwich_step(self.net, batch, self.sampler.members(self.step, self.epoch), recipe,
+                                       epoch=self.epoch,
+                                       student_weight=student_weight(recipe, self.step, self.steps_per_epoch),
+                                       precision=self.precision, scaler=self.scaler)
         allreduce_gradients(self.net.parameters())
         if self.scaler is not None:  # every rank sees the same reduced gradients: same skip decision
             self.scaler.unscale_(self.optimizer)
@@ -265,7 +269,7 @@ class SupernetTrainer:
         every = recipe.checkpoint.every_steps
         self.dataset.set_epoch(self.epoch)
         loader = DataLoader(self.dataset, batch_sampler=self._batches(self.epoch, self.batch_in_epoch),
-                            collate_fn=collate, num_workers=recipe.loader_workers, persistent_workers=False)
+                            collate_fn=self.task.collate, num_workers=recipe.loader_workers, persistent_workers=False)
         start, first_samples = time.perf_counter(), self.samples
         logs: dict[str, float] = {}
         for batch in loader:

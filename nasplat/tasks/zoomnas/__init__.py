@@ -1,0 +1,1 @@
+"""ZoomNAS, the first task: whole-body pose (133 keypoints) with ZoomNet supernets."""
