@@ -46,11 +46,12 @@ def retrain(
     from nasplat.config import load_experiment
     from nasplat.errors import ConfigError
     from nasplat.orchestration.cluster import for_command
-    from nasplat.orchestration.probe import check_retrain
+    from nasplat.orchestration.probe import check_retrain, check_task
     from nasplat.orchestration.retrain import run_retrain
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
+    check_task(experiment, "retrain")
     if experiment.retrain is None:
         raise ConfigError("the experiment has no retrain: section", source=str(experiment.path), key="retrain")
     check_retrain(experiment)

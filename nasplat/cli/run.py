@@ -36,7 +36,7 @@ def run(
     from nasplat.orchestration.cluster import for_command
     from nasplat.cli.lease import hold_lease
     from nasplat.orchestration.preflight import cluster_preflight
-    from nasplat.orchestration.probe import preflight
+    from nasplat.orchestration.probe import check_task, preflight
     from nasplat.interrupt import set_activity
     from nasplat.orchestration.retrain import run_retrain
     from nasplat.orchestration.latency import check_budgets, latency_cost
@@ -46,6 +46,7 @@ def run(
     from nasplat.search import describe_budget
 
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
+    check_task(experiment, "run")
     preflight(experiment, objective=objective, tracking=not no_mlflow)
     console = make_console(stderr=True)
     cluster_preflight(experiment, console)  # --cluster: one check per node, a table, before any phase

@@ -37,12 +37,13 @@ def search(
     from nasplat.cli.lease import hold_lease
     from nasplat.orchestration.latency import check_budgets, latency_cost
     from nasplat.orchestration.preflight import cluster_preflight
-    from nasplat.orchestration.probe import preflight
+    from nasplat.orchestration.probe import check_task, preflight
     from nasplat.orchestration.run import report as run_report
     from nasplat.orchestration.run import run_search
     from nasplat.orchestration.tracking import find_experiment, ui_hint
 
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
+    check_task(experiment, "search")
     preflight(experiment, objective=objective, tracking=report or not no_mlflow)
     console = make_console(stderr=True)
     cluster_preflight(experiment, console)  # --cluster: one check per node, a table, before any phase

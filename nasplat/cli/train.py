@@ -71,10 +71,12 @@ def subnet_eval(
     """
     from nasplat.cli.console import console as make_console
     from nasplat.config import load_experiment
+    from nasplat.orchestration.probe import check_task
     from nasplat.subnet import SubnetEvaluator
 
     device = checked_device(device)  # before the experiment and its data are read
     experiment = load_experiment(experiment_file)
+    check_task(experiment, "subnet eval")
     chosen = _arch(experiment, arch)
     result = SubnetEvaluator(experiment, device).evaluate(chosen, recalibrate=not no_recalibrate)
     if as_json:
@@ -107,10 +109,12 @@ def subnet_export(
       nasplat subnet export experiments/quickstart.yaml --arch max --out exports/max
     """
     from nasplat.config import load_experiment
+    from nasplat.orchestration.probe import check_task
     from nasplat.subnet import export_subnet
 
     device = checked_device(device)  # before the experiment and its data are read
     experiment = load_experiment(experiment_file)
+    check_task(experiment, "subnet export")
     kwargs = {"latency": None} if no_latency else {}
     meta = export_subnet(experiment, _arch(experiment, arch), out, device=device,
                          progress=lambda line: typer.echo(line, err=True), **kwargs)

@@ -67,11 +67,12 @@ def validate(
     from nasplat.cli.lease import hold_lease
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
-    from nasplat.orchestration.probe import preflight
+    from nasplat.orchestration.probe import check_task, preflight
     from nasplat.orchestration.validate import plan_validation, run_validation
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
+    check_task(experiment, "validate")
     preflight(experiment, search=False, tracking=not no_mlflow)
     plan_validation(experiment, k=subnets, epochs=epochs, init=init, study_name=study)  # bad input: before anything is written
     hold_lease(experiment)  # one driver per experiment: a second one stops here, exit 2

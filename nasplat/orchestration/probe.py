@@ -29,6 +29,7 @@ from nasplat.config import Experiment
 from nasplat.errors import BudgetError, ConfigError, StorageError
 from nasplat.storage import PROBE_TIMEOUT_S, call_with_timeout
 from nasplat.store.redact import redact_text, redact_url
+from nasplat.tasks import get_task
 
 DEFAULT_TIMEOUT_S = 5.0
 OBJECTIVES = ("analytic", "wholebody")
@@ -201,6 +202,16 @@ def check_retrain(experiment: Experiment) -> None:
                           key=key)
 
 
+def check_task(experiment: Experiment, command: str) -> None:
+    """Raise ConfigError (key `task`) when `command` runs a phase after training and the
+    experiment's task does not have those phases yet (`Task.searchable`)."""
+    task = get_task(experiment.task)
+    if not task.searchable:
+        raise ConfigError(f"`nasplat {command}` is not available for task {task.name!r} yet: `nasplat train` trains "
+                          "its supernet; the search, retrain and export phases do not run for it",
+                          source=str(experiment.path), key="task")
+
+
 def preflight(experiment: Experiment, *, search: bool = True, tracking: bool = True, objective: str | None = None,
               timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     """Check what a command needs (see the module doc). `search`: the command runs a search
@@ -216,5 +227,5 @@ def preflight(experiment: Experiment, *, search: bool = True, tracking: bool = T
     check_storage_root(experiment, max(timeout_s, PROBE_TIMEOUT_S))
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "check_cluster", "check_retrain", "check_search", "check_storage", "check_storage_root", "check_tracking", "http_healthy",
+__all__ = ["DEFAULT_TIMEOUT_S", "check_cluster", "check_task", "check_retrain", "check_search", "check_storage", "check_storage_root", "check_tracking", "http_healthy",
            "preflight", "tcp_reachable"]

@@ -67,6 +67,10 @@ class Task(ABC):
     objective: ClassVar[str]  # the metric the search maximises; one of `metrics`
     cost_parts: ClassVar[tuple[str, ...]]  # what `gflops` returns and a budget may name; "total" last
     data_file: ClassVar[type]  # pydantic dataclass: the experiment's `data:` section as written
+    # Whether the phases after training (search, retrain, validate, subnet eval / export) run for
+    # this task. They are not routed through this contract yet: they run ZoomNAS's code, so a new
+    # task says False and those commands stop with one line before anything is written.
+    searchable: ClassVar[bool] = False
 
     # --- space ------------------------------------------------------------------------------
     @abstractmethod

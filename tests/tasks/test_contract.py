@@ -118,3 +118,19 @@ def test_the_epoch_evaluation_scores_max_and_min_by_the_tasks_metrics_and_leaves
     assert all(0.0 <= v <= 1.0 for v in val.values())
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before) and net.training
+
+
+@pytest.mark.parametrize("command", [["run"], ["search", "--local"], ["retrain"], ["validate"], ["subnet", "eval"],
+                                     ["subnet", "export", "--out", "x"]])
+def test_the_phases_after_training_stop_with_one_line_for_a_task_without_them(
+        tmp_path: Path, classify_data: Path, command: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from nasplat.cli.main import app
+
+    path = write_classify_experiment(tmp_path, classify_data)
+    res = CliRunner().invoke(app, [*command, str(path)] if command[0] != "subnet" else [*command[:2], str(path), *command[2:]])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert "\n" not in line and str(path) in line and "task" in line and "'classification'" in line
+    assert not (tmp_path / "out").exists()  # nothing written

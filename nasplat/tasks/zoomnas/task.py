@@ -45,6 +45,7 @@ class ZoomNASTask(Task):
     objective = "wholebody_AP"
     cost_parts = ("body", "face", "hand", "total")
     data_file = DataFile
+    searchable = True
 
     def load_space(self, path: Path) -> SearchSpace:
         return load_space(path)
