@@ -110,8 +110,39 @@ class HeadArch:
     net: HRNetArch
 
 
+class FlatArch:
+    """The JSON form and identity of an arch that is a set of named choices: a subclass gives
+    `to_flat()` (flat name -> value) and the classmethod `from_flat(flat)`. Every task's arch is
+    one (`Arch` here, `MobileNetArch` of the classification task)."""
+
+    def to_flat(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_flat(), sort_keys=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        """Inverse of `to_json`. Raises ArchError for invalid JSON or a bad flat dict."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArchError(f"not valid JSON ({e.msg} at line {e.lineno})") from e
+        if not isinstance(data, dict):
+            raise ArchError("an arch must be a JSON object of named choices")
+        return cls.from_flat(data)
+
+    def key(self) -> str:
+        """A canonical string identity (sorted flat JSON), used to deduplicate evaluations."""
+        return json.dumps(self.to_flat(), sort_keys=True)
+
+
 @dataclass(frozen=True)
-class Arch:
+class Arch(FlatArch):
     """One ZoomNet subnet. Hashable and comparable; `to_json` / `from_json` round-trip exactly."""
 
     body: BodyArch
@@ -167,22 +198,6 @@ class Arch:
         )
         return cls(body=body, face=heads["face"], hand=heads["hand"])
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_flat(), sort_keys=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> Arch:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ArchError(f"not valid JSON ({e.msg} at line {e.lineno})") from e
-        if not isinstance(data, dict):
-            raise ArchError("an arch must be a JSON object of named choices")
-        return cls.from_flat(data)
-
-    def key(self) -> str:
-        """A canonical string identity (sorted flat JSON), used to deduplicate evaluations."""
-        return json.dumps(self.to_flat(), sort_keys=True)
 
 
 def _flat_keys() -> tuple[str, ...]:

@@ -109,12 +109,7 @@ class _SpaceFile(BaseModel):
     face: _HeadSpec
     hand: _HeadSpec
 
-    @field_validator("name")
-    @classmethod
-    def _name_is_simple(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
-            raise ValueError("use letters, digits, '_', '-' and '.' only")
-        return v
+    _name_is_simple = field_validator("name")(classmethod(lambda cls, v: check_simple_name(v)))
 
 
 @dataclass(frozen=True)
@@ -364,6 +359,14 @@ def parse_space(data: Any, source: str) -> SpaceSpec:
         face=_build_net("face", doc.face, source),
         hand=_build_net("hand", doc.hand, source),
     )
+
+
+def check_simple_name(name: str) -> str:
+    """`name` when it is letters, digits, '_', '-' and '.' only (a space's name is part of file
+    and study names); raises ValueError otherwise (a pydantic validator's error)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError("use letters, digits, '_', '-' and '.' only")
+    return name
 
 
 def describe(values: tuple[int | float, ...]) -> str:

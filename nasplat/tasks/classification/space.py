@@ -30,7 +30,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from nasplat.errors import ArchError, ConfigError
 from nasplat.files import read_text, read_yaml, validate as validate_schema
-from nasplat.space.dsl import describe
+from nasplat.space.arch import FlatArch
+from nasplat.space.dsl import check_simple_name, describe
 from nasplat.space.space import Dimension
 
 __all__ = [
@@ -96,7 +97,7 @@ def _whole(key: str, value: Any) -> int:
 
 
 @dataclass(frozen=True)
-class MobileNetArch:
+class MobileNetArch(FlatArch):
     """One MobileNetV3 subnet. Hashable and comparable; `to_json` / `from_json` round-trip exactly.
 
     resolution: side of the square input image.
@@ -174,23 +175,6 @@ class MobileNetArch:
             stages.append(tuple(stage))
         return cls(resolution=resolution, stages=tuple(stages))
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_flat())
-
-    @classmethod
-    def from_json(cls, text: str) -> MobileNetArch:
-        """Inverse of `to_json`. Raises ArchError for invalid JSON or a bad flat dict."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ArchError(f"not valid JSON ({e.msg} at line {e.lineno})") from e
-        if not isinstance(data, dict):
-            raise ArchError("an arch must be a JSON object of named choices")
-        return cls.from_flat(data)
-
-    def key(self) -> str:
-        """A canonical string identity (sorted flat JSON), used to deduplicate evaluations."""
-        return json.dumps(self.to_flat(), sort_keys=True)
 
 
 # --- the YAML schema -----------------------------------------------------------------------------
@@ -273,12 +257,7 @@ class ClassificationSpaceSpec(BaseModel):
     final_expand_channels: Positive
     feature_mix_channels: Positive
 
-    @field_validator("name")
-    @classmethod
-    def _name_is_simple(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
-            raise ValueError("use letters, digits, '_', '-' and '.' only")
-        return v
+    _name_is_simple = field_validator("name")(classmethod(lambda cls, v: check_simple_name(v)))
 
     @field_validator("resolutions", mode="before")
     @classmethod
