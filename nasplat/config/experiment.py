@@ -31,6 +31,7 @@ from nasplat.files import STRICT, read_yaml, resolve_path, validate
 from nasplat.flops import GFlops
 from nasplat.space import SearchSpace
 from nasplat.storage import Storage, cache_root
+from nasplat.tasks.base import Task
 from nasplat.tasks.registry import DEFAULT_TASK, get_task
 
 
@@ -427,7 +428,7 @@ def load_experiment(path: str | Path) -> Experiment:
     """
     p = resolve_path(path)
     text = read_yaml(p)
-    task = get_task(_task_name(text, p))
+    task = _task(text, p)
     raw: ExperimentFile = validate(experiment_file(task.data_file), text, p)
     base = p.parent
     space_path = _referenced_file(base, raw.space, p, "space")
@@ -467,17 +468,16 @@ def load_experiment(path: str | Path) -> Experiment:
     )
 
 
-def _task_name(text: Any, file: Path) -> str:
-    """The file's `task:` (the default when absent). Raises ConfigError naming `task` for a
-    value that is not a registered task's name."""
+def _task(text: Any, file: Path) -> Task:
+    """The task the file names (`task:`; the default when absent). Raises ConfigError naming
+    `task` for a value that is not a registered task's name."""
     name = text.get("task", DEFAULT_TASK) if isinstance(text, Mapping) else DEFAULT_TASK
     if not isinstance(name, str):
         raise ConfigError(f"value {name!r} not allowed: a task's name", source=str(file), key="task")
     try:
-        get_task(name)
+        return get_task(name)
     except ConfigError as e:
         raise ConfigError(e.detail, source=str(file), key="task") from e
-    return name
 
 
 def wholebody_data_config(raw: DataFile, base: Path, file: Path) -> DataConfig:
