@@ -515,7 +515,7 @@ def accuracy_section(c: Context) -> dict[str, Any]:
     from nasplat.config import load_experiment
     from nasplat.tasks import get_task
     from nasplat.tasks.classification.evaluate import ClassificationEvaluator
-    from nasplat.train.checkpoint import load_checkpoint
+    from nasplat.train.checkpoint import load_checkpoint, supernet_from_payload
     from nasplat.train.loop import WorkerContext, run_training
 
     experiment = load_experiment(digits_experiment(c.args.digits_dir, c.args.digits_recipe, c.args.digits_scale))
@@ -534,8 +534,7 @@ def accuracy_section(c: Context) -> dict[str, Any]:
     checkpoint = run_training(experiment, WorkerContext(progress=report))
     trained_s = time.perf_counter() - start
     payload = load_checkpoint(checkpoint)
-    net = task.supernet_from_config(json.loads(payload["supernet_config"]))
-    net.load_state_dict(payload["model"])
+    net = supernet_from_payload(payload)
     evaluator = ClassificationEvaluator(experiment, net)
     space = experiment.space
     rng = np.random.default_rng([c.args.seed, 0xD161])

@@ -34,8 +34,8 @@ from nasplat.orchestration.tracking import RUN_ID_FILE, open_experiment, tracked
 from nasplat.tasks import get_task
 from nasplat.tracking import TrainingTracker
 from nasplat.tracking.client import command_line
-from nasplat.train import CHECKPOINT_VERSION, WorkerContext, run_training
-from nasplat.train.checkpoint import load_checkpoint, publish_supernet, supernet_checkpoint
+from nasplat.train import WorkerContext, run_training
+from nasplat.train.checkpoint import continuation_problem, load_checkpoint, publish_supernet, supernet_checkpoint
 from nasplat.train.data import ensure_data
 
 log = logging.getLogger(__name__)
@@ -203,8 +203,7 @@ def finished_training(experiment: Experiment) -> Path | None:
         payload = load_checkpoint(path)
     except TrainingError:
         return None  # unreadable: the training phase says so, or trains again
-    same = (payload.get("version") == CHECKPOINT_VERSION and payload.get("space_fingerprint") == experiment.space.fingerprint()
-            and payload.get("world_size") == experiment.cluster.num_workers)
+    same = continuation_problem(payload, experiment, experiment.cluster.num_workers) is None
     at_end = payload.get("epoch") == experiment.trainer.schedule.epochs and payload.get("batch_in_epoch") == 0
     return path if same and at_end else None
 

@@ -11,7 +11,6 @@ them with the official whole-body protocol.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -32,11 +31,11 @@ from nasplat.errors import TrainingError
 from nasplat.files import shell_command
 from nasplat.flops import analytic_gflops, analytic_params
 from nasplat.metrics.wholebody import WholeBodyEvaluator, make_results
-from nasplat.models import SupernetConfig, ZoomNetSupernet, decode_part_boxes
+from nasplat.models import decode_part_boxes
 from nasplat.space.arch import Arch
 from nasplat.subnet.bn import batchnorm_modules, recalibrate_bn
 from nasplat.subnet.inference import inference_copy
-from nasplat.train.checkpoint import SUPERNET_KEY, load_checkpoint, supernet_checkpoint
+from nasplat.train.checkpoint import SUPERNET_KEY, load_checkpoint, supernet_checkpoint, supernet_from_payload
 from nasplat.train.data import ensure_data, train_dataset
 from nasplat.train.precision import recipe_precision
 
@@ -85,11 +84,9 @@ def load_supernet(checkpoint: Path, device: str | torch.device = "cpu") -> tuple
     """Rebuild the supernet stored in a training checkpoint. Raises TrainingError."""
     payload = load_checkpoint(checkpoint, map_location=device)
     try:
-        config = SupernetConfig.from_dict(json.loads(payload["supernet_config"]))
-        net = ZoomNetSupernet(config)
-        net.load_state_dict(payload["model"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise TrainingError(f"not a nasplat supernet checkpoint ({e})", source=str(checkpoint)) from e
+        net = supernet_from_payload(payload)
+    except TrainingError as e:
+        raise TrainingError(e.detail, source=str(checkpoint)) from e
     return net.to(device), payload
 
 

@@ -5,6 +5,11 @@ A checkpoint is one `torch.save` file of tensors, primitives, dicts and lists on
 the same directory moved into place with `os.replace`), so a reader sees either the previous
 complete checkpoint or the new complete one. `latest.pt` is always the newest; numbered step checkpoints are kept for `keep` steps.
 
+The supernet's training checkpoint has one schema, written and read here only: `supernet_payload`
+writes it (the training loop), `continuation_problem` says whether a payload can continue an
+experiment's training (resume, and "is the training finished"), `supernet_from_payload` rebuilds
+the network it holds through its task (evaluation, export, benchmarks).
+
 The trained supernet is published under the experiment's storage root as `checkpoints/latest.pt`
 (`publish_supernet`), and every process that evaluates or retrains subnets, on any node, reads
 it from there (`supernet_checkpoint`: the folder itself, or a cached copy from an object store).
@@ -12,6 +17,7 @@ it from there (`supernet_checkpoint`: the folder itself, or a cached copy from a
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -20,12 +26,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from nasplat.config import Experiment
-from nasplat.errors import TrainingError
+from nasplat.errors import NasplatError, TrainingError
 from nasplat.files import atomic_write
+from nasplat.tasks import DEFAULT_TASK, get_task
 
 LATEST = "latest.pt"
+CHECKPOINT_VERSION = 2  # 2: heads keep one block of first-layer weights per feature stage
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -170,8 +179,72 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return payload
 
 
+def supernet_payload(experiment: Experiment, net: nn.Module, *, optimizer: dict[str, Any], scaler: dict[str, Any] | None,
+                     rng: dict[str, Any], sampler: dict[str, Any], epoch: int, batch_in_epoch: int, step: int,
+                     samples: int, world_size: int) -> dict[str, Any]:
+    """The training checkpoint of `net` at a position of `experiment`'s training: everything a
+    resume needs to continue bit-for-bit, and the network's own arguments (`net.config`) with
+    its task and model name, so any process can rebuild it."""
+    return {
+        "version": CHECKPOINT_VERSION,
+        "experiment": experiment.name,
+        "task": experiment.task,
+        "model_name": get_task(experiment.task).model,  # the registered supernet builder ("model" is its state)
+        "space_fingerprint": experiment.space.fingerprint(),
+        "supernet_config": json.dumps(net.config.to_dict()),
+        "model": net.state_dict(),
+        "optimizer": optimizer,
+        "scheduler": {"kind": "multistep_warmup", "step": step},
+        "scaler": scaler,
+        "rng": rng,
+        "sampler": sampler,
+        "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+        "step": step,
+        "samples": samples,
+        "world_size": world_size,
+        "seed": experiment.seed,
+    }
+
+
+def continuation_problem(payload: dict[str, Any], experiment: Experiment, world_size: int) -> tuple[str, str | None] | None:
+    """Why the training checkpoint `payload` cannot continue `experiment`'s training on
+    `world_size` workers, as (message, key of the experiment), or None when it can. A checkpoint
+    without `task` is ZoomNAS's (written before tasks)."""
+    if payload.get("version") != CHECKPOINT_VERSION:
+        return f"checkpoint version {payload.get('version')!r}, expected {CHECKPOINT_VERSION}", None
+    task = payload.get("task", DEFAULT_TASK)
+    if task != experiment.task:
+        return (f"checkpoint holds a supernet of task {task!r}, this experiment's task is {experiment.task!r};"
+                " use a new output_dir", "task")
+    if payload.get("space_fingerprint") != experiment.space.fingerprint():
+        return "checkpoint was trained on another search space; use a new output_dir or the original space", "space"
+    if payload.get("world_size") != world_size:
+        return (f"checkpoint was written by {payload.get('world_size')} workers, this run has {world_size};"
+                " resume with the same cluster.num_workers", "cluster.num_workers")
+    return None
+
+
+def supernet_from_payload(payload: dict[str, Any]) -> nn.Module:
+    """The network a training checkpoint holds, rebuilt by its task from its own arguments, with
+    its weights. Raises TrainingError when the payload is not a supernet checkpoint (the message
+    says why; the caller names the file) or names an unknown task."""
+    try:
+        net = get_task(payload.get("task", DEFAULT_TASK)).supernet_from_config(json.loads(payload["supernet_config"]))
+        net.load_state_dict(payload["model"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise TrainingError(f"not a nasplat supernet checkpoint ({e})") from e
+    except NasplatError as e:  # an unknown task
+        raise TrainingError(f"not a supernet this installation can build ({e.detail})") from e
+    return net
+
+
 __all__ = [
+    "CHECKPOINT_VERSION",
     "LATEST",
+    "continuation_problem",
+    "supernet_from_payload",
+    "supernet_payload",
     "SUPERNET_KEY",
     "publish_supernet",
     "supernet_checkpoint",

@@ -16,7 +16,6 @@ and what a one-worker local run calls directly. A `SupernetTrainer`:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -32,15 +31,18 @@ from nasplat.config import Experiment
 from nasplat.errors import DataError, TrainingError
 from nasplat.files import atomic_write_json
 from nasplat.train.checkpoint import (
+    CHECKPOINT_VERSION,
     LATEST,
     capture_rng_state,
+    continuation_problem,
     copy_checkpoint,
     find_latest,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    supernet_payload,
 )
-from nasplat.tasks import DEFAULT_TASK, get_task
+from nasplat.tasks import get_task
 from nasplat.train.data import ShardedEpochSampler
 from nasplat.train.ddp import allreduce_gradients, allreduce_scalars, broadcast_module
 from nasplat.train.precision import recipe_precision
@@ -49,7 +51,6 @@ from nasplat.train.schedule import lr_at, make_optimizer, student_weight
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 2  # 2: heads keep one block of first-layer weights per feature stage
 SUPERNET = "zoomnet"  # the zoomnas task's registered model (`nasplat.tasks.get_task("zoomnas").model`)
 
 
@@ -97,23 +98,10 @@ def init_final_layers(net: torch.nn.Module, std: float, seed: int) -> None:
 
 
 def _check_resume(payload: dict[str, Any], experiment: Experiment, world_size: int, path: Path) -> None:
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise TrainingError(f"checkpoint version {payload.get('version')!r}, expected {CHECKPOINT_VERSION}", source=str(path))
-    task = payload.get("task", DEFAULT_TASK)  # checkpoints before tasks were zoomnas's
-    if task != experiment.task:
-        raise TrainingError(f"checkpoint holds a supernet of task {task!r}, this experiment's task is {experiment.task!r};"
-                            " use a new output_dir", source=str(path), key="task")
-    if payload.get("space_fingerprint") != experiment.space.fingerprint():
-        raise TrainingError(
-            "checkpoint was trained on another search space; use a new output_dir or the original space",
-            source=str(path), key="space",
-        )
-    if payload.get("world_size") != world_size:
-        raise TrainingError(
-            f"checkpoint was written by {payload.get('world_size')} workers, this run has {world_size};"
-            " resume with the same cluster.num_workers",
-            source=str(path), key="cluster.num_workers",
-        )
+    problem = continuation_problem(payload, experiment, world_size)
+    if problem is not None:
+        message, key = problem
+        raise TrainingError(message, source=str(path), key=key)
 
 
 class SupernetTrainer:
@@ -190,27 +178,11 @@ class SupernetTrainer:
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
 
     def _payload(self) -> dict[str, Any]:
-        exp = self.experiment
-        return {
-            "version": CHECKPOINT_VERSION,
-            "experiment": exp.name,
-            "task": exp.task,
-            "model_name": self.task.model,  # the registered supernet builder ("model" is its state)
-            "space_fingerprint": exp.space.fingerprint(),
-            "supernet_config": json.dumps(self.net.config.to_dict()),
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": {"kind": "multistep_warmup", "step": self.step},
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": capture_rng_state(),
-            "sampler": self.sampler.state_dict(),
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "step": self.step,
-            "samples": self.samples,
-            "world_size": self.ctx.world_size,
-            "seed": exp.seed,
-        }
+        return supernet_payload(self.experiment, self.net, optimizer=self.optimizer.state_dict(),
+                                scaler=self.scaler.state_dict() if self.scaler is not None else None,
+                                rng=capture_rng_state(), sampler=self.sampler.state_dict(), epoch=self.epoch,
+                                batch_in_epoch=self.batch_in_epoch, step=self.step, samples=self.samples,
+                                world_size=self.ctx.world_size)
 
     def checkpoint(self, numbered: bool, metrics: dict[str, float]) -> None:
         """Rank 0 writes the checkpoint of the current position; every rank reports (Ray)."""

@@ -134,3 +134,25 @@ def test_the_phases_after_training_stop_with_one_line_for_a_task_without_them(
     line = res.output.strip()
     assert "\n" not in line and str(path) in line and "task" in line and "'classification'" in line
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_the_checkpoint_schema_rebuilds_the_network_through_its_task_and_says_what_cannot_continue(
+        tmp_path: Path, classify_data: Path) -> None:
+    from nasplat.train.checkpoint import continuation_problem, supernet_from_payload
+
+    exp = load_experiment(write_classify_experiment(tmp_path, classify_data))
+    get_task(exp.task).ensure_data(exp)
+    trainer = SupernetTrainer(exp)
+    trainer.checkpoint(False, {})
+    payload = load_checkpoint(exp.checkpoint_dir / "latest.pt")
+    net = supernet_from_payload(payload)
+    assert type(net) is type(trainer.net)
+    assert all(torch.equal(v, trainer.net.state_dict()[k]) for k, v in net.state_dict().items())
+
+    assert continuation_problem(payload, exp, 1) is None
+    assert continuation_problem(payload, exp, 2)[1] == "cluster.num_workers"
+    assert continuation_problem({**payload, "version": 1}, exp, 1)[1] is None
+    with pytest.raises(TrainingError, match="unknown task"):
+        supernet_from_payload({**payload, "task": "segmentation"})
+    with pytest.raises(TrainingError, match="not a nasplat supernet checkpoint"):
+        supernet_from_payload({k: v for k, v in payload.items() if k != "supernet_config"})
