@@ -140,11 +140,3 @@ class Task(ABC):
         """A scorer for the network in training: arch -> {metric name: value} on the validation
         data (BN statistics recalibrated for the arch and restored afterwards). Built once per
         training run, called at the end of an evaluated epoch for the max and min subnets."""
-
-    # --- derived ----------------------------------------------------------------------------
-    def metric(self, name: str) -> Metric:
-        """The metric called `name`. Raises KeyError."""
-        for m in self.metrics:
-            if m.name == name:
-                return m
-        raise KeyError(name)
