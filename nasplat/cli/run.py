@@ -95,17 +95,16 @@ def run(
         print_retrain(console, run_retrain(experiment, progress=progress_printer(console), track=not no_mlflow))
 
     set_activity("export")
-    console.print(f"[bold]4/4[/] export: trial {best.number}, AP {best.evaluation.ap:.4f}, "
+    console.print(f"[bold]4/4[/] export: trial {best.number}, {best.evaluation.score_name} {best.evaluation.score:.4f}, "
                   f"{best.evaluation.total_gflops:.4f} GFLOPs")
     out, meta, version = export_best(experiment, best.arch, checkpoint=checkpoint,
                                      origin={"study": result.study_name, "trial": best.number},
                                      trial=None if no_mlflow else (result.study_name, best.number),
                                      register=not no_mlflow)
     g = meta["gflops"]
-    console.print(
-        f"best subnet exported to {out}: {g['total']:.4f} GFLOPs (body {g['body']:.4f}, face {g['face']:.4f}, "
-        f"hand {g['hand']:.4f}), {meta['params']:,} params"
-    )
+    parts = ", ".join(f"{k} {v:.4f}" for k, v in g.items() if k != "total")
+    console.print(f"best subnet exported to {out}: {g['total']:.4f} GFLOPs" + (f" ({parts})" if parts else "")
+                  + f", {meta['params']:,} params")
     if version is not None:
         console.print(f"registered as {version.uri}")
     if mlflow_experiment is not None:
@@ -123,9 +122,10 @@ def summary(console: Any, experiment_file: Path, result: Any, export_dir: Path) 
     from nasplat import logs
 
     best = result.best
-    table = Table("trial", "GFLOPs", "whole-body AP", "", title=f"Pareto front of study {result.study_name}")
+    name = "whole-body AP" if best is None or best.evaluation.score_name == "AP" else best.evaluation.score_name
+    table = Table("trial", "GFLOPs", name, "", title=f"Pareto front of study {result.study_name}")
     for t in sorted(result.pareto, key=lambda t: t.evaluation.total_gflops):
-        table.add_row(str(t.number), f"{t.evaluation.total_gflops:.4f}", f"{t.evaluation.ap:.4f}",
+        table.add_row(str(t.number), f"{t.evaluation.total_gflops:.4f}", f"{t.evaluation.score:.4f}",
                       "chosen" if best is not None and t.number == best.number else "")
     console.print(table)
     console.print(f"export: {export_dir}")

@@ -10,7 +10,12 @@ import typer
 
 
 def _trial_json(t: Any) -> dict[str, Any]:
-    return {"trial": t.number, "gflops": round(t.evaluation.total_gflops, 6), "ap": round(t.evaluation.ap, 6)}
+    """A trial in `nasplat status --json`: `ap` is its score (whole-body AP for ZoomNAS); another
+    task's trial also names its objective (`metric`)."""
+    out = {"trial": t.number, "gflops": round(t.evaluation.total_gflops, 6), "ap": round(t.evaluation.score, 6)}
+    if t.evaluation.score_name != "AP":
+        out["metric"] = t.evaluation.score_name
+    return out
 
 
 def search(
@@ -59,7 +64,7 @@ def search(
     best = result.best
     console.print(
         f"study {result.study_name} at {result.storage}: {result.n_complete} completed, {result.n_failed} failed; "
-        + (f"best trial {best.number} AP {best.evaluation.ap:.4f} at {best.evaluation.total_gflops:.4f} GFLOPs; " if best else "")
+        + (f"best trial {best.number} {best.evaluation.score_name} {best.evaluation.score:.4f} at {best.evaluation.total_gflops:.4f} GFLOPs; " if best else "")
         + f"{len(result.pareto)} on the Pareto front"
     )
     exp_id = find_experiment(experiment) if report or not no_mlflow else None
@@ -104,7 +109,7 @@ def status(
     check_storage(experiment)  # a database server that accepts and never answers: one line in 5 s
     url = experiment.storage_url
     row = Phases(experiment).current()
-    store = load_current_study(url, experiment.name, study)
+    store = load_current_study(url, experiment.name, study, arch_type=experiment.space.arch_type)
     costs = phase_costs(url, experiment.name)
     out: dict[str, Any] = {
         "experiment": experiment.name,
@@ -172,7 +177,7 @@ def status(
                       "(`nasplat search` resumes the study that matches the file, or asks for --new-study)")
     if out["best"]:
         b = out["best"]
-        console.print(f"best: trial {b['trial']}  AP {b['ap']:.4f}  {b['gflops']:.4f} GFLOPs")
+        console.print(f"best: trial {b['trial']}  {b.get('metric', 'AP')} {b['ap']:.4f}  {b['gflops']:.4f} GFLOPs")
     if out["validation"]:
         v = out["validation"]
         wb = v["parts"]["wholebody"]

@@ -11,6 +11,8 @@ what was allowed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import errno
 import functools
 import hashlib
@@ -167,7 +169,9 @@ class SearchConfig:
     gflops_budget: GflopsBudget | None = Field(None, alias="budget_gflops")
     seed: int = 0
     num_evaluators: int = Field(2, ge=1)
-    objective: Literal["wholebody", "analytic"] = "wholebody"
+    # what scores a subnet: one of the task's `Task.search_objectives` (checked by the loader);
+    # None in the file: the task's first (ZoomNAS: wholebody, the trained supernet's AP)
+    objective: str = "wholebody"
     storage: str | None = None  # SQLAlchemy URL; None: sqlite:///<output_dir>/study.db
     evolution: EvolutionConfig = EvolutionConfig()
     max_retries: int = Field(2, ge=0)  # extra attempts of a failed or lost evaluation
@@ -447,6 +451,7 @@ def load_experiment(path: str | Path) -> Experiment:
         space.pinned(raw.search.fix or {})
     except ConfigError as e:
         raise ConfigError(e.detail, source=str(p), key=f"search.fix.{e.key}") from e
+    search = _task_search(raw.search, text, task, p)
     return Experiment(
         name=raw.name,
         path=p,
@@ -458,7 +463,7 @@ def load_experiment(path: str | Path) -> Experiment:
         output_dir=output_dir,
         seed=raw.seed,
         cluster=raw.cluster,
-        search=raw.search,
+        search=search,
         tracking=raw.tracking,
         retrain=raw.retrain,
         retrain_trainer=load_trainer(retrain_trainer_path) if retrain_trainer_path else None,
@@ -466,6 +471,23 @@ def load_experiment(path: str | Path) -> Experiment:
         storage_root=storage,
         task=task.name,
     )
+
+
+def _task_search(search: SearchConfig, text: Any, task: Task, file: Path) -> SearchConfig:
+    """`search` with the task's default objective when the file names none. Raises ConfigError
+    for an objective the task does not have, or a budget on a part it does not count."""
+    written = text.get("search") if isinstance(text, Mapping) else None
+    named = isinstance(written, Mapping) and "objective" in written
+    if not named and task.search_objectives and search.objective != task.search_objectives[0]:
+        search = dataclasses.replace(search, objective=task.search_objectives[0])
+    if task.search_objectives and search.objective not in task.search_objectives:
+        raise ConfigError(f"value {search.objective!r} not allowed; allowed: {', '.join(sorted(task.search_objectives))}",
+                          source=str(file), key="search.objective")
+    unknown = [part for part in search.part_budgets or {} if part not in task.cost_parts]
+    if unknown:
+        raise ConfigError(f"task {task.name!r} counts no {unknown[0]} GFLOPs; a budget may name "
+                          f"{', '.join(task.cost_parts)}", source=str(file), key=f"search.budget_gflops.{unknown[0]}")
+    return search
 
 
 def _task(text: Any, file: Path) -> Task:

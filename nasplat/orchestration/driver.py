@@ -24,6 +24,7 @@ uninterrupted one would have produced.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -38,10 +39,12 @@ from nasplat.errors import ConfigError, NasplatError, StoreError
 from nasplat.orchestration.pool import EvaluatorPool, LocalEvaluatorPool, PoolResult
 from nasplat.search import LatencyCost, Searcher, build_searcher, pareto_indices, total_gflops_fn
 from nasplat.metrics.ranking import trailing_agreement
+from nasplat.search.cost import GflopsFn
 from nasplat.search.evaluation import Prediction
 from nasplat.search.objectives import ObjectiveFactory
 from nasplat.space import Arch, SearchSpace
 from nasplat.store import StoredTrial, StudyIdentity, StudyStore, open_study, redact_url
+from nasplat.tasks import DEFAULT_TASK, get_task
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +138,8 @@ def summarize(store: StudyStore, trials: list[StoredTrial], **kw: float) -> Sear
     done = [t for t in trials if t.state == "COMPLETE" and t.evaluation is not None]
     failed = [t for t in trials if t.outcome == "failed"]
     # the highest AP; of tied ones the cheapest, then the first: always a point of the Pareto front
-    best = min(done, key=lambda t: (-t.evaluation.ap, t.evaluation.total_gflops, t.number)) if done else None  # type: ignore[union-attr]
-    points = [(t.evaluation.total_gflops, t.evaluation.ap) for t in done]  # type: ignore[union-attr]
+    best = min(done, key=lambda t: (-t.evaluation.score, t.evaluation.total_gflops, t.number)) if done else None  # type: ignore[union-attr]
+    points = [(t.evaluation.total_gflops, t.evaluation.score) for t in done]  # type: ignore[union-attr]
     pareto = tuple(done[i] for i in pareto_indices(points))
     return SearchResult(
         study_name=store.study_name,
@@ -176,7 +179,7 @@ class PredictionLedger:
                 ledger.pick(t.prediction)
         for t in sorted((t for t in trials if t.prediction is not None and t.evaluation is not None),
                         key=lambda t: t.tell_seq or 0):
-            ledger.measure(t.prediction, t.evaluation.ap)  # type: ignore[union-attr]
+            ledger.measure(t.prediction, t.evaluation.score)  # type: ignore[union-attr]
         return ledger
 
     def pick(self, prediction: Prediction) -> None:
@@ -250,7 +253,7 @@ class SearchLoop:
         self.opened_with = trials = store.trials()  # the study as it was opened (after recovery)
         self.predictions = PredictionLedger.of(trials)
         self.n_told = replay(searcher, trials)
-        self.done_points = [(t.evaluation.total_gflops, t.evaluation.ap) for t in trials if t.evaluation is not None]
+        self.done_points = [(t.evaluation.total_gflops, t.evaluation.score) for t in trials if t.evaluation is not None]
         self.n_complete = len(self.done_points)
         self.n_failed = sum(1 for t in trials if t.outcome == "failed")
         self.inflight: dict[int, _Flight] = {}
@@ -318,7 +321,7 @@ class SearchLoop:
             self.n_told += 1
             self.searcher.tell(f.arch, result.evaluation)
             self.n_complete += 1
-            self.done_points.append((result.evaluation.total_gflops, result.evaluation.ap))
+            self.done_points.append((result.evaluation.total_gflops, result.evaluation.score))
             if self.tracker is not None:
                 self.tracker.log_trial(
                     StoredTrial(f.number, "COMPLETE", f.arch, result.evaluation, None, self.n_told - 1, None, None, None,
@@ -326,7 +329,7 @@ class SearchLoop:
                     f.started, time.time(),
                 )
             if f.prediction is not None:
-                self._note_prediction(f.prediction, result.evaluation.ap)
+                self._note_prediction(f.prediction, result.evaluation.score)
             return
         if result.lost:  # the machine failed, not the arch: evaluate it again, on another evaluator
             f.lost += 1
@@ -401,6 +404,11 @@ class SearchLoop:
                          wall_seconds=time.perf_counter() - self._started, evaluated=self.evaluated)
 
 
+def _total_of(parts: GflopsFn) -> Callable[[Arch], float]:
+    """arch -> total GFLOPs of `parts` (arch -> GFLOPs by part)."""
+    return lambda arch: float(parts(arch)["total"])
+
+
 def open_search(
     space: SearchSpace,
     search: SearchConfig,
@@ -413,6 +421,7 @@ def open_search(
     progress: Callable[[ProgressUpdate], None] | None = None,
     tracker: TrialLogger | None = None,
     latency: LatencyCost | None = None,
+    cost_parts: GflopsFn | None = None,
 ) -> SearchLoop:
     """The opening step of a search: build the searcher, open (or resume) the study `study` at
     `storage_url`, rebuild the searcher from the stored trials, start the tracker.
@@ -424,6 +433,9 @@ def open_search(
     `study_name` picks one stored study of the experiment (`--study`; see `open_study`).
     `latency`: the predicted latency (with `search.budget_latency_ms` as its budget and, for
     `search.cost: latency`, as the cost objective); required when the search uses latency.
+    `cost_parts`: arch -> GFLOPs by part, "total" among them, as the evaluations count them (the
+    task's `Task.gflops`; None: ZoomNet's `gflops_parts(space)`). The study's metric names are
+    the space's task's objective and GFLOPs.
     Raises ConfigError (a latency search without `latency`) and BudgetError (budget below the
     smallest or fastest arch) before anything is stored, StoreError (store unreachable or not
     matching; the message names --new-study).
@@ -433,12 +445,13 @@ def open_search(
                           key="search.latency_lut")
     if latency is not None:
         latency = dataclasses.replace(latency, budget_ms=search.budget_latency_ms, objective=search.cost == "latency")
-    cost = total_gflops_fn(space)
+    parts = None if cost_parts is None else functools.lru_cache(maxsize=65536)(cost_parts)  # asked per proposal
+    cost = total_gflops_fn(space) if parts is None else _total_of(parts)
     searcher = build_searcher(search.sampler, space, cost, search.budget_gflops, search.seed, evolution=search.evolution,
                               latency=latency if search.uses_latency else None, part_budgets=search.part_budgets,
-                              predictor=search.predictor)
+                              predictor=search.predictor, part_cost=parts)
     store = open_study(storage_url, study, identity_of(space, search, objective, latency), new_study=new_study,
-                       study=study_name, space=space)
+                       study=study_name, space=space, metric=get_task(getattr(space, "task", DEFAULT_TASK)).objective)
     store.set_attr("n_trials", search.n_trials)
     store.set_attr("budget_gflops", search.budget_gflops)
     if search.part_budgets is not None:
@@ -480,6 +493,7 @@ def drive(
     tracker: TrialLogger | None = None,
     pool: EvaluatorPool | Callable[[], EvaluatorPool] | None = None,
     latency: LatencyCost | None = None,
+    cost_parts: GflopsFn | None = None,
 ) -> SearchResult:
     """Open the search and run it to `search.n_trials` COMPLETE trials (`open_search` then
     `SearchLoop.run`), on `pool` (default: `factory` evaluated in this process).
@@ -487,5 +501,6 @@ def drive(
     Raises BudgetError, StoreError, NasplatError (see `open_search` and `SearchLoop.run`).
     """
     loop = open_search(space, search, study=study, storage_url=storage_url, objective=objective,
-                       new_study=new_study, study_name=study_name, progress=progress, tracker=tracker, latency=latency)
+                       new_study=new_study, study_name=study_name, progress=progress, tracker=tracker, latency=latency,
+                       cost_parts=cost_parts)
     return loop.run(pool if pool is not None else (lambda: LocalEvaluatorPool(factory)))

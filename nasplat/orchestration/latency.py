@@ -19,7 +19,8 @@ from nasplat.files import shell_command
 from nasplat.latency import LatencyPredictor, load_table
 from nasplat.latency.profile import profile_space
 from nasplat.latency.timing import TimingSettings, machine
-from nasplat.search import LatencyCost, build_searcher, total_gflops_fn
+from nasplat.search import LatencyCost, build_searcher
+from nasplat.tasks import get_task
 
 __all__ = ["check_budgets", "latency_cost"]
 
@@ -63,5 +64,6 @@ def check_budgets(experiment: Experiment, latency: LatencyCost | None) -> None:
     """Raises BudgetError when no arch of the search's space (`search.fix` pinned) fits the GFLOPs
     budget or a part budget, or no subnet of the space fits the latency budget."""
     s = experiment.search
-    build_searcher(s.sampler, experiment.search_space, total_gflops_fn(experiment.space), s.budget_gflops, s.seed,
-                   evolution=s.evolution, latency=latency, part_budgets=s.part_budgets)
+    parts = get_task(experiment.task).gflops(experiment)  # by part, as the evaluations count them
+    build_searcher(s.sampler, experiment.search_space, lambda arch: float(parts(arch)["total"]), s.budget_gflops,
+                   s.seed, evolution=s.evolution, latency=latency, part_budgets=s.part_budgets, part_cost=parts)

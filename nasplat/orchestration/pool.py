@@ -148,7 +148,7 @@ class _EvaluatorActor:
     def evaluate(self, arch_json: str) -> dict[str, Any]:
         if self._objective is None:
             raise EvaluatorUnavailable(self._setup_error)
-        return self._objective.evaluate(Arch.from_json(arch_json)).to_dict()
+        return self._objective.evaluate(self._objective.arch_type.from_json(arch_json)).to_dict()
 
     def pid(self) -> int:
         import os

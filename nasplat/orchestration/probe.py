@@ -32,7 +32,6 @@ from nasplat.store.redact import redact_text, redact_url
 from nasplat.tasks import get_task
 
 DEFAULT_TIMEOUT_S = 5.0
-OBJECTIVES = ("analytic", "wholebody")
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
 
 
@@ -154,16 +153,15 @@ def check_cluster(experiment: Experiment, timeout_s: float = DEFAULT_TIMEOUT_S) 
 def check_search(experiment: Experiment, objective: str | None = None) -> None:
     """An unknown objective and a budget (on the total or a part) no subnet fits, before anything
     is opened."""
-    if objective is not None and objective not in OBJECTIVES:
-        raise ConfigError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}",
+    allowed = get_task(experiment.task).search_objectives
+    if objective is not None and objective not in allowed:
+        raise ConfigError(f"unknown objective {objective!r}; allowed: {', '.join(sorted(allowed))}",
                           source=str(experiment.path), key="--objective")
     budget, parts = experiment.search.budget_gflops, experiment.search.part_budgets or {}
     if budget is None and not parts:
         return
-    from nasplat.search.cost import gflops_parts
-
     space = experiment.search_space  # search.fix pinned: its smallest subnet may be larger
-    smallest = gflops_parts(experiment.space)(space.min_arch())  # the smallest in every part too
+    smallest = get_task(experiment.task).gflops(experiment)(space.min_arch())  # the smallest in every part too
     if budget is not None and budget < smallest["total"]:
         raise BudgetError(f"budget {budget} GFLOPs is below the smallest subnet of space {space.name!r} "
                           f"({smallest['total']:.4f} GFLOPs)", source=str(experiment.path), key="search.budget_gflops")
@@ -202,14 +200,32 @@ def check_retrain(experiment: Experiment) -> None:
                           key=key)
 
 
+# the phases (`Task.phases`) each command runs after training
+_COMMAND_PHASES = {"search": ("search",), "run": ("search",), "retrain": ("retrain",), "validate": ("retrain",),
+                   "subnet eval": ("subnet",), "subnet export": ("subnet",)}
+
+
 def check_task(experiment: Experiment, command: str) -> None:
-    """Raise ConfigError (key `task`) when `command` runs a phase after training and the
-    experiment's task does not have those phases yet (`Task.searchable`)."""
+    """Raise ConfigError (key `task`) when `command` runs a phase the experiment's task does not
+    have (`Task.phases`): its own, a `retrain:` section `nasplat run` would retrain, or a
+    latency table the search would use."""
     task = get_task(experiment.task)
-    if not task.searchable:
-        raise ConfigError(f"`nasplat {command}` is not available for task {task.name!r} yet: `nasplat train` trains "
-                          "its supernet; the search, retrain and export phases do not run for it",
-                          source=str(experiment.path), key="task")
+    needs = list(_COMMAND_PHASES.get(command, ()))
+    key = "task"
+    if command == "run" and experiment.retrain is not None:
+        needs.append("retrain")
+        key = "retrain"
+    if command in ("search", "run") and experiment.search.uses_latency:
+        needs.append("latency")
+        key = "search.budget_latency_ms" if experiment.search.budget_latency_ms is not None else "search.cost"
+    missing = [phase for phase in needs if phase not in task.phases]
+    if not missing:
+        return
+    if missing[0] in _COMMAND_PHASES.get(command, ()):
+        raise ConfigError(f"`nasplat {command}` is not available for task {task.name!r} yet: it has no "
+                          f"{missing[0]} phase", source=str(experiment.path), key="task")
+    raise ConfigError(f"task {task.name!r} has no {missing[0]} phase yet: `nasplat {command}` cannot use it",
+                      source=str(experiment.path), key=key)
 
 
 def preflight(experiment: Experiment, *, search: bool = True, tracking: bool = True, objective: str | None = None,

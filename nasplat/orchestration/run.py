@@ -10,6 +10,7 @@ calls) writes any subnet's export folder and registers it in the experiment's ML
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,7 +33,8 @@ from nasplat.search import LatencyCost
 from nasplat.search.objectives import AnalyticFactory, ObjectiveFactory
 from nasplat.space import Arch
 from nasplat.store import load_current_study
-from nasplat.subnet import WholeBodyFactory, export_subnet, latest_checkpoint, load_exported
+from nasplat.tasks import get_task
+from nasplat.subnet import WholeBodyFactory, latest_checkpoint
 from nasplat.subnet.export import ARCH, CARD, META, ONNX, WEIGHTS
 from nasplat.tracking import MlflowTracker
 from nasplat.tracking.registry import RegisteredVersion, find_version, register_export
@@ -41,15 +43,16 @@ log = logging.getLogger(__name__)
 
 
 def objective_factory(experiment: Experiment, name: str | None = None, work: int = 0) -> ObjectiveFactory:
-    """The picklable factory of the experiment's objective (`search.objective` unless `name`).
-    Raises ConfigError for an unknown name."""
+    """The picklable factory of the experiment's objective (`search.objective` unless `name`), as
+    its task makes it (`Task.objective_factory`). `work`: the analytic objective's simulated
+    duration. Raises ConfigError for a name the task does not have."""
+    task = get_task(experiment.task)
     name = name or experiment.search.objective
-    if name == "analytic":
-        return AnalyticFactory(str(experiment.space_path), work=work, space=experiment.space)
-    if name == "wholebody":
-        device = "cuda" if experiment.cluster.use_gpu else "cpu"
-        return WholeBodyFactory(experiment, device)
-    raise ConfigError(f"unknown objective {name!r}; allowed: analytic, wholebody", source=str(experiment.path), key="search.objective")
+    if name not in task.search_objectives:
+        raise ConfigError(f"unknown objective {name!r}; allowed: {', '.join(sorted(task.search_objectives))}",
+                          source=str(experiment.path), key="search.objective")
+    factory = task.objective_factory(experiment, name, "cuda" if experiment.cluster.use_gpu else "cpu")
+    return dataclasses.replace(factory, work=work) if work and isinstance(factory, AnalyticFactory) else factory
 
 
 def pool_for(experiment: Experiment, factory: ObjectiveFactory, *, local: bool = False) -> Callable[[], EvaluatorPool]:
@@ -77,7 +80,8 @@ def make_tracker(experiment: Experiment, latency: LatencyCost | None = None) -> 
     state = Phases(experiment).current()
     return MlflowTracker(experiment.tracking_uri, experiment.tracking_experiment, experiment.artifact_location,
                          supernet=(supernet_run(experiment), state.checkpoint if state else None),
-                         latency=None if latency is None else latency.predict)
+                         latency=None if latency is None else latency.predict,
+                         objective=get_task(experiment.task).objective)
 
 
 _FACTORY_NAMES = {AnalyticFactory: "analytic", WholeBodyFactory: "wholebody"}
@@ -116,14 +120,15 @@ def run_search(
         name = objective or experiment.search.objective
     else:
         factory = objective
-        name = _FACTORY_NAMES.get(type(objective), "custom")
+        name = _FACTORY_NAMES.get(type(objective), getattr(objective, "name", "custom"))
     if latency is None:
         latency = latency_cost(experiment)
     check_budgets(experiment, latency)  # before the tracker opens (and creates) its store
     # the search samples the pinned space (search.fix), whose archs the full-space objective evaluates
     loop = open_search(experiment.search_space, experiment.search, study=experiment.name,
                        storage_url=experiment.storage_url, objective=name, new_study=new_study, study_name=study_name,
-                       progress=progress, tracker=make_tracker(experiment, latency) if track else None, latency=latency)
+                       progress=progress, tracker=make_tracker(experiment, latency) if track else None, latency=latency,
+                       cost_parts=get_task(experiment.task).gflops(experiment))
     phases = Phases(experiment)
     if loop.finished:  # a finished study is read, not written (the phase only if it lags behind)
         phases.reach(Phase.SEARCHED)
@@ -142,7 +147,8 @@ def run_search(
 def report(experiment: Experiment, study_name: str | None = None) -> SearchResult:
     """Re-tag the Pareto front and re-log the figures from the store (`nasplat search --report`).
     Raises StoreError when the experiment has no study yet."""
-    store = load_current_study(experiment.storage_url, experiment.name, study_name)
+    store = load_current_study(experiment.storage_url, experiment.name, study_name,
+                               arch_type=experiment.space.arch_type)
     if store is None:
         raise StoreError(f"experiment {experiment.name!r} has no study yet; run `nasplat search` first", source=str(experiment.path))
     trials = store.trials()
@@ -191,8 +197,9 @@ def unchanged_export(experiment: Experiment, out: Path, inputs: str, *,
 
 def publish_export(experiment: Experiment, arch: Arch, out: Path, *, register: bool = True,
                    **export: Any) -> tuple[dict[str, Any], RegisteredVersion | None]:
-    """Write the export folder `out` of `arch` (`subnet.export_subnet(experiment, arch, out,
-    **export)`: weights, ONNX graph, meta, model card) and register it as a new version of the
+    """Write the export folder `out` of `arch` (the task's `Task.export(experiment, arch, out,
+    **export)`, for ZoomNAS `subnet.export_subnet`: weights, ONNX graph, meta, model card) and
+    register it as a new version of the
     registered model named after the experiment in its MLflow tracking store (unless not
     `register`). Returns the meta and the registered version.
 
@@ -210,12 +217,13 @@ def publish_export(experiment: Experiment, arch: Arch, out: Path, *, register: b
         done = unchanged_export(experiment, out, inputs, register=register)
         if done is not None:
             return done
-    meta = export_subnet(experiment, arch, out, origin=origin, **export)
+    task = get_task(experiment.task)
+    meta = task.export(experiment, arch, out, origin=origin, **export)
     version = None
     if register:
         files = [out / name for name in (ONNX, CARD, META, ARCH) if (out / name).exists()]
         version = register_export(experiment.tracking_uri, experiment.tracking_experiment, experiment.name,
-                                  load_exported(out), meta, files, artifact_dir=experiment.artifact_location)
+                                  task.load_exported(out), meta, files, artifact_dir=experiment.artifact_location)
     return meta, version
 
 
@@ -224,7 +232,7 @@ def export_best(experiment: Experiment, arch: Arch, *, checkpoint: Path | None =
                 **export: Any) -> tuple[Path, dict[str, Any], RegisteredVersion | None]:
     """Export `arch` (the search's choice) to `exports/best` under the storage root (written in the
     output directory and uploaded, for an object store), register it, and record
-    the phase and its cost (`export` goes to `export_subnet`). With `trial` (study name, trial
+    the phase and its cost (`export` goes to the task's `Task.export`). With `trial` (study name, trial
     number) the exported files are also logged under `best_subnet/` of that trial's MLflow run.
     When it registers or logs to a trial, the costs so far go to the search run too (`cost.*`).
     Returns the directory, the export's meta and the registered version. Raises ArchError,

@@ -20,6 +20,7 @@ from nasplat.errors import NasplatError
 from nasplat.files import shell_command
 from nasplat.orchestration.phases import Phases
 from nasplat.store.costs import phase_cost, phase_costs
+from nasplat.tasks import get_task
 from nasplat.tracking.client import client_for, experiment_id, is_local, runs_view_url, tracking_error
 from nasplat.tracking.costs import cost_metrics, log_cost_metrics, pieces
 
@@ -68,8 +69,10 @@ def ui_base(experiment: Experiment, port: int = UI_PORT) -> str:
 
 
 def runs_url(experiment: Experiment, experiment_id: str, port: int = UI_PORT) -> str:
-    """The UI's runs view of the Pareto front (`tracking.client.runs_view_url` at `ui_base`)."""
-    return runs_view_url(ui_base(experiment, port), experiment_id)
+    """The UI's runs view of the Pareto front (`tracking.client.runs_view_url` at `ui_base`), best
+    first by the task's objective."""
+    return runs_view_url(ui_base(experiment, port), experiment_id,
+                         order_by=f"metrics.`{get_task(experiment.task).objective}`")
 
 
 def ui_hint(experiment: Experiment, experiment_file: Path | str, experiment_id: str) -> str:

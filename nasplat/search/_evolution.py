@@ -4,6 +4,7 @@ from typing import Callable, Mapping
 
 from nasplat.errors import ConfigError
 from nasplat.config import EvolutionConfig, PredictorConfig
+from nasplat.search.cost import GflopsFn
 from nasplat.search.base import DEFAULT_MAX_TRIES, LatencyCost, Searcher, register_searcher
 from nasplat.search.evaluation import Evaluation
 from nasplat.search.pareto import pareto_indices
@@ -45,6 +46,7 @@ class EvolutionSearcher(Searcher):
         latency: LatencyCost | None = None,
         part_budgets: Mapping[str, float] | None = None,
         predictor: PredictorConfig | None = None,
+        part_cost: GflopsFn | None = None,
     ) -> None:
         """Raises ConfigError for top_k > population or an empty generation; BudgetError as the base."""
         if settings.top_k > settings.population:
@@ -54,7 +56,7 @@ class EvolutionSearcher(Searcher):
         if settings.mutations + settings.crossovers < 1:
             raise ConfigError("mutations + crossovers must be at least 1", key="search.evolution")
         super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency, part_budgets=part_budgets,
-                         predictor=predictor)
+                         predictor=predictor, part_cost=part_cost)
         self.settings = settings
         self._accepted = 0
         self._rejected_in_row = 0
@@ -79,11 +81,11 @@ class EvolutionSearcher(Searcher):
 
     def _select_parents(self) -> list[Arch]:
         results = [(a, e) for a, e in self.results() if e is not None]
-        by_ap = sorted(range(len(results)), key=lambda i: -results[i][1].ap)
+        by_ap = sorted(range(len(results)), key=lambda i: -results[i][1].score)
         k = self.settings.top_k
         chosen = by_ap[: (k + 1) // 2]
         taken = set(chosen)
-        points = [(self.objective_cost(a, e), e.ap) for a, e in results]
+        points = [(self.objective_cost(a, e), e.score) for a, e in results]
         rest = list(range(len(results)))
         while rest and len(chosen) < k:  # bounded: every pass removes a non-empty front
             front = [rest[j] for j in pareto_indices([points[i] for i in rest])]

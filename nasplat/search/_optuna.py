@@ -27,6 +27,7 @@ import optuna
 from optuna.trial import Trial, TrialState
 
 from nasplat.config import PredictorConfig
+from nasplat.search.cost import GflopsFn
 from nasplat.search.base import DEFAULT_MAX_TRIES, LatencyCost, Searcher, register_searcher
 from nasplat.search.evaluation import Evaluation
 from nasplat.space import Arch, SearchSpace
@@ -54,11 +55,12 @@ class _OptunaSearcher(Searcher):
         latency: LatencyCost | None = None,
         part_budgets: Mapping[str, float] | None = None,
         predictor: PredictorConfig | None = None,
+        part_cost: GflopsFn | None = None,
     ) -> None:
         """With a predictor, each screened-out candidate's Optuna trial is told FAIL: TPE and
         NSGA-II leave failed trials out of their models, so no prediction reaches them."""
         super().__init__(space, cost, budget_gflops, seed, max_tries, latency=latency, part_budgets=part_budgets,
-                         predictor=predictor)
+                         predictor=predictor, part_cost=part_cost)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -84,9 +86,11 @@ class _OptunaSearcher(Searcher):
             flat: dict[str, Any] = {}
             for d in self.space.dimensions:
                 choices = list(self.space.choices_for(d.name, flat))
+                if not choices:  # a block its stage's depth does not run: no parameter of this trial
+                    continue
                 flat[d.name] = trial.suggest_categorical(optuna_param_name(self.space, d.name, flat), choices)
         self._last = trial
-        return Arch.from_flat(flat)
+        return self.space.arch_type.from_flat(flat)
 
     def _tell_last(self, values: list[float] | None, over: float) -> None:
         assert self._last is not None  # set by _propose just before
@@ -116,7 +120,7 @@ class _OptunaSearcher(Searcher):
         if known is None:
             self._tell_last(None, self._over(arch))
         else:
-            self._tell_last(self._values(arch, known.ap, known.total_gflops), self._over(arch))
+            self._tell_last(self._values(arch, known.score, known.total_gflops), self._over(arch))
 
     def _on_infeasible(self, arch: Arch, gflops: float) -> None:
         self._tell_last(self._values(arch, 0.0, gflops), self._over(arch))
@@ -137,7 +141,7 @@ class _OptunaSearcher(Searcher):
         if evaluation is None:
             self._tell_last(None, self._over(arch))
         else:
-            self._tell_last(self._values(arch, evaluation.ap, evaluation.total_gflops), self._over(arch))
+            self._tell_last(self._values(arch, evaluation.score, evaluation.total_gflops), self._over(arch))
 
 
 @register_searcher("tpe")

@@ -35,7 +35,7 @@ import numpy as np
 
 from nasplat.config import EvolutionConfig, PredictorConfig
 from nasplat.errors import BudgetError, ConfigError, NasplatError
-from nasplat.search.cost import describe_budget, gflops_parts, within_budget
+from nasplat.search.cost import GflopsFn, describe_budget, gflops_parts, within_budget
 from nasplat.search.evaluation import Evaluation, Prediction
 from nasplat.space import Arch, SearchSpace
 
@@ -81,17 +81,22 @@ class Searcher(ABC):
         latency: LatencyCost | None = None,
         part_budgets: Mapping[str, float] | None = None,
         predictor: PredictorConfig | None = None,
+        part_cost: GflopsFn | None = None,
     ) -> None:
-        """`part_budgets`: GFLOPs limits by part (body, face, hand), None for none. `predictor`:
-        screen the proposals with an accuracy predictor (None: evaluate every proposal). Raises
-        BudgetError when no arch of the space fits `budget_gflops`, a part budget or the latency
-        budget."""
+        """`part_budgets`: GFLOPs limits by part (ZoomNAS: body, face, hand), None for none;
+        `part_cost`: arch -> GFLOPs by part, as the evaluations count them (the task's
+        `Task.gflops`; None: ZoomNet's `gflops_parts(space)`, needed only with part budgets).
+        `predictor`: screen the proposals with an accuracy predictor (None: evaluate every
+        proposal). Raises BudgetError when no arch of the space fits `budget_gflops`, a part
+        budget or the latency budget."""
         self.space = space
         self.latency = latency
         self.cost = cost
         self.budget = budget_gflops
         self.part_budgets = dict(part_budgets) if part_budgets else None
-        self.part_cost = gflops_parts(space)  # arch -> GFLOPs by part, as the evaluations count them
+        if part_cost is None and self.part_budgets:
+            part_cost = gflops_parts(space)
+        self.part_cost = part_cost  # arch -> GFLOPs by part, as the evaluations count them
         self.seed = seed
         self.max_tries = max_tries
         self.rng = np.random.default_rng(seed)
@@ -112,7 +117,7 @@ class Searcher(ABC):
                     key="search.budget_gflops",
                 )
         if self.part_budgets:
-            smallest = self.part_cost(space.min_arch())  # the smallest in every part too
+            smallest = self.part_cost(space.min_arch())  # type: ignore[misc]  # the smallest in every part too
             for part, limit in self.part_budgets.items():
                 if limit < smallest[part]:
                     raise BudgetError(
@@ -133,7 +138,7 @@ class Searcher(ABC):
         (always when there are none)."""
         if self.budget is not None and self.cost(arch) > self.budget:
             return False
-        if self.part_budgets and not within_budget(self.part_cost(arch), None, self.part_budgets):
+        if self.part_budgets and not within_budget(self.part_cost(arch), None, self.part_budgets):  # type: ignore[misc]
             return False
         return self.latency_budget is None or self.latency.predict(arch) <= self.latency_budget  # type: ignore[union-attr]
 
@@ -199,7 +204,7 @@ class Searcher(ABC):
             keys.add(arch.key())
         if not candidates:
             raise self._exhausted()
-        measured = [(a, self.objective_cost(a, e), e.ap) for a, e in results]
+        measured = [(a, self.objective_cost(a, e), e.score) for a, e in results]
         chosen, self.last_prediction = self.screen.choose(
             candidates, [self.search_cost(a) for a in candidates], measured, self._reference_cost())
         for arch, _, _ in self.last_prediction.screened_out:
@@ -297,6 +302,7 @@ def build_searcher(
     latency: LatencyCost | None = None,
     part_budgets: Mapping[str, float] | None = None,
     predictor: PredictorConfig | None = None,
+    part_cost: GflopsFn | None = None,
 ) -> Searcher:
     """The registered searcher `name`. Raises ConfigError for an unknown name, BudgetError for a
     budget (on the total or a part) below the space's smallest (or, for latency, fastest) arch."""
@@ -305,6 +311,7 @@ def build_searcher(
         raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(sorted(SEARCHERS))}", key="search.sampler")
     if name == "evolution":
         return cls(space, cost, budget_gflops, seed, max_tries=max_tries, latency=latency,  # type: ignore[call-arg]
-                   part_budgets=part_budgets, settings=evolution or EvolutionConfig(), predictor=predictor)
+                   part_budgets=part_budgets, settings=evolution or EvolutionConfig(), predictor=predictor,
+                   part_cost=part_cost)
     return cls(space, cost, budget_gflops, seed, max_tries=max_tries, latency=latency, part_budgets=part_budgets,
-               predictor=predictor)
+               predictor=predictor, part_cost=part_cost)

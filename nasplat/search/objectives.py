@@ -36,6 +36,7 @@ class Objective(ABC):
     """Scores architectures. `evaluate` may be slow and may raise; it must not mutate `arch`."""
 
     name: str = "objective"
+    arch_type: type = Arch  # the class of the archs it scores (the space's `arch_type`)
 
     @abstractmethod
     def evaluate(self, arch: Arch) -> Evaluation:

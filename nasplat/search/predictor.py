@@ -32,6 +32,7 @@ from nasplat.search.evaluation import Prediction
 from nasplat.space import Arch, SearchSpace
 
 Acquisition = Literal["ehvi", "ei", "ucb"]
+INACTIVE = 0.0  # the code of a dimension an arch does not set
 
 
 # --- encoding ------------------------------------------------------------------------------------
@@ -68,6 +69,10 @@ def encode_many(space: SearchSpace, archs: Iterable[Arch]) -> np.ndarray:
     zoomnas.yaml's halvings, 3 groups of 48 channels and 1 group of 64 are both the first choice).
     The parent's channels are a column of their own, so the pair stays one-to-one.
 
+    A dimension the arch does not set (a block its stage's depth does not run, in a space with
+    elastic depth) is coded `INACTIVE`; its stage's depth column tells it from a block at its
+    first choice.
+
     Raises ArchError (naming the key) for an arch outside the space.
     """
     table = _dimension_codes(space)
@@ -75,7 +80,8 @@ def encode_many(space: SearchSpace, archs: Iterable[Arch]) -> np.ndarray:
     for arch in archs:
         space.validate(arch)
         flat = arch.to_flat()
-        rows.append([_code(float(flat[name]), values, codes) for name, values, codes in table])
+        rows.append([_code(float(flat[name]), values, codes) if name in flat else INACTIVE
+                     for name, values, codes in table])
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(table))
 
 

@@ -42,6 +42,9 @@ def _split(name: str) -> tuple[str, str]:
 class SearchSpace:
     """A ZoomNAS search space. Immutable; every method is a pure function of its arguments."""
 
+    task = "zoomnas"  # the task whose space this is (`nasplat.tasks`)
+    arch_type = Arch  # the class of its archs: `arch_type.from_json` reads a stored one
+
     def __init__(self, spec: SpaceSpec) -> None:
         self.spec = spec
         self.name = spec.name

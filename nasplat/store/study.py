@@ -50,13 +50,13 @@ from optuna.distributions import CategoricalDistribution, distribution_to_json
 from optuna.trial import TrialState, create_trial
 
 from nasplat.errors import NasplatError, StoreError
-from nasplat.search.evaluation import Evaluation, Prediction
+from nasplat.search.evaluation import DEFAULT_OBJECTIVE, Evaluation, Prediction
 from nasplat.space import Arch, SearchSpace
 from nasplat.store.database import create_engine, open_rdb_storage, retrying, store_error
 from nasplat.store.redact import redact_url
 
-DIRECTIONS = ("maximize", "minimize")  # whole-body AP, total GFLOPs
-METRIC_NAMES = ("wholebody_AP", "GFLOPs")
+DIRECTIONS = ("maximize", "minimize")  # the task's objective (whole-body AP for ZoomNAS), total GFLOPs
+METRIC_NAMES = ("wholebody_AP", "GFLOPs")  # ZoomNAS's; `open_study(metric=)` names another task's objective
 CONSTRAINTS_ATTR = "constraints"  # Optuna's trial system attr (`_CONSTRAINTS_KEY`): a list, <= 0 feasible
 NEW_STUDY_FLAG = "--new-study"
 
@@ -327,8 +327,9 @@ class StudyStore:
     """The Optuna study of one search. Use `open_study` to get one."""
 
     def __init__(self, url: str, experiment: str, study: optuna.Study, identity: StudyIdentity,
-                 space: SearchSpace | None = None) -> None:
+                 space: SearchSpace | None = None, arch_type: type = Arch) -> None:
         self.url = url
+        self.arch_type = getattr(space, "arch_type", arch_type)  # what its archs are read as
         self.experiment = experiment
         self.study = study
         self.identity = identity
@@ -395,15 +396,14 @@ class StudyStore:
         parameter count and the constraints GFLOPs minus budget, the total's then each part's) and
         mark the trial COMPLETE with values (AP, GFLOPs)."""
         attrs: dict[str, Any] = {"result": {"tell_seq": tell_seq, "evaluation": evaluation.to_dict()}}
-        attrs.update({f"{part}_AP": float(m["AP"]) for part, m in evaluation.metrics.items()
-                      if part != "wholebody" and "AP" in m})
+        attrs.update(evaluation.side_metrics())
         attrs["num_params"] = int(evaluation.params)
         budget = self.identity.budget_gflops
         limits = ({"total": budget} if budget is not None else {}) | (self.identity.part_budgets or {})
         system = {CONSTRAINTS_ATTR: [evaluation.gflops[k] - limit for k, limit in limits.items()]} if limits else {}
         self._finish_rows(number, attrs, system)
         self._storage.set_trial_state_values(self._ids[number], TrialState.COMPLETE,
-                                             [evaluation.ap, evaluation.total_gflops])
+                                             [evaluation.score, evaluation.total_gflops])
 
     def fail_trial(self, number: int, error: str, tell_seq: int) -> None:
         """Mark the trial FAIL for good (retries exhausted); the searcher was told."""
@@ -459,7 +459,7 @@ class StudyStore:
     def _to_stored(self, t: optuna.trial.FrozenTrial) -> StoredTrial:
         attrs = t.user_attrs
         try:
-            arch = Arch.from_json(attrs["arch"])
+            arch = self.arch_type.from_json(attrs["arch"])
         except (NasplatError, KeyError, TypeError, ValueError) as e:
             raise _unreadable(self.study_name, "arch", e, self.url, trial=t.number) from e
         try:
@@ -473,7 +473,7 @@ class StudyStore:
         except (NasplatError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise _unreadable(self.study_name, "result", e, self.url, trial=t.number) from e
         try:
-            prediction = Prediction.from_dict(attrs["prediction"]) if "prediction" in attrs else None
+            prediction = Prediction.from_dict(attrs["prediction"], self.arch_type) if "prediction" in attrs else None
         except NasplatError as e:
             raise _unreadable(self.study_name, "prediction", e, self.url, trial=t.number) from e
         killed = attrs.get("outcome") == "killed"
@@ -578,7 +578,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study: bool = False,
-               study: str | None = None, space: SearchSpace | None = None) -> StudyStore:
+               study: str | None = None, space: SearchSpace | None = None,
+               metric: str = DEFAULT_OBJECTIVE) -> StudyStore:
     """Open (or create) the study of `experiment` at `url` that matches `identity`.
 
     Which study: `study` when given (it must exist, unless `new_study` asks to create it under
@@ -586,8 +587,9 @@ def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study:
     fingerprint, objective, sampler, seed, budget, sampler settings) matches, else the newest of
     its studies that does; else, when it has none yet, a new one named after it. `new_study`
     starts `<name>#2`, `#3`, ... (or `study`). The chosen study becomes current and gets the
-    metric names; with `space` (the study's), trials started record their choices as params
-    (see the module docstring). Raises
+    metric names (`metric`, the task's objective, and GFLOPs); with `space` (the study's), trials
+    started record their choices as params (see the module docstring) and its archs are read as
+    the space's `arch_type`. Raises
     StoreError when the database cannot be reached, when `study` does not exist, or when no
     study of the experiment matches (the message names the current one's difference and
     `--new-study`).
@@ -632,10 +634,11 @@ def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study:
                 name = f"{experiment}#{k}"
             chosen = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
             chosen.set_user_attr("identity", identity.to_json())
-        if chosen.metric_names != list(METRIC_NAMES):
+        metric_names = [metric, METRIC_NAMES[1]]
+        if chosen.metric_names != metric_names:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # experimental before Optuna 4
-                chosen.set_metric_names(list(METRIC_NAMES))
+                chosen.set_metric_names(metric_names)
         states.update(experiment, study_name=chosen.study_name, space_fingerprint=identity.space_fingerprint)
     except StoreError:
         raise
@@ -646,9 +649,11 @@ def open_study(url: str, experiment: str, identity: StudyIdentity, *, new_study:
     return StudyStore(url, experiment, chosen, identity, space)
 
 
-def load_current_study(url: str, experiment: str, study: str | None = None) -> StudyStore | None:
-    """The current study of `experiment` (or the study named `study`) for reading, or None when
-    there is none. Read-only: a missing database or table is not created. Raises StoreError."""
+def load_current_study(url: str, experiment: str, study: str | None = None, *,
+                       arch_type: type = Arch) -> StudyStore | None:
+    """The current study of `experiment` (or the study named `study`) for reading, its archs read
+    as `arch_type` (the space's), or None when there is none. Read-only: a missing database or
+    table is not created. Raises StoreError."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if "studies" not in _tables(url):
         if study is not None:
@@ -675,4 +680,4 @@ def load_current_study(url: str, experiment: str, study: str | None = None) -> S
     loaded = optuna.load_study(study_name=current, storage=storage)
     raw = loaded.user_attrs.get("identity")
     identity = _identity_of(loaded, url, raw) if raw else StudyIdentity("", "", "", 0, None)
-    return StudyStore(url, experiment, loaded, identity)
+    return StudyStore(url, experiment, loaded, identity, arch_type=arch_type)

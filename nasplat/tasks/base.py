@@ -22,7 +22,10 @@ entry-point group), and implements:
 - its **training step**: `sandwich_step(net, batch, members, recipe, ...)`, forward and backward of
   every sandwich member, accumulating gradients; the loop zeroes, all-reduces and steps;
 - its **evaluation**: `metrics` (names and directions; `objective` is the one the search
-  maximises) and `epoch_metrics(experiment, net)`, what the training loop logs after an epoch.
+  maximises) and `epoch_metrics(experiment, net)`, what the training loop logs after an epoch;
+- its **search and export** (when `phases` has "search"): `search_objectives` and
+  `objective_factory` (what evaluates an arch in the search's evaluator processes), `export` and
+  `load_exported` (the chosen subnet as a standalone model, ONNX included).
 
 Checkpoints record `task` and `model_name` (`Task.model`, the registered supernet builder).
 """
@@ -44,7 +47,9 @@ if TYPE_CHECKING:  # the contract's signatures only: a task module imports what 
     from nasplat.train.precision import Precision
     from nasplat.train.sandwich import SandwichMember
 
-__all__ = ["Metric", "Task"]
+__all__ = ["PHASES", "Metric", "Task"]
+
+PHASES = ("search", "retrain", "subnet", "latency")
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,14 @@ class Task(ABC):
     objective: ClassVar[str]  # the metric the search maximises; one of `metrics`
     cost_parts: ClassVar[tuple[str, ...]]  # what `gflops` returns and a budget may name; "total" last
     data_file: ClassVar[type]  # pydantic dataclass: the experiment's `data:` section as written
-    # Whether the phases after training (search, retrain, validate, subnet eval / export) run for
-    # this task. They are not routed through this contract yet: they run ZoomNAS's code, so a new
-    # task says False and those commands stop with one line before anything is written.
-    searchable: ClassVar[bool] = False
+    # The phases after training that run for this task (`PHASES`): "search" (the search and the
+    # export of its best subnet: `nasplat search`, `nasplat run`), "retrain" (a `retrain:`
+    # section, `nasplat retrain`, `nasplat validate`), "subnet" (`nasplat subnet eval / export`),
+    # "latency" (a latency table, latency budgets). A command that needs one the task lacks stops
+    # with one line before anything is written.
+    phases: ClassVar[frozenset[str]] = frozenset()
+    # The objectives `search.objective` may name (`objective_factory`); the first is the default.
+    search_objectives: ClassVar[tuple[str, ...]] = ()
 
     # --- space ------------------------------------------------------------------------------
     @abstractmethod
@@ -140,3 +149,21 @@ class Task(ABC):
         """A scorer for the network in training: arch -> {metric name: value} on the validation
         data (BN statistics recalibrated for the arch and restored afterwards). Built once per
         training run, called at the end of an evaluated epoch for the max and min subnets."""
+
+    # --- search and export (the "search" phase) ---------------------------------------------
+    def objective_factory(self, experiment: Experiment, name: str, device: str) -> Callable[[], Any]:
+        """The picklable factory of the search objective `name` (one of `search_objectives`): called
+        once in each evaluator process (on any node; the experiment travels by value), it returns
+        an `nasplat.search.Objective` whose `evaluate(arch)` gives an `Evaluation` with
+        `objective` this task's `objective` and `gflops` its `cost_parts`."""
+        raise NotImplementedError(f"task {self.name!r} has no search")
+
+    def export(self, experiment: Experiment, arch: Any, out: Path, **options: Any) -> dict[str, Any]:
+        """Write the export folder `out` of `arch` (nasplat.subnet.export's file names: weights,
+        arch, ONNX graph, model card, and `meta.json` last, with `task` and `model_name`) from the
+        trained supernet, and return its meta. `options`: `checkpoint`, `net`, `origin`, `onnx`."""
+        raise NotImplementedError(f"task {self.name!r} has no export")
+
+    def load_exported(self, directory: Path) -> nn.Module:
+        """The static network of an export folder this task wrote (weights loaded, eval mode)."""
+        raise NotImplementedError(f"task {self.name!r} has no export")

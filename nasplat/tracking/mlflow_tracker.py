@@ -3,14 +3,15 @@
 What a user sees (the contract in docs/DESIGN.md, "Tracking"):
 
 - the search run `search-<study>`: the search settings as params, `pareto_size` and
-  `best_wholebody_AP` as its metrics, and what the experiment cost so far, logged by each phase
+  `best_<objective>` (the task's; ZoomNAS: `best_wholebody_AP`) as its metrics, and what the experiment cost so far, logged by each phase
   as it ends (`tracking.costs`: `cost.<phase>.wall_s`, `.core_hours`, `.gpu_hours`,
   `cost.total.*`), the Pareto figures (`pareto_front.png`, and
   `pareto_front.html` with plotly.js embedded, so it works offline), tags linking the supernet
   run (`nasplat.supernet_run`, `nasplat.supernet_checkpoint`) and the best trial's run
   (`best_trial` = `trial-N`, `best_trial_run_id`), and a description with those links;
 - a nested run `trial-N` per trial with the driver's start and end of its evaluation as the run's
-  times, the arch's choices as params, `wholebody_AP`, `wholebody_AR`, `<part>_AP`, `GFLOPs`,
+  times, the arch's choices as params, the task's metrics (ZoomNAS: `wholebody_AP`,
+  `wholebody_AR`, `<part>_AP`; classification: `top1`, `top5`), `GFLOPs`,
   `GFLOPs_<part>` and `num_params` as metrics, the tag `pareto` (`true` / `false`) and, on the
   front, the arch as the artifact `arch.json` (the exported best subnet under `best_subnet/`).
 
@@ -38,6 +39,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from nasplat.errors import NasplatError
 from nasplat.metrics.ranking import trailing_agreement
+from nasplat.search.evaluation import DEFAULT_OBJECTIVE
 from nasplat.search.pareto import pareto_indices
 from nasplat.space import Arch
 from nasplat.store import StoredTrial, redact_text
@@ -53,13 +55,10 @@ ARCH_ARTIFACT, BEST_SUBNET = "arch.json", "best_subnet"
 
 
 def trial_metrics(evaluation: Any) -> dict[str, float]:
-    """The few metrics of a trial run: whole-body AP and AR, AP per part, GFLOPs in total and
-    per net, and the parameter count (`num_params`: MLflow's "Parameters" are the arch choices)."""
-    out: dict[str, float] = {}
-    for part, m in evaluation.metrics.items():
-        out[f"{part}_AP"] = float(m["AP"])
-        if part == "wholebody" and "AR" in m:
-            out["wholebody_AR"] = float(m["AR"])
+    """The few metrics of a trial run: the task's (`Evaluation.reported_metrics`; ZoomNAS's
+    whole-body AP and AR and AP per part), GFLOPs in total and per part, and the parameter count
+    (`num_params`: MLflow's "Parameters" are the arch choices)."""
+    out = dict(evaluation.reported_metrics())
     out["GFLOPs"] = float(evaluation.gflops["total"])
     out.update({f"GFLOPs_{k}": float(v) for k, v in evaluation.gflops.items() if k != "total"})
     out["num_params"] = float(evaluation.params)
@@ -78,13 +77,16 @@ class MlflowTracker:
     supernet: (run id, checkpoint path) of the supernet the search evaluates, linked from the
         search run (either may be None);
     source: the runs' source in the UI (default: this process's command);
-    latency: arch -> predicted ms, logged per trial as `latency_ms` (a latency search).
+    latency: arch -> predicted ms, logged per trial as `latency_ms` (a latency search);
+    objective: the name of the metric the search maximises (the task's `Task.objective`), which
+        names the search run's `best_<objective>` and a trial's `predicted_<objective>`.
     Raises NasplatError (URI redacted) when the store cannot be opened."""
 
     def __init__(self, uri: str, experiment: str, artifact_dir: Path | str | None = None, *,
                  supernet: tuple[str | None, str | None] = (None, None), source: str | None = None,
-                 latency: Callable[[Arch], float] | None = None) -> None:
+                 latency: Callable[[Arch], float] | None = None, objective: str = DEFAULT_OBJECTIVE) -> None:
         self.uri = uri
+        self.objective = objective
         self._latency = latency
         self.experiment = experiment
         self._client_now: Any = None  # made at first use: constructing the tracker writes nothing
@@ -220,8 +222,8 @@ class MlflowTracker:
         elif trial.error:
             extra_tags.append(RunTag("error", trial.error[:4000]))
         if trial.prediction is not None:  # under their own names: a prediction is not a result
-            metrics += [Metric("predicted_wholebody_AP", trial.prediction.ap, stamp, 0),
-                        Metric("predicted_wholebody_AP_std", trial.prediction.std, stamp, 0)]
+            metrics += [Metric(f"predicted_{self.objective}", trial.prediction.ap, stamp, 0),
+                        Metric(f"predicted_{self.objective}_std", trial.prediction.std, stamp, 0)]
             extra_tags.append(RunTag("screened_out", str(len(trial.prediction.screened_out))))
         self._client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=extra_tags)
         self._client.set_terminated(run.info.run_id, status="FINISHED" if trial.evaluation is not None else "FAILED",
@@ -242,7 +244,7 @@ class MlflowTracker:
         self.sync(trials)
         self.flush()
         done = [t for t in trials if t.evaluation is not None]
-        points = [(t.evaluation.total_gflops, t.evaluation.ap) for t in done]  # type: ignore[union-attr]
+        points = [(t.evaluation.total_gflops, t.evaluation.score) for t in done]  # type: ignore[union-attr]
         front = {done[i].number for i in pareto_indices(points)}
         by_number = {t.number: t for t in trials}
         run_of: dict[int, str] = {}
@@ -255,30 +257,33 @@ class MlflowTracker:
             if number in front and number in by_number:
                 self._client.log_text(run.info.run_id, by_number[number].arch.to_json(), ARCH_ARTIFACT)
         front_points = [
-            FrontPoint(t.number, t.evaluation.total_gflops, t.evaluation.ap, t.number in front)  # type: ignore[union-attr]
+            FrontPoint(t.number, t.evaluation.total_gflops, t.evaluation.score, t.number in front)  # type: ignore[union-attr]
             for t in done
         ]
         out: list[str] = []
         if front_points:
             with tempfile.TemporaryDirectory() as tmp:
                 title = f"{self._study}: {len(done)} trials, {len(front)} on the Pareto front"
-                png = pareto_png(front_points, budget_gflops, Path(tmp) / "pareto_front.png", title)
-                html = pareto_html(front_points, budget_gflops, Path(tmp) / "pareto_front.html", title)
+                png = pareto_png(front_points, budget_gflops, Path(tmp) / "pareto_front.png", title, score=self._score_label)
+                html = pareto_html(front_points, budget_gflops, Path(tmp) / "pareto_front.html", title,
+                                   score=self._score_label)
                 figures = [png, html]
                 if self._latency is not None:  # the trials again, against predicted latency
-                    xy = [(float(self._latency(t.arch)), t.evaluation.ap) for t in done]  # type: ignore[union-attr]
+                    xy = [(float(self._latency(t.arch)), t.evaluation.score) for t in done]  # type: ignore[union-attr]
                     on = set(pareto_indices(xy))
                     latency_points = [FrontPoint(t.number, x, y, i in on) for i, (t, (x, y)) in enumerate(zip(done, xy))]
                     ms = "predicted latency (ms)"
-                    figures.append(pareto_png(latency_points, None, Path(tmp) / "pareto_front_latency.png", title, ms))
-                    figures.append(pareto_html(latency_points, None, Path(tmp) / "pareto_front_latency.html", title, ms))
+                    figures.append(pareto_png(latency_points, None, Path(tmp) / "pareto_front_latency.png", title, ms,
+                                               self._score_label))
+                    figures.append(pareto_html(latency_points, None, Path(tmp) / "pareto_front_latency.html", title, ms,
+                                                self._score_label))
                 for p in figures:
                     self._client.log_artifact(self.parent_run_id, str(p))
                     out.append(p.name)
-            best = max(done, key=lambda t: t.evaluation.ap)  # type: ignore[union-attr]
+            best = max(done, key=lambda t: t.evaluation.score)  # type: ignore[union-attr]
             self._client.log_batch(self.parent_run_id, metrics=[
                 Metric("pareto_size", float(len(front)), int(time.time() * 1000), 0),
-                Metric("best_wholebody_AP", best.evaluation.ap, int(time.time() * 1000), 0),  # type: ignore[union-attr]
+                Metric(f"best_{self.objective}", best.evaluation.score, int(time.time() * 1000), 0),  # type: ignore[union-attr]
             ], tags=[RunTag(BEST_TRIAL, f"trial-{best.number}")]
                 + ([RunTag(BEST_TRIAL_RUN, run_of[best.number])] if best.number in run_of else []))
             self._client.set_tag(self.parent_run_id, NOTE, self._note(best.number, run_of.get(best.number), len(front)))
@@ -294,7 +299,7 @@ class MlflowTracker:
                        key=lambda t: t.tell_seq or 0)
         if not picks:
             return
-        series = trailing_agreement([t.prediction.ap for t in picks], [t.evaluation.ap for t in picks])  # type: ignore[union-attr]
+        series = trailing_agreement([t.prediction.ap for t in picks], [t.evaluation.score for t in picks])  # type: ignore[union-attr]
         logged = {m.step for m in self._client.get_metric_history(self.parent_run_id, "predictor_rmse")}
         now = int(time.time() * 1000)
         metrics = [Metric(f"predictor_{name}", row[name], now, int(row["n"])) for row in series
@@ -315,6 +320,10 @@ class MlflowTracker:
         if run_id or checkpoint:
             lines.append(f"Supernet: {link('supernet run', run_id)}" + (f", checkpoint `{checkpoint}`" if checkpoint else "") + ".")
         return "\n\n".join(lines)
+
+    @property
+    def _score_label(self) -> str:
+        return "whole-body AP" if self.objective == DEFAULT_OBJECTIVE else self.objective
 
     def log_best_subnet(self, study_name: str, trial: int, directory: Path) -> str | None:
         """Log the files of an exported subnet (`directory`) under `best_subnet/` of trial

@@ -1,4 +1,5 @@
-"""Pareto-front figures: GFLOPs vs whole-body AP, every trial behind the front."""
+"""Pareto-front figures: GFLOPs vs the search's objective (whole-body AP for ZoomNAS), every trial
+behind the front."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ class FrontPoint:
 
 
 def pareto_png(points: Sequence[FrontPoint], budget: float | None, path: Path, title: str,
-               cost: str = "GFLOPs") -> Path:
+               cost: str = "GFLOPs", score: str = "whole-body AP") -> Path:
     """Scatter of all trials with the Pareto front as a step line (matplotlib, Agg). `cost`
-    names the x axis (the points' `gflops` hold that cost, e.g. predicted latency in ms)."""
+    names the x axis (the points' `gflops` hold that cost, e.g. predicted latency in ms), `score`
+    the y axis (the points' `ap` hold the search's objective)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,7 +37,7 @@ def pareto_png(points: Sequence[FrontPoint], budget: float | None, path: Path, t
     if budget is not None:
         ax.axvline(budget, ls="--", c="tab:blue", lw=1, label=f"budget {budget:g} {cost}")
     ax.set_xlabel(cost)
-    ax.set_ylabel("whole-body AP")
+    ax.set_ylabel(score)
     ax.set_title(title)
     return save_png(fig, ax, path)
 
@@ -58,7 +60,7 @@ def save_png(fig: Any, ax: Any, path: Path) -> Path:
 
 
 def pareto_html(points: Sequence[FrontPoint], budget: float | None, path: Path, title: str,
-                cost: str = "GFLOPs") -> Path:
+                cost: str = "GFLOPs", score: str = "whole-body AP") -> Path:
     """Interactive plotly figure, self-contained: plotly.js is embedded (the page works offline,
     on an air-gapped cluster too); hover shows the trial number."""
     import plotly.graph_objects as go
@@ -88,6 +90,6 @@ def pareto_html(points: Sequence[FrontPoint], budget: float | None, path: Path, 
     )
     if budget is not None:
         fig.add_vline(x=budget, line_dash="dash", line_color="#1f77b4", annotation_text=f"budget {budget:g}")
-    fig.update_layout(title=title, xaxis_title=cost, yaxis_title="whole-body AP", template="plotly_white")
+    fig.update_layout(title=title, xaxis_title=cost, yaxis_title=score, template="plotly_white")
     atomic_write_text(fig.to_html(include_plotlyjs=True, full_html=True), path)
     return path

@@ -91,8 +91,9 @@ def register_export(
         run_id = run.info.run_id
         params = [mlflow.entities.Param(k, str(v)) for k, v in sorted(meta["arch"].items())]
         metrics = [mlflow.entities.Metric(f"gflops.{k}", float(v), 0, 0) for k, v in meta["gflops"].items()]
-        metrics += [mlflow.entities.Metric(f"{part}.{k}", float(v), 0, 0)
-                    for part, m in (meta.get("metrics") or {}).items() for k, v in m.items()]
+        for part, m in (meta.get("metrics") or {}).items():  # {part: {metric: value}} or {metric: value}
+            values = m.items() if isinstance(m, dict) else [(None, m)]
+            metrics += [mlflow.entities.Metric(part if k is None else f"{part}.{k}", float(v), 0, 0) for k, v in values]
         metrics.append(mlflow.entities.Metric("params", float(meta["params"]), 0, 0))
         client.log_batch(run_id, metrics=metrics, params=params)
         with tempfile.TemporaryDirectory(prefix="nasplat-register-") as tmp:
@@ -104,7 +105,7 @@ def register_export(
             if f.suffix == ".md":  # the card also at the run's top level, where the UI opens it
                 client.log_artifact(run_id, str(f))
         try:
-            client.create_registered_model(model_name, description=f"ZoomNet subnets exported by nasplat from {experiment}")
+            client.create_registered_model(model_name, description=f"{meta.get('model_name', 'ZoomNet')} subnets exported by nasplat from {experiment}")
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

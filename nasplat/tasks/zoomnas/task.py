@@ -21,9 +21,12 @@ from nasplat.data.topdown import collate
 from nasplat.models import create_model
 from nasplat.models.zoomnet import SupernetConfig, ZoomNetSupernet
 from nasplat.search.cost import gflops_parts, params_fn
+from nasplat.search.objectives import AnalyticFactory
 from nasplat.space import SearchSpace, load_space
 from nasplat.subnet.evaluator import SubnetEvaluator
-from nasplat.tasks.base import Metric, Task
+from nasplat.subnet.export import export_subnet, load_exported
+from nasplat.subnet.objective import WholeBodyFactory
+from nasplat.tasks.base import PHASES, Metric, Task
 from nasplat.train.data import ensure_wholebody_data, train_dataset
 from nasplat.train.loop import init_final_layers
 from nasplat.train.precision import Precision
@@ -45,7 +48,8 @@ class ZoomNASTask(Task):
     objective = "wholebody_AP"
     cost_parts = ("body", "face", "hand", "total")
     data_file = DataFile
-    searchable = True
+    phases = frozenset(PHASES)
+    search_objectives = ("wholebody", "analytic")
 
     def load_space(self, path: Path) -> SearchSpace:
         return load_space(path)
@@ -93,3 +97,15 @@ class ZoomNASTask(Task):
             return {f"{part}_AP": float(values["AP"]) for part, values in metrics.items()}
 
         return score
+
+    # --- search and export ------------------------------------------------------------------
+    def objective_factory(self, experiment: Experiment, name: str, device: str) -> Callable[[], Any]:
+        if name == "analytic":  # a smooth stand-in for a trained supernet (tests, benchmarks)
+            return AnalyticFactory(str(experiment.space_path), space=experiment.space)
+        return WholeBodyFactory(experiment, device)
+
+    def export(self, experiment: Experiment, arch: Any, out: Path, **options: Any) -> dict[str, Any]:
+        return export_subnet(experiment, arch, out, **options)
+
+    def load_exported(self, directory: Path) -> nn.Module:
+        return load_exported(directory)
