@@ -14,6 +14,7 @@ from nasplat.config import load_experiment
 from nasplat.errors import ConfigError, TrainingError
 from nasplat.orchestration.training import EpochEval
 from nasplat.tasks import DEFAULT_TASK, Task, get_task, list_tasks
+from nasplat.tasks.base import PHASES
 from nasplat.train.checkpoint import load_checkpoint
 from nasplat.train.loop import SupernetTrainer, run_training
 from tests.tasks.conftest import write_classify_experiment
@@ -31,6 +32,8 @@ def test_every_registered_task_states_its_contract(name: str) -> None:
     assert all(m.direction in ("maximize", "minimize") for m in task.metrics)
     assert task.cost_parts[-1] == "total"
     assert dataclasses.is_dataclass(task.data_file)
+    assert task.phases <= set(PHASES)
+    assert ("search" in task.phases) == bool(task.search_objectives)  # a task that searches says with what
 
 
 def test_nasplat_ships_zoomnas_and_classification_and_zoomnas_is_the_default() -> None:
@@ -120,8 +123,7 @@ def test_the_epoch_evaluation_scores_max_and_min_by_the_tasks_metrics_and_leaves
     assert all(torch.equal(before[k], after[k]) for k in before) and net.training
 
 
-@pytest.mark.parametrize("command", [["run"], ["search", "--local"], ["retrain"], ["validate"], ["subnet", "eval"],
-                                     ["subnet", "export", "--out", "x"]])
+@pytest.mark.parametrize("command", [["retrain"], ["validate"], ["subnet", "eval"], ["subnet", "export", "--out", "x"]])
 def test_the_phases_after_training_stop_with_one_line_for_a_task_without_them(
         tmp_path: Path, classify_data: Path, command: list[str]) -> None:
     from typer.testing import CliRunner

@@ -291,6 +291,7 @@ class ClassificationSpace:
     """
 
     task = "classification"
+    arch_type = MobileNetArch
 
     def __init__(self, spec: ClassificationSpaceSpec, source: str | None = None) -> None:
         self.spec = spec

@@ -39,11 +39,14 @@ from nasplat.tasks.classification.data import (
     write_digits_image_folder,
 )
 from nasplat.tasks.classification.evaluate import ClassificationEvaluator
+from nasplat.tasks.classification.objective import OBJECTIVE, ClassificationFactory
 from nasplat.tasks.classification.flops import analytic_gflops, analytic_params
 from nasplat.tasks.classification.space import ClassificationSpace, MobileNetArch, load_classification_space
 from nasplat.tasks.classification.step import sandwich_step
 from nasplat.train.precision import Precision
 from nasplat.train.sandwich import SandwichMember
+
+DIGITS_CLASSES = 10  # scikit-learn's digits: 0 to 9
 
 __all__ = ["ClassificationData", "ClassificationDataFile", "ClassificationTask", "DigitsFile", "SyntheticImagesFile"]
 
@@ -120,14 +123,22 @@ class ClassificationTask(Task):
     objective = "top1"
     cost_parts = ("total",)
     data_file = ClassificationDataFile
+    phases = frozenset({"search"})
+    search_objectives = (OBJECTIVE,)
 
     # --- space ------------------------------------------------------------------------------
     def load_space(self, path: Path) -> ClassificationSpace:
         return load_classification_space(path)
 
     def num_classes(self, experiment: Experiment) -> int:
-        """The classes of the training split. Raises DataError when it cannot be read."""
-        return len(scan_image_folder(experiment.data.root, "train").classes)
+        """The classes of the data set: those the experiment generates, else those of the training
+        split on disk. Raises DataError when it cannot be read."""
+        data: ClassificationData = experiment.data
+        if data.synthetic is not None:
+            return data.synthetic.classes
+        if data.digits is not None:
+            return DIGITS_CLASSES
+        return len(scan_image_folder(data.root, "train").classes)
 
     def gflops(self, experiment: Experiment) -> Callable[[Any], Mapping[str, float]]:
         space, classes = experiment.space, self.num_classes(experiment)
@@ -192,3 +203,17 @@ class ClassificationTask(Task):
     # --- evaluation -------------------------------------------------------------------------
     def epoch_metrics(self, experiment: Experiment, net: nn.Module) -> Callable[[MobileNetArch], dict[str, float]]:
         return ClassificationEvaluator(experiment, net, max_images=experiment.trainer.eval.max_images).evaluate
+
+    # --- search and export ------------------------------------------------------------------
+    def objective_factory(self, experiment: Experiment, name: str, device: str) -> Callable[[], Any]:
+        return ClassificationFactory(experiment, device)
+
+    def export(self, experiment: Experiment, arch: Any, out: Path, **options: Any) -> dict[str, Any]:
+        from nasplat.tasks.classification.export import export_classifier
+
+        return export_classifier(experiment, arch, out, **options)
+
+    def load_exported(self, directory: Path) -> nn.Module:
+        from nasplat.tasks.classification.export import load_exported_classifier
+
+        return load_exported_classifier(directory)
