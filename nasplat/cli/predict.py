@@ -65,6 +65,8 @@ def predict(
                                         "PNG drawings: 1 (fast Huffman coding) is about 40% of the size of 0; 2 to 9 "
                                         "are a little smaller and many times slower; 0 stores them uncompressed, "
                                         "the fastest."),
+    top_k: int = typer.Option(5, "--top-k", help="Classification exports: classes listed per image (1 to the "
+                              "export's classes)."),
 ) -> None:
     """Predict whole-body keypoints of the people in images with an exported subnet.
 
@@ -80,7 +82,17 @@ def predict(
         --ann outputs/quickstart/data/annotations/coco_wholebody_val_v1.0.json
       nasplat eval --gt outputs/quickstart/data/annotations/coco_wholebody_val_v1.0.json \\
         --pred predictions/results.json
+
+    With an image-classification export it prints each image's --top-k classes and writes
+    predictions.json instead (--backend applies; the options of keypoints do not).
     """
+    from nasplat.tasks.classification.export import is_classifier_export
+
+    if is_classifier_export(model_dir):
+        from nasplat.cli.predict_classes import predict_classes
+
+        predict_classes(model_dir, inputs, out, top_k, backend)
+        return
     report = predict_images(model_dir, inputs, out, boxes=boxes, ann=ann, backend=backend, batch_size=batch_size,
                             threads=threads, workers=workers, device=device, min_score=min_score, draw=not no_draw,
                             fmt=fmt, png_compression=png_compression, echo=lambda line: typer.echo(line, err=True))

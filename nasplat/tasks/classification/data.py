@@ -277,6 +277,13 @@ def to_tensor(image: Image.Image, cfg: AugmentConfig) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(normed.transpose(2, 0, 1)))  # [3, H, W]
 
 
+def eval_tensor(image: Image.Image, resolution: int, cfg: AugmentConfig) -> torch.Tensor:
+    """The validation pipeline on one RGB image: `eval_transform` to `resolution` x `resolution`,
+    then `to_tensor`; float32 [3, R, R]. What a validation item holds, and what a prediction with
+    an exported classifier feeds its network."""
+    return to_tensor(eval_transform(image, resolution, cfg), cfg)
+
+
 # ------------------------------------------------------------------------------------------------
 # The data set
 # ------------------------------------------------------------------------------------------------
@@ -336,10 +343,10 @@ class ClassificationDataset(Dataset[dict[str, torch.Tensor]]):
         image = load_rgb(self.index.path(i))
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, int(i)])
-            image = train_transform(image, self.resolution, self.augment, rng)
+            tensor = to_tensor(train_transform(image, self.resolution, self.augment, rng), self.augment)
         else:
-            image = eval_transform(image, self.resolution, self.augment)
-        return {"image": to_tensor(image, self.augment), "label": torch.tensor(label, dtype=torch.int64)}
+            tensor = eval_tensor(image, self.resolution, self.augment)
+        return {"image": tensor, "label": torch.tensor(label, dtype=torch.int64)}
 
 
 def collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -650,6 +657,7 @@ __all__ = [
     "ClassificationDataset",
     "ImageFolderIndex",
     "collate",
+    "eval_tensor",
     "eval_transform",
     "load_rgb",
     "render_synthetic",

@@ -5,11 +5,16 @@ are decoded once at the space's largest resolution and kept as tensors; a subnet
 to its own resolution, as it saw its training batches. Before a subnet is scored, its BN
 statistics are recomputed on the calibration images (`recipe.bn_recalibration`), and the
 supernet's own statistics are restored afterwards.
+
+The calibration itself (`calibration_images`, `recalibrate_subnet`, `kept_bn_statistics`) is
+shared with the export (`nasplat.tasks.classification.export`), so an exported subnet has the
+statistics the search scored it with.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -21,9 +26,10 @@ from nasplat.tasks.classification.data import ClassificationDataset
 from nasplat.tasks.classification.metrics import AccuracyMeter
 from nasplat.tasks.classification.space import MobileNetArch
 from nasplat.tasks.classification.step import resize_images
-from nasplat.train.precision import recipe_precision
+from nasplat.train.precision import Precision, recipe_precision
 
-__all__ = ["ClassificationEvaluator", "load_images"]
+__all__ = ["ClassificationEvaluator", "calibration_images", "kept_bn_statistics", "load_images",
+           "recalibrate_subnet"]
 
 
 def load_images(dataset: ClassificationDataset, indices: list[int]) -> tuple[Tensor, Tensor]:
@@ -33,6 +39,59 @@ def load_images(dataset: ClassificationDataset, indices: list[int]) -> tuple[Ten
         r = dataset.resolution
         return torch.zeros(0, 3, r, r), torch.zeros(0, dtype=torch.int64)
     return torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
+
+
+def calibration_images(experiment: Experiment) -> Tensor:
+    """The BN calibration images of `experiment`: `recipe.bn_recalibration.images` training images
+    (at most all of them; a choice seeded by the experiment's seed), with the evaluation transform
+    at the space's largest resolution, [K, 3, R, R] on the CPU. Raises DataError when the data
+    cannot be read."""
+    data, resolution = experiment.data, experiment.space.max_arch().resolution
+    train = ClassificationDataset(data.root, "train", train=False, resolution=resolution, seed=experiment.seed,
+                                  augment=data.augment)
+    k = min(experiment.trainer.bn_recalibration.images, len(train))
+    order = np.random.default_rng([experiment.seed, 0xCA1]).permutation(len(train))[:k]
+    images, _ = load_images(train, sorted(order.tolist()))
+    return images
+
+
+def _batches(images: Tensor, resolution: int, batch_size: int, device: torch.device,
+             precision: Precision) -> Iterator[Tensor]:
+    """`images` [N, 3, R, R] in batches of `batch_size` on `device`, resized to `resolution`."""
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start : start + batch_size].to(device)
+        yield precision.input(resize_images(chunk, resolution))  # [b, 3, resolution, resolution]
+
+
+@torch.no_grad()
+def recalibrate_subnet(net: nn.Module, arch: MobileNetArch, images: Tensor, *, batch_size: int,
+                       precision: Precision) -> None:
+    """Set `arch` on the supernet `net` and recompute its BN statistics on `images` [N, 3, R, R]
+    (resized to the arch's resolution, in batches of `batch_size`, at `precision`). The statistics
+    the supernet had are overwritten: wrap the call in `kept_bn_statistics(net)` to get them
+    back. Raises ArchError when `arch` is not a subnet of `net`."""
+    net.set_arch(arch)
+    device = next(net.parameters()).device
+    with precision.autocast():
+        recalibrate_bn(net, _batches(images, arch.resolution, batch_size, device, precision), lambda m, x: m(x))
+
+
+@contextmanager
+def kept_bn_statistics(net: nn.Module) -> Iterator[None]:
+    """Inside, `net`'s BN running statistics and train/eval mode may change; on exit (however the
+    block ends) both are what they were on entry."""
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in batchnorm_modules(net)]
+    was_training = net.training
+    try:
+        yield
+    finally:
+        net.train(was_training)
+        with torch.no_grad():
+            for m, (mean, var, n) in zip(batchnorm_modules(net), saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(n)
 
 
 class ClassificationEvaluator:
@@ -48,47 +107,30 @@ class ClassificationEvaluator:
         self.device = next(net.parameters()).device
         self.precision = recipe_precision(recipe, self.device)
         data, resolution = experiment.data, experiment.space.max_arch().resolution
-        train = ClassificationDataset(data.root, "train", train=False, resolution=resolution, seed=experiment.seed,
-                                      augment=data.augment)
-        k = min(recipe.bn_recalibration.images, len(train))
-        order = np.random.default_rng([experiment.seed, 0xCA1]).permutation(len(train))[:k]
-        self.calibration, _ = load_images(train, sorted(order.tolist()))
+        self.calibration = calibration_images(experiment)
         val = ClassificationDataset(data.root, "val", train=False, resolution=resolution, augment=data.augment)
         n = len(val) if max_images is None else min(max_images, len(val))
         order = np.random.default_rng([experiment.seed, 0x7A1]).permutation(len(val))[:n]
         self.images, self.labels = load_images(val, sorted(order.tolist()))
-
-    def _batches(self, images: Tensor, resolution: int, batch_size: int) -> Any:
-        for start in range(0, images.shape[0], batch_size):
-            chunk = images[start : start + batch_size].to(self.device)
-            yield self.precision.input(resize_images(chunk, resolution))
 
     @torch.no_grad()
     def evaluate(self, arch: MobileNetArch, *, recalibrate: bool = True) -> dict[str, float]:
         """{"top1", "top5"} (fractions) of `arch` on the validation images. Raises ArchError when
         `arch` is not a subnet of the supernet."""
         net = self.net
-        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-                 for m in batchnorm_modules(net)]
-        was_training = net.training
-        try:
-            net.set_arch(arch)
+        with kept_bn_statistics(net):
             if recalibrate:
-                with self.precision.autocast():
-                    recalibrate_bn(net, self._batches(self.calibration, arch.resolution,
-                                                      self.recipe.bn_recalibration.batch_size), lambda m, x: m(x))
+                recalibrate_subnet(net, arch, self.calibration, batch_size=self.recipe.bn_recalibration.batch_size,
+                                   precision=self.precision)
+            else:
+                net.set_arch(arch)
             net.eval()
             meter = AccuracyMeter()
             batch = self.recipe.eval.batch_size
-            for start, x in zip(range(0, self.images.shape[0], batch), self._batches(self.images, arch.resolution, batch)):
+            batches = _batches(self.images, arch.resolution, batch, self.device, self.precision)
+            for start, x in zip(range(0, self.images.shape[0], batch), batches):
                 with self.precision.autocast():
                     logits = net(x).float()
                 meter.update(logits.cpu(), self.labels[start : start + batch])
-        finally:
-            net.train(was_training)
-            for m, (mean, var, n) in zip(batchnorm_modules(net), saved):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(n)
         result = meter.result()
         return {"top1": float(result["top1"]), "top5": float(result["top5"])}
