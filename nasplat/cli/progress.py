@@ -75,9 +75,10 @@ def training_bar(console: Console, epochs: int) -> Iterator[Callable[[dict[str, 
 
 
 @contextmanager
-def search_bar(console: Console, total: int) -> Iterator[Callable[[Any], None]]:
-    """A bar over the trial budget showing the best AP under budget and the Pareto size; yields the
-    callback that `run_search(progress=...)` feeds with `ProgressUpdate`s."""
+def search_bar(console: Console, total: int, score: str = "AP") -> Iterator[Callable[[Any], None]]:
+    """A bar over the trial budget showing the best score (`score` names it: AP, top1) under budget
+    and the Pareto size; yields the callback that `run_search(progress=...)` feeds with
+    `ProgressUpdate`s."""
     with _drawn_on_first_update(Progress(
         TextColumn("[bold]search"),
         BarColumn(),
@@ -95,7 +96,7 @@ def search_bar(console: Console, total: int) -> Iterator[Callable[[Any], None]]:
                 task,
                 completed=u.done,
                 total=u.total,
-                info=f"best AP {best}  Pareto {u.pareto_size}  running {u.running}  failed {u.failed}",
+                info=f"best {score} {best}  Pareto {u.pareto_size}  running {u.running}  failed {u.failed}",
             )
 
         yield update

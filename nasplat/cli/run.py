@@ -44,6 +44,8 @@ def run(
     from nasplat.orchestration.tracking import open_experiment, ui_hint
     from nasplat.orchestration.training import train_supernet
     from nasplat.search import describe_budget
+    from nasplat.search.evaluation import score_name
+    from nasplat.tasks import get_task
 
     experiment = for_command(load_experiment(experiment_file), cluster=cluster)
     check_task(experiment, "run")
@@ -69,11 +71,12 @@ def run(
 
     set_activity("search")
     console.print(
-        f"[bold]2/4[/] search: {experiment.search.sampler}, {experiment.search.n_trials} trials, "
-        f"budget {describe_budget(experiment.search.budget_gflops, experiment.search.part_budgets)}"
+        f"[bold]2/4[/] search: {experiment.search.sampler}, {experiment.search.n_trials} trials"
+        + (f", budget {describe_budget(experiment.search.budget_gflops, experiment.search.part_budgets)}"
+           if experiment.search.budget_gflops is not None or experiment.search.part_budgets else ", no GFLOPs budget")
         + (f", {experiment.search.budget_latency_ms} ms" if experiment.search.budget_latency_ms else "")
     )
-    with search_bar(console, experiment.search.n_trials) as update:
+    with search_bar(console, experiment.search.n_trials, score_name(get_task(experiment.task).objective)) as update:
         result = run_search(experiment, objective=objective, new_study=new_study, study_name=study, progress=update,
                             track=not no_mlflow, latency=latency)
     console.print(

@@ -37,6 +37,8 @@ def search(
     """
     from nasplat.cli.console import console as make_console
     from nasplat.cli.progress import search_bar
+    from nasplat.search.evaluation import score_name
+    from nasplat.tasks import get_task
     from nasplat.config import load_experiment
     from nasplat.orchestration.cluster import for_command
     from nasplat.cli.lease import hold_lease
@@ -58,7 +60,7 @@ def search(
         latency = latency_cost(experiment)
         check_budgets(experiment, latency)  # a budget no subnet meets: before the lease and the store
         hold_lease(experiment)  # one driver per experiment: a second one stops here, exit 2
-        with search_bar(console, experiment.search.n_trials) as update:
+        with search_bar(console, experiment.search.n_trials, score_name(get_task(experiment.task).objective)) as update:
             result = run_search(experiment, objective=objective, new_study=new_study, study_name=study, progress=update,
                                 local=local, track=not no_mlflow, latency=latency)
     best = result.best

@@ -13,6 +13,11 @@ GFLOPS_PARTS = ("body", "face", "hand", "total")
 DEFAULT_OBJECTIVE = "wholebody_AP"  # ZoomNAS's; an evaluation of another task names its own
 
 
+def score_name(objective: str) -> str:
+    """How a line names a score of `objective`: "AP" for ZoomNAS's, else the objective ("top1")."""
+    return "AP" if objective == DEFAULT_OBJECTIVE else objective
+
+
 def flat_name(part: str, metric: str) -> str:
     """A metric's name in the store and MLflow: `<part>_<metric>`, or `<metric>` for the part ""."""
     return f"{part}_{metric}" if part else metric
@@ -49,8 +54,8 @@ class Evaluation:
 
     @property
     def score_name(self) -> str:
-        """How a line names the score: "AP" for ZoomNAS, else the objective ("top1")."""
-        return "AP" if self.objective == DEFAULT_OBJECTIVE else self.objective
+        """How a line names the score (`score_name`)."""
+        return score_name(self.objective)
 
     @property
     def ap(self) -> float:
