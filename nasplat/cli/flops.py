@@ -27,10 +27,16 @@ def flops(
     Example:
       nasplat flops search_spaces/zoomnas.yaml --arch min
     """
+    from nasplat.errors import ConfigError
     from nasplat.flops import analytic_gflops, fvcore_gflops
-    from nasplat.space import load_space
+    from nasplat.tasks import get_task
+    from nasplat.tasks.registry import load_space_file
 
-    space = load_space(space_file)
+    space = load_space_file(space_file, command="flops")
+    if get_task(space.task).space_gflops(space) is None:
+        raise ConfigError(f"the GFLOPs of a {space.task} subnet depend on its experiment's data (the classifier's "
+                          "classes): `nasplat status` and the export's meta.json give them", source=str(space_file),
+                          key="task")
     chosen = space.load_arch(arch)
     bpm = space.all_blocks_per_module()
     counted = analytic_gflops(chosen, bpm)

@@ -61,14 +61,14 @@ def profile(
     from nasplat.files import check_writable
     from nasplat.latency.profile import profile_space
     from nasplat.latency.timing import TimingSettings
-    from nasplat.space import load_space
+    from nasplat.tasks.registry import load_space_file
 
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"--device {device!r}; allowed: cpu, cuda", key="--device")
     backend = backend or ("onnx" if device == "cpu" else "torch")
     if backend not in ("onnx", "torch"):
         raise ConfigError(f"--backend {backend!r}; allowed: onnx, torch", key="--backend")
-    space = load_space(space_file)
+    space = load_space_file(space_file, command="latency", phase="latency")
     check_writable(out, key="--out")  # now, not after profiling every block
     settings = TimingSettings(backend=backend, device=device, threads=threads, batch=batch,  # type: ignore[arg-type]
                               warmup=warmup, repeats=repeats, passes=passes)
@@ -103,9 +103,9 @@ def predict(
     """
     from nasplat.latency import LatencyPredictor, load_table
     from nasplat.latency.timing import machine
-    from nasplat.space import load_space
+    from nasplat.tasks.registry import load_space_file
 
-    space = load_space(space_file)
+    space = load_space_file(space_file, command="latency", phase="latency")
     chosen = space.load_arch(arch)
     table = load_table(lut)
     table.check_machine(machine(table.settings["device"], table.settings["backend"]), source=str(lut))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from nasplat.tasks.registry import DEFAULT_TASK
+
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
 
 
@@ -24,39 +26,44 @@ def show(
     from rich.table import Table
 
     from nasplat.cli.console import console as make_console
-    from nasplat.flops import analytic_gflops
-    from nasplat.space import load_space
     from nasplat.space.dsl import describe
+    from nasplat.tasks import get_task
+    from nasplat.tasks.registry import load_space_file
 
-    space = load_space(space_file)
-    bpm = space.all_blocks_per_module()
-    lo = analytic_gflops(space.min_arch(), bpm)
-    hi = analytic_gflops(space.max_arch(), bpm)
+    space = load_space_file(space_file, command="space show")
+    gflops = get_task(space.task).space_gflops(space)  # None: they depend on the experiment's data
+    lo = hi = None
+    if gflops is not None:
+        lo, hi = gflops(space.min_arch()), gflops(space.max_arch())
     dims = [{"name": d.name, "choices": list(d.choices)} | ({"depends_on": d.depends_on} if d.depends_on else {}) for d in space.dimensions]
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "name": space.name,
-                    "dimensions": dims,
-                    "log10_size": round(space.log10_size(), 4),
-                    "min_gflops": round(lo.total, 4),
-                    "max_gflops": round(hi.total, 4),
-                }
-            )
-        )
+        out = {"name": space.name, "task": space.task, "dimensions": dims, "log10_size": round(space.log10_size(), 4)}
+        if lo is not None and hi is not None:
+            out |= {"min_gflops": round(lo["total"], 4), "max_gflops": round(hi["total"], 4)}
+        if space.task == DEFAULT_TASK:
+            out.pop("task")  # ZoomNAS's object as it always was
+        typer.echo(json.dumps(out))
         return
     table = Table(title=f"search space {space.name} ({space_file})")
     table.add_column("dimension")
     table.add_column("choices")
     for d in space.dimensions:
-        note = f"  (valid ones divide {d.depends_on})" if d.depends_on else ""
+        if not d.depends_on:
+            note = ""
+        elif space.task == DEFAULT_TASK:
+            note = f"  (valid ones divide {d.depends_on})"
+        else:
+            note = f"  (when {d.depends_on} runs it)"
         table.add_row(d.name, describe(d.choices) + note)
     console = make_console()
     console.print(table)
     console.print(f"architectures: 10^{space.log10_size():.2f}")
-    console.print(f"GFLOPs: min {lo.total:.3f} (body {lo.body:.3f}, face {lo.face:.3f}, hand {lo.hand:.3f})")
-    console.print(f"        max {hi.total:.3f} (body {hi.body:.3f}, face {hi.face:.3f}, hand {hi.hand:.3f})")
+    if lo is None or hi is None:
+        console.print(f"GFLOPs: they depend on the experiment (task {space.task}), not on the space alone")
+        return
+    for label, g in (("min", lo), ("max", hi)):
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in g.items() if k != "total")
+        console.print(f"{'GFLOPs:' if label == 'min' else '       '} {label} {g['total']:.3f}" + (f" ({parts})" if parts else ""))
 
 
 def register(app: typer.Typer) -> None:

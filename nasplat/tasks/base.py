@@ -91,6 +91,11 @@ class Task(ABC):
         """arch -> GFLOPs (multiply-adds of convs and linear layers / 2**30) by `cost_parts`, for
         the experiment's space and data (a classifier's last layer depends on its classes)."""
 
+    def space_gflops(self, space: Any) -> Callable[[Any], Mapping[str, float]] | None:
+        """arch -> GFLOPs by `cost_parts` from the space alone (`nasplat space show`, `nasplat
+        flops`), or None when they depend on the experiment (a classifier's classes)."""
+        return None
+
     @abstractmethod
     def params(self, experiment: Experiment) -> Callable[[Any], int]:
         """arch -> parameter count of its static subnet."""

@@ -12,13 +12,16 @@ distribution's metadata:
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
 
 from nasplat.errors import ConfigError
 from nasplat.tasks.base import Task
 
-__all__ = ["DEFAULT_TASK", "get_task", "list_tasks"]
+__all__ = ["DEFAULT_TASK", "get_task", "list_tasks", "load_space_file"]
 
 DEFAULT_TASK = "zoomnas"  # an experiment without `task:`
 
@@ -58,3 +61,22 @@ def get_task(name: str) -> Task:
     if task.name != name:
         raise ConfigError(f"task {target} calls itself {task.name!r}, registered as {name!r}", key="task")
     return task
+
+
+def load_space_file(path: str | Path, *, command: str, phase: str | None = None) -> Any:
+    """The space of a space file, loaded by the task its `task:` key names (ZoomNAS's when it
+    names none), for `nasplat <command>`. `phase`: the command needs the task to have this phase
+    (`Task.phases`, e.g. "latency"). Raises ConfigError naming the file and the key."""
+    from nasplat.files import read_yaml, resolve_path
+
+    file = resolve_path(path)
+    text = read_yaml(file)
+    name = text.get("task", DEFAULT_TASK) if isinstance(text, Mapping) else DEFAULT_TASK
+    try:
+        task = get_task(str(name))
+    except ConfigError as e:
+        raise ConfigError(e.detail, source=str(file), key="task") from e
+    if phase is not None and phase not in task.phases:
+        raise ConfigError(f"`nasplat {command}` is not available for task {task.name!r} yet: it has no {phase} phase",
+                          source=str(file), key="task")
+    return task.load_space(file)

@@ -21,6 +21,7 @@ from nasplat.store import load_current_study
 from nasplat.tasks import get_task
 from tests.tasks.conftest import write_classify_experiment
 
+ROOT = Path(__file__).resolve().parents[2]
 SEARCH = {"sampler": "nsga2", "n_trials": 6, "num_evaluators": 1, "seed": 1}
 
 
@@ -122,3 +123,18 @@ def test_a_latency_budget_stops_a_task_without_latency_tables_with_one_line(tmp_
     line = res.output.strip()
     assert "\n" not in line and "search.budget_latency_ms" in line and "latency" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_the_space_file_commands_read_a_classification_space_by_its_task_key() -> None:
+    space_file = str(ROOT / "search_spaces" / "classification" / "quickstart.yaml")
+    runner = CliRunner()
+    shown = runner.invoke(app, ["space", "show", space_file, "--json"])
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert data["task"] == "classification" and "min_gflops" not in data
+    assert {d["name"] for d in data["dimensions"]} >= {"resolution", "stage1.depth", "stage1.block4.kernel"}
+    for command in (["flops", space_file], ["latency", "profile", space_file, "--out", "lut.json"]):
+        res = runner.invoke(app, command)
+        assert res.exit_code == 2, res.output
+        line = res.output.strip()
+        assert "\n" not in line and "quickstart.yaml" in line and "task" in line
