@@ -148,7 +148,8 @@ class _EvaluatorActor:
     def evaluate(self, arch_json: str) -> dict[str, Any]:
         if self._objective is None:
             raise EvaluatorUnavailable(self._setup_error)
-        return self._objective.evaluate(self._objective.arch_type.from_json(arch_json)).to_dict()
+        arch_type = getattr(self._objective, "arch_type", Arch)  # `Objective.arch_type`; any object with evaluate() serves
+        return self._objective.evaluate(arch_type.from_json(arch_json)).to_dict()
 
     def pid(self) -> int:
         import os
