@@ -7,7 +7,8 @@ recompute them as the true (cumulative, `momentum=None`) average of K training b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -70,4 +71,23 @@ def recalibrate_bn(
     return used
 
 
-__all__ = ["batchnorm_modules", "recalibrate_bn"]
+
+@contextmanager
+def kept_bn_statistics(net: nn.Module) -> Iterator[None]:
+    """Inside, `net`'s BN running statistics and train/eval mode may change; on exit (however the
+    block ends) both are what they were on entry."""
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in batchnorm_modules(net)]
+    was_training = net.training
+    try:
+        yield
+    finally:
+        net.train(was_training)
+        with torch.no_grad():
+            for m, (mean, var, n) in zip(batchnorm_modules(net), saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(n)
+
+
+__all__ = ["batchnorm_modules", "kept_bn_statistics", "recalibrate_bn"]

@@ -33,7 +33,7 @@ from nasplat.flops import analytic_gflops, analytic_params
 from nasplat.metrics.wholebody import WholeBodyEvaluator, make_results
 from nasplat.models import decode_part_boxes
 from nasplat.space.arch import Arch
-from nasplat.subnet.bn import batchnorm_modules, recalibrate_bn
+from nasplat.subnet.bn import kept_bn_statistics, recalibrate_bn
 from nasplat.subnet.inference import inference_copy
 from nasplat.train.checkpoint import SUPERNET_KEY, load_checkpoint, supernet_checkpoint, supernet_from_payload
 from nasplat.train.data import ensure_data, train_dataset
@@ -234,18 +234,10 @@ class SubnetEvaluator:
         Raises ArchError when `arch` is not in the space.
         """
         self.experiment.space.validate(arch)
-        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-                 for m in batchnorm_modules(self.net)]
-        try:
+        with kept_bn_statistics(self.net):
             if recalibrate:
                 self.recalibrate(arch)
             keypoints, scores = self.predict(arch, flip_test=flip_test)
-        finally:
-            with torch.no_grad():
-                for m, (mean, var, n) in zip(batchnorm_modules(self.net), saved):
-                    m.running_mean.copy_(mean)
-                    m.running_var.copy_(var)
-                    m.num_batches_tracked.copy_(n)
         assert self.val is not None  # predict raised otherwise
         results = make_results(self.val.image_id.numpy(), keypoints, scores)
         metrics = self.evaluator.evaluate(results, image_ids=self.val_image_ids)

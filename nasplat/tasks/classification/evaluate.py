@@ -6,30 +6,28 @@ to its own resolution, as it saw its training batches. Before a subnet is scored
 statistics are recomputed on the calibration images (`recipe.bn_recalibration`), and the
 supernet's own statistics are restored afterwards.
 
-The calibration itself (`calibration_images`, `recalibrate_subnet`, `kept_bn_statistics`) is
-shared with the export (`nasplat.tasks.classification.export`), so an exported subnet has the
+The calibration itself (`calibration_images`, `recalibrate_subnet`, and `kept_bn_statistics` of
+`nasplat.subnet.bn`, which ZoomNAS's evaluator uses too) is shared with the export (`nasplat.tasks.classification.export`), so an exported subnet has the
 statistics the search scored it with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from nasplat.config import Experiment
-from nasplat.subnet.bn import batchnorm_modules, recalibrate_bn
+from nasplat.subnet.bn import kept_bn_statistics, recalibrate_bn
 from nasplat.tasks.classification.data import ClassificationDataset
 from nasplat.tasks.classification.metrics import AccuracyMeter
 from nasplat.tasks.classification.space import MobileNetArch
 from nasplat.tasks.classification.step import resize_images
 from nasplat.train.precision import Precision, recipe_precision
 
-__all__ = ["ClassificationEvaluator", "calibration_images", "kept_bn_statistics", "load_images",
-           "recalibrate_subnet"]
+__all__ = ["ClassificationEvaluator", "calibration_images", "load_images", "recalibrate_subnet"]
 
 
 def load_images(dataset: ClassificationDataset, indices: list[int]) -> tuple[Tensor, Tensor]:
@@ -74,24 +72,6 @@ def recalibrate_subnet(net: nn.Module, arch: MobileNetArch, images: Tensor, *, b
     device = next(net.parameters()).device
     with precision.autocast():
         recalibrate_bn(net, _batches(images, arch.resolution, batch_size, device, precision), lambda m, x: m(x))
-
-
-@contextmanager
-def kept_bn_statistics(net: nn.Module) -> Iterator[None]:
-    """Inside, `net`'s BN running statistics and train/eval mode may change; on exit (however the
-    block ends) both are what they were on entry."""
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-             for m in batchnorm_modules(net)]
-    was_training = net.training
-    try:
-        yield
-    finally:
-        net.train(was_training)
-        with torch.no_grad():
-            for m, (mean, var, n) in zip(batchnorm_modules(net), saved):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(n)
 
 
 class ClassificationEvaluator:

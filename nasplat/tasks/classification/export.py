@@ -41,6 +41,7 @@ from nasplat.config import Experiment
 from nasplat.errors import ArchError, ConfigError, DataError, TrainingError
 from nasplat.files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, shell_command
 from nasplat.files import validate as validate_schema
+from nasplat.subnet.bn import kept_bn_statistics
 from nasplat.subnet.evaluator import latest_checkpoint, load_supernet
 from nasplat.subnet.export import ARCH, CARD, META, ONNX, WEIGHTS
 from nasplat.tasks import get_task
@@ -50,12 +51,7 @@ from nasplat.tasks.classification.data import (
     collate,
     scan_image_folder,
 )
-from nasplat.tasks.classification.evaluate import (
-    calibration_images,
-    kept_bn_statistics,
-    load_images,
-    recalibrate_subnet,
-)
+from nasplat.tasks.classification.evaluate import calibration_images, load_images, recalibrate_subnet
 from nasplat.tasks.classification.metrics import evaluate_classifier
 from nasplat.tasks.classification.model import MobileNetV3, MobileNetV3Config, MobileNetV3Supernet
 from nasplat.tasks.classification.space import MobileNetArch
