@@ -53,7 +53,7 @@ from nasplat.space import Arch
 from nasplat.store import StoredTrial, load_current_study
 from nasplat.subnet import latest_checkpoint, load_supernet
 from nasplat.subnet.retrain import PARTS, SubnetRetrainer, into_supernet, retrain_recipe
-from nasplat.train.checkpoint import atomic_torch_save, load_checkpoint
+from nasplat.train.checkpoint import atomic_torch_save, load_checkpoint, network_payload
 from nasplat.train.data import ensure_data
 from nasplat.tracking import RetrainTracker
 
@@ -358,12 +358,11 @@ def _export(experiment: Experiment, result: Any, metrics: dict[str, Any], sweep_
     with result.checkpoint.as_directory() as d:
         state = load_checkpoint(Path(d) / STATE)
     supernet_ckpt = latest_checkpoint(experiment)  # this driver's copy (another driver may have made the sweep)
-    supernet, payload = load_supernet(supernet_ckpt, "cpu")
+    supernet, _ = load_supernet(supernet_ckpt, "cpu")
     into_supernet(supernet, arch, state["model"])
     weights = sweep_dir / f"subnet-{rank}.pt"
-    atomic_torch_save({"supernet_config": payload["supernet_config"], "model": supernet.state_dict(),
-                       "space_fingerprint": payload.get("space_fingerprint"), "retrained_from": str(supernet_ckpt),
-                       "retrain_trial": result.path}, weights)
+    atomic_torch_save(network_payload(experiment, supernet, retrained_from=str(supernet_ckpt),
+                                      retrain_trial=result.path), weights)
     publish_export(experiment, arch, out, register=register, checkpoint=weights, inputs=inputs,
                    origin={"study_trial": int(config["subnet"]["study_trial"]), "retrain_sweep": sweep_dir.name,
                            "lr": float(config["lr"])})

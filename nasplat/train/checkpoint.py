@@ -179,12 +179,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return payload
 
 
-def supernet_payload(experiment: Experiment, net: nn.Module, *, optimizer: dict[str, Any], scaler: dict[str, Any] | None,
-                     rng: dict[str, Any], sampler: dict[str, Any], epoch: int, batch_in_epoch: int, step: int,
-                     samples: int, world_size: int) -> dict[str, Any]:
-    """The training checkpoint of `net` at a position of `experiment`'s training: everything a
-    resume needs to continue bit-for-bit, and the network's own arguments (`net.config`) with
-    its task and model name, so any process can rebuild it."""
+def network_payload(experiment: Experiment, net: nn.Module, **extra: Any) -> dict[str, Any]:
+    """A file of `net` alone (no training position) that `supernet_from_payload` rebuilds: its
+    task, model name, own arguments and weights, with `extra` entries (e.g. what it was made
+    from)."""
     return {
         "version": CHECKPOINT_VERSION,
         "experiment": experiment.name,
@@ -193,18 +191,30 @@ def supernet_payload(experiment: Experiment, net: nn.Module, *, optimizer: dict[
         "space_fingerprint": experiment.space.fingerprint(),
         "supernet_config": json.dumps(net.config.to_dict()),
         "model": net.state_dict(),
-        "optimizer": optimizer,
-        "scheduler": {"kind": "multistep_warmup", "step": step},
-        "scaler": scaler,
-        "rng": rng,
-        "sampler": sampler,
-        "epoch": epoch,
-        "batch_in_epoch": batch_in_epoch,
-        "step": step,
-        "samples": samples,
-        "world_size": world_size,
-        "seed": experiment.seed,
+        **extra,
     }
+
+
+def supernet_payload(experiment: Experiment, net: nn.Module, *, optimizer: dict[str, Any], scaler: dict[str, Any] | None,
+                     rng: dict[str, Any], sampler: dict[str, Any], epoch: int, batch_in_epoch: int, step: int,
+                     samples: int, world_size: int) -> dict[str, Any]:
+    """The training checkpoint of `net` at a position of `experiment`'s training: everything a
+    resume needs to continue bit-for-bit, and the network's own arguments (`net.config`) with
+    its task and model name, so any process can rebuild it."""
+    return network_payload(
+        experiment, net,
+        optimizer=optimizer,
+        scheduler={"kind": "multistep_warmup", "step": step},
+        scaler=scaler,
+        rng=rng,
+        sampler=sampler,
+        epoch=epoch,
+        batch_in_epoch=batch_in_epoch,
+        step=step,
+        samples=samples,
+        world_size=world_size,
+        seed=experiment.seed,
+    )
 
 
 def continuation_problem(payload: dict[str, Any], experiment: Experiment, world_size: int) -> tuple[str, str | None] | None:
@@ -245,6 +255,7 @@ __all__ = [
     "continuation_problem",
     "supernet_from_payload",
     "supernet_payload",
+    "network_payload",
     "SUPERNET_KEY",
     "publish_supernet",
     "supernet_checkpoint",
