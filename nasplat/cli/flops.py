@@ -29,11 +29,10 @@ def flops(
     """
     from nasplat.errors import ConfigError
     from nasplat.flops import analytic_gflops, fvcore_gflops
-    from nasplat.tasks import get_task
     from nasplat.tasks.registry import load_space_file
 
     space = load_space_file(space_file, command="flops")
-    if get_task(space.task).space_gflops(space) is None:
+    if space.part_gflops is None:
         raise ConfigError(f"the GFLOPs of a {space.task} subnet depend on its experiment's data (the classifier's "
                           "classes): `nasplat status` and the export's meta.json give them", source=str(space_file),
                           key="task")

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import typer
 
-from nasplat.tasks.registry import DEFAULT_TASK
-
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
 
 
@@ -27,11 +25,10 @@ def show(
 
     from nasplat.cli.console import console as make_console
     from nasplat.space.dsl import describe
-    from nasplat.tasks import get_task
-    from nasplat.tasks.registry import load_space_file
+    from nasplat.tasks.registry import DEFAULT_TASK, load_space_file
 
     space = load_space_file(space_file, command="space show")
-    gflops = get_task(space.task).space_gflops(space)  # None: they depend on the experiment's data
+    gflops = space.part_gflops  # None: they depend on the experiment, not on the space alone
     lo = hi = None
     if gflops is not None:
         lo, hi = gflops(space.min_arch()), gflops(space.max_arch())

@@ -76,6 +76,13 @@ class SearchSpace:
                     )
 
     # --- structure -------------------------------------------------------------------------
+    def part_gflops(self, arch: Arch) -> dict[str, float]:
+        """GFLOPs of `arch` by part ("body", "face", "hand", "total"; `nasplat.flops`): a ZoomNet's
+        depend on the space alone."""
+        from nasplat.flops import analytic_gflops
+
+        return analytic_gflops(arch, self.all_blocks_per_module()).as_dict()
+
     def blocks_per_module(self, net: str) -> int:
         """Blocks per HRNet module in stages 2-4 of `net` ('body', 'face' or 'hand')."""
         return self.spec.net(net).blocks_per_module

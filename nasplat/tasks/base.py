@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
-from torch import nn
-
 if TYPE_CHECKING:  # the contract's signatures only: a task module imports what it uses itself
+    import torch
+    from torch import nn
+
     from nasplat.config import Experiment
     from nasplat.config.recipe import TrainerRecipe
     from nasplat.train.precision import Precision
@@ -90,11 +90,6 @@ class Task(ABC):
     def gflops(self, experiment: Experiment) -> Callable[[Any], Mapping[str, float]]:
         """arch -> GFLOPs (multiply-adds of convs and linear layers / 2**30) by `cost_parts`, for
         the experiment's space and data (a classifier's last layer depends on its classes)."""
-
-    def space_gflops(self, space: Any) -> Callable[[Any], Mapping[str, float]] | None:
-        """arch -> GFLOPs by `cost_parts` from the space alone (`nasplat space show`, `nasplat
-        flops`), or None when they depend on the experiment (a classifier's classes)."""
-        return None
 
     @abstractmethod
     def params(self, experiment: Experiment) -> Callable[[Any], int]:

@@ -25,17 +25,19 @@ __all__ = ["DEFAULT_TASK", "get_task", "list_tasks", "load_space_file"]
 
 DEFAULT_TASK = "zoomnas"  # an experiment without `task:`
 
-# nasplat's own tasks: name -> "module:class". Adding a task to nasplat adds one line here.
+# nasplat's own tasks: name -> ("module:class", "module:function" loading a space file without the
+# task's heavy stack, for the light space-file commands). Adding a task to nasplat adds one line.
 _BUILTIN = {
-    "zoomnas": "nasplat.tasks.zoomnas.task:ZoomNASTask",
-    "classification": "nasplat.tasks.classification.task:ClassificationTask",
+    "zoomnas": ("nasplat.tasks.zoomnas.task:ZoomNASTask", "nasplat.space:load_space"),
+    "classification": ("nasplat.tasks.classification.task:ClassificationTask",
+                       "nasplat.tasks.classification.space:load_classification_space"),
 }
 ENTRY_POINT_GROUP = "nasplat.tasks"
 
 
 def _targets() -> dict[str, str]:
     found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    return {**found, **_BUILTIN}  # a plug-in cannot shadow a built-in task
+    return {**found, **{name: target for name, (target, _) in _BUILTIN.items()}}  # a plug-in cannot shadow a built-in task
 
 
 def list_tasks() -> list[str]:
@@ -71,9 +73,13 @@ def load_space_file(path: str | Path, *, command: str, phase: str | None = None)
 
     file = resolve_path(path)
     text = read_yaml(file)
-    name = text.get("task", DEFAULT_TASK) if isinstance(text, Mapping) else DEFAULT_TASK
+    name = str(text.get("task", DEFAULT_TASK)) if isinstance(text, Mapping) else DEFAULT_TASK
+    light = _BUILTIN[name][1] if name in _BUILTIN else None
+    if phase is None and light is not None:  # no task class, no torch: `nasplat space show` stays quick
+        module_name, _, attr = light.partition(":")
+        return getattr(importlib.import_module(module_name), attr)(file)
     try:
-        task = get_task(str(name))
+        task = get_task(name)
     except ConfigError as e:
         raise ConfigError(e.detail, source=str(file), key="task") from e
     if phase is not None and phase not in task.phases:

@@ -292,6 +292,7 @@ class ClassificationSpace:
 
     task = "classification"
     arch_type = MobileNetArch
+    part_gflops = None  # a subnet's GFLOPs depend on the experiment's classes (`Task.gflops`), not the space alone
 
     def __init__(self, spec: ClassificationSpaceSpec, source: str | None = None) -> None:
         self.spec = spec

@@ -57,9 +57,6 @@ class ZoomNASTask(Task):
     def gflops(self, experiment: Experiment) -> Callable[[Any], Mapping[str, float]]:
         return gflops_parts(experiment.space)
 
-    def space_gflops(self, space: Any) -> Callable[[Any], Mapping[str, float]] | None:
-        return gflops_parts(space)
-
     def params(self, experiment: Experiment) -> Callable[[Any], int]:
         return params_fn(experiment.space)
 
