@@ -139,6 +139,7 @@ EPOCHS = 5  # enough that the second trial cannot finish in the second between i
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_retrain_resumes_after_sigkill(tmp_path: Path, tiny_experiment) -> None:
     from nasplat.config import load_experiment

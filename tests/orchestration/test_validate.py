@@ -97,6 +97,7 @@ def test_bad_input_is_one_line_and_writes_nothing(searched: Path) -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_validate_recovers_the_order_and_reports_the_trained_subnets(searched: Path) -> None:
     out = searched.parent / "out"
