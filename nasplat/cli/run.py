@@ -20,7 +20,7 @@ def run(
     experiment_file: Path = typer.Argument(..., metavar="EXPERIMENT.yaml", help="An experiment YAML file."),
     cluster: bool = typer.Option(False, "--cluster", help="Run on the Ray cluster at cluster.address."),
     new_study: bool = typer.Option(False, "--new-study", help="Start a new search study instead of resuming."),
-    objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (wholebody | analytic)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (the task's: wholebody | analytic for ZoomNAS, top1 for classification)."),
     study: Optional[str] = typer.Option(None, "--study", metavar="NAME", help="Resume this search study (with --new-study: create it)."),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log training, search and retraining to MLflow."),
 ) -> None:

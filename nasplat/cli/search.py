@@ -24,7 +24,7 @@ def search(
     new_study: bool = typer.Option(False, "--new-study", help="Start a new study instead of resuming the current one."),
     cluster: bool = typer.Option(False, "--cluster", help="Join cluster.address instead of starting local Ray."),
     local: bool = typer.Option(False, "--local", help="Evaluate in this process, one at a time (no Ray)."),
-    objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (analytic | wholebody)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="Override search.objective (the task's: analytic | wholebody for ZoomNAS, top1 for classification)."),
     study: Optional[str] = typer.Option(None, "--study", metavar="NAME", help="Resume this study of the experiment (with --new-study: create it)."),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the search to MLflow."),
 ) -> None:
@@ -190,10 +190,11 @@ def status(
         p = out["predictor"]
         quality = ("" if p.get("kendall_tau") is None else
                    f"; on its last {min(p['evaluated'], p['window'])} evaluated picks: Kendall tau {p['kendall_tau']:.2f}, "
-                   f"RMSE {p['rmse']:.4f} AP")
+                   f"RMSE {p['rmse']:.4f}{'' if out['best'] and out['best'].get('metric') else ' AP'}")
         console.print(f"predictor ({p['kind']}): picked {p['picked']} trials; {p['screened_out']} candidates screened "
                       f"out (predicted, not evaluated){quality}")
-    table = Table("trial", "GFLOPs", "whole-body AP", title="Pareto front")
+    metric = out["pareto"][0].get("metric") if out["pareto"] else None  # another task's objective
+    table = Table("trial", "GFLOPs", metric or "whole-body AP", title="Pareto front")
     for p in out["pareto"]:
         table.add_row(str(p["trial"]), f"{p['gflops']:.4f}", f"{p['ap']:.4f}")
     console.print(table)
