@@ -134,7 +134,7 @@ def test_run_retrains_records_and_exports(tmp_path: Path, tiny_experiment) -> No
     assert f"kept in {kept}" in res.stderr
 
 
-EPOCHS = 5  # enough that the second trial cannot finish in the second between its first epoch and the kill
+EPOCHS = 5  # enough that the second trial cannot finish between its first epoch's record and the kill
 
 
 @pytest.mark.ray
@@ -176,10 +176,14 @@ def test_retrain_resumes_after_sigkill(tmp_path: Path, tiny_experiment) -> None:
         assert proc.poll() is None or not lines.empty(), "".join(seen)[-3000:]
     else:
         pytest.fail("the second trial reported no epoch in time:\n" + "".join(seen)[-3000:])
-    time.sleep(1.0)
+    # kill once the sweep's files hold the second trial's first epoch (Tune's controller writes a
+    # result after the trial reported it: a fixed second was not always enough on a fast machine)
+    sweep = next((tmp_path / "kill" / "out" / "retrain").glob("sweep-*"))
+    written = time.monotonic() + 60
+    while time.monotonic() < written and min(map(len, _iterations(sweep).values()), default=0) < 1:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    sweep = next((tmp_path / "kill" / "out" / "retrain").glob("sweep-*"))
     before = _iterations(sweep)
     first, second = sorted(before.values(), key=len, reverse=True)
     full = list(range(1, EPOCHS + 1))
